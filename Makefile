@@ -1,0 +1,26 @@
+PY ?= python3
+
+.PHONY: install lint format test test-all bench catalog
+
+install:
+	$(PY) -m pip install -e '.[dev]'
+
+lint:
+	ruff check dlrun tests benchmarks
+	ruff format --check dlrun tests benchmarks
+
+format:
+	ruff check --fix dlrun tests benchmarks
+	ruff format dlrun tests benchmarks
+
+test:
+	$(PY) -m pytest -m "not slow" -q
+
+test-all:
+	$(PY) -m pytest -q
+
+bench:
+	$(PY) benchmarks/run_all.py
+
+catalog:
+	$(PY) -m dlrun.graph.catalog --write

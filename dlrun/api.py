@@ -1,0 +1,94 @@
+"""The Python API (also what the CLI calls): same validation, same errors, no printing of results.
+
+import dlrun
+loaded = dlrun.load_recipe("recipes/mnist.yaml", overrides=["train.epochs=1"])
+model = dlrun.build_model(loaded)
+result = dlrun.train(loaded)
+metrics = dlrun.evaluate(result.run.path)
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from dlrun.errors import RecipeError
+from dlrun.recipe.compose import LoadedRecipe
+from dlrun.recipe.compose import load_recipe as _load
+
+
+def load_recipe(source: str | Path | LoadedRecipe, overrides: list[str] | tuple[str, ...] = ()) -> LoadedRecipe:
+    """Read, compose, validate and statically check a recipe (no TensorFlow import)."""
+    if isinstance(source, LoadedRecipe):
+        return source
+    return _load(source, overrides)
+
+
+def build(loaded: LoadedRecipe | str | Path, *, trust: bool = False) -> Any:
+    """Build the model and keep per-node tensors and layers (`Built`)."""
+    from dlrun.components import Importer
+    from dlrun.graph.build import build_traced
+
+    loaded = load_recipe(loaded)
+    importer = Importer(loaded.recipe.imports, loaded.base_dir, trust=trust)
+    return build_traced(loaded.graph, importer, doc=loaded.doc, base_dir=loaded.base_dir)
+
+
+def build_model(loaded: LoadedRecipe | str | Path, *, trust: bool = False) -> Any:
+    """The recipe's `keras.Model` (not compiled)."""
+    return build(loaded, trust=trust).model
+
+
+def check(loaded: LoadedRecipe | str | Path, *, trust: bool = False, batch: int = 2) -> dict[str, Any]:
+    """Build, compile and run one training step on random data shaped from the declared inputs."""
+    from dlrun.train.check import check_recipe
+
+    return check_recipe(load_recipe(loaded), trust=trust, batch=batch)
+
+
+def train(loaded: LoadedRecipe | str | Path, **kwargs: Any) -> Any:
+    """Train a recipe (see `dlrun.train.fit.train` for options); returns a `TrainResult`."""
+    from dlrun.train.fit import train as _train
+
+    return _train(load_recipe(loaded), **kwargs)
+
+
+def evaluate(run: str | Path, *, split: str | None = None, trust: bool = False, unsafe: bool = False) -> dict[str, Any]:
+    """Evaluate a finished run's model; returns metrics and writes eval.json into the run."""
+    from dlrun.evaluate import evaluate_run
+
+    return evaluate_run(Path(run), split=split, trust=trust, unsafe=unsafe)
+
+
+def plot(model: Any, file: Path, *, expand: bool = False) -> None:
+    """Draw the model with keras.utils.plot_model (needs pydot and graphviz)."""
+    import keras
+
+    if file.suffix.lower() not in (".png", ".svg", ".pdf", ".dot"):
+        raise RecipeError(f"--plot writes .png, .svg, .pdf or .dot, not {file.suffix!r}")
+    try:
+        keras.utils.plot_model(model, to_file=str(file), show_shapes=True, expand_nested=expand, show_layer_names=True)
+    except (ImportError, OSError) as exc:
+        raise RecipeError(f"--plot needs pydot and graphviz ({exc}); `--format dot|mermaid` works without") from None
+
+
+def json_schema_text() -> str:
+    """The recipe format's JSON Schema."""
+    from dlrun.recipe.schema import Recipe
+
+    schema = Recipe.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "dlrun recipe"
+    return json.dumps(schema, indent=2) + "\n"
+
+
+def write_crash_log(text: str) -> Path:
+    """Save an internal error's traceback where a user can attach it to a report."""
+    folder = Path(tempfile.gettempdir()) / "dlrun-crashes"
+    folder.mkdir(parents=True, exist_ok=True)
+    file = folder / f"crash-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S-%f')}.log"
+    file.write_text(text, encoding="utf-8")
+    return file

@@ -1,0 +1,231 @@
+"""The `dlrun` command line: parse arguments, call the API, render. No logic of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dlrun import api
+from dlrun.console import console, err_console
+from dlrun.errors import EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USER, RecipeError, RunInterrupted
+
+app = typer.Typer(
+    name="dlrun",
+    help="Keras, declared: validate, build, train and evaluate Keras models from one YAML recipe.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+    rich_markup_mode=None,
+)
+
+RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a recipe value: KEY.PATH=VALUE (repeatable).", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or status lines.")]
+TrustOpt = Annotated[bool, typer.Option("--trust", help="Allow custom components from any module.")]
+
+
+def _emit(data: Any) -> None:
+    console.print_json(json.dumps(data, default=str))
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"dlrun {version('dlrun')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Keras, declared."""
+
+
+@app.command()
+def validate(recipe: RecipeArg, set_: SetOpt = None, json_out: JsonOpt = False) -> None:
+    """Check a recipe's schema and graph without importing TensorFlow."""
+    loaded = api.load_recipe(recipe, overrides=set_ or ())
+    info = {
+        "recipe": str(recipe),
+        "valid": True,
+        "name": loaded.recipe.name,
+        "nodes": len(loaded.graph.nodes),
+        "outputs": loaded.graph.outputs,
+    }
+    if json_out:
+        _emit(info)
+    else:
+        console.print(f"{recipe}: ok ({info['nodes']} nodes, outputs: {', '.join(info['outputs'])})")
+
+
+@app.command()
+def show(recipe: RecipeArg, set_: SetOpt = None, json_out: JsonOpt = False) -> None:
+    """Print the resolved recipe (after extends, overrides and interpolation)."""
+    from dlrun.recipe.compose import dump_yaml
+
+    loaded = api.load_recipe(recipe, overrides=set_ or ())
+    if json_out:
+        _emit(loaded.resolved())
+    else:
+        console.print(dump_yaml(loaded.resolved()), end="", markup=False)
+
+
+@app.command()
+def summary(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    expand: Annotated[bool, typer.Option("--expand", help="Show every layer inside blocks.")] = False,
+    fmt: Annotated[
+        str, typer.Option("--format", help="table, dot or mermaid (dot/mermaid need no TensorFlow).")
+    ] = "table",
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Draw the graph to FILE.png|svg (needs pydot+graphviz).")
+    ] = None,
+    trust: TrustOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Build the model without training and print every layer with shapes and parameter counts."""
+    from dlrun.graph import render
+
+    loaded = api.load_recipe(recipe, overrides=set_ or ())
+    if fmt in ("dot", "mermaid"):
+        text = render.to_dot(loaded.graph) if fmt == "dot" else render.to_mermaid(loaded.graph)
+        console.print(text, end="", markup=False)
+        return
+    if fmt != "table":
+        raise RecipeError(f"--format must be table, dot or mermaid, not {fmt!r}")
+    built = api.build(loaded, trust=trust)
+    rows = render.summary_rows(loaded.graph, built, expand=expand)
+    total = render.totals(built.model)
+    if plot is not None:
+        api.plot(built.model, plot, expand=expand)
+    if json_out:
+        _emit(render.rows_as_json(rows, total, loaded.graph))
+    else:
+        console.print(render.render_table(rows, total, loaded.graph))
+
+
+@app.command()
+def check(recipe: RecipeArg, set_: SetOpt = None, trust: TrustOpt = False, json_out: JsonOpt = False) -> None:
+    """Build the model and run one forward and backward step on random data (no dataset needed)."""
+    result = api.check(api.load_recipe(recipe, overrides=set_ or ()), trust=trust)
+    if json_out:
+        _emit(result)
+    else:
+        shapes = ", ".join(f"{k} {v}" for k, v in result["output_shapes"].items())
+        console.print(f"{recipe}: trainable · {result['params']:,} params · loss {result['loss']:.4f} · {shapes}")
+
+
+@app.command()
+def train(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    runs: Annotated[Path, typer.Option("--runs", help="Folder that holds run folders.")] = Path("runs"),
+    trust: TrustOpt = False,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a recipe; writes runs/<name>/<timestamp>/ and evaluates on the recipe's eval split."""
+    loaded = api.load_recipe(recipe, overrides=set_ or ())
+    result = api.train(loaded, runs_root=runs, trust=trust, quiet=quiet or json_out, overrides=tuple(set_ or ()))
+    if json_out:
+        _emit({"run": str(result.run.path), "metrics": result.metrics})
+        return
+    _metrics_table(f"{loaded.recipe.name}: {loaded.recipe.eval.split}", result.metrics, loaded.graph.outputs)
+    console.print(f"run: {result.run.path}")
+
+
+@app.command("eval")
+def eval_(
+    run: Annotated[Path, typer.Argument(help="Run folder (runs/<name>/<timestamp>).", show_default=False)],
+    split: Annotated[str | None, typer.Option("--split", help="test, validation or train.")] = None,
+    trust: TrustOpt = False,
+    unsafe: Annotated[
+        bool, typer.Option("--unsafe", help="Load models with Lambda code (trusted files only).")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Evaluate a run's model on its recipe's test split; prints metrics per output."""
+    result = api.evaluate(run, split=split, trust=trust, unsafe=unsafe)
+    if json_out:
+        _emit(result)
+    else:
+        _metrics_table(f"{run}: {result['split']} ({result['samples']} samples)", result["metrics"], result["outputs"])
+
+
+@app.command()
+def schema(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Print the JSON Schema of the recipe format (for editors)."""
+    text = api.json_schema_text()
+    if output is None:
+        console.print(text, end="", markup=False)
+    else:
+        from dlrun.train.rundir import atomic_write_text
+
+        atomic_write_text(output, text)
+
+
+def _metrics_table(title: str, metrics: dict[str, float], outputs: list[str]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("output")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        output = next((o for o in outputs if key.startswith(f"{o}_")), None) if len(outputs) > 1 else outputs[0]
+        metric = key[len(output) + 1 :] if output and len(outputs) > 1 else key
+        table.add_row(output if output else "all", metric, f"{value:.4f}")
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the app, maps errors to one line and an exit code."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import click
+
+    try:
+        app(args=argv, standalone_mode=False, prog_name="dlrun")
+    except RecipeError as exc:
+        err_console.print(f"error: {exc}", markup=False)
+        return EXIT_USER
+    except RunInterrupted as exc:
+        err_console.print(f"interrupted (signal {exc.signum}); the run folder holds the state saved so far")
+        return EXIT_SIGINT if exc.signum == 2 else EXIT_SIGTERM
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        return EXIT_SIGINT
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.ClickException as exc:
+        err_console.print(f"error: {exc.format_message()}", markup=False)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return EXIT_SIGINT
+    except Exception:
+        log = api.write_crash_log(traceback.format_exc())
+        err_console.print(f"internal error (a bug in dlrun; please report it with {log})", markup=False)
+        return EXIT_INTERNAL
+    return 0
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Keras objects by name (optimizers, losses, metrics, callbacks) and custom code by import path.
+
+Custom components are written `module.path:Name` or `file.py:Name` (relative to the recipe). They are
+imported only when their top-level module is listed under the recipe's `imports:` or the caller passes
+`trust=True`: a recipe from elsewhere cannot run code unasked.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+from dlrun.errors import RecipeError
+from dlrun.graph import catalog
+from dlrun.recipe.load import KeyPath
+from dlrun.recipe.schema import Component
+
+
+class Importer:
+    """Imports custom components under the recipe's allow-list (or full trust)."""
+
+    def __init__(self, allowed: list[str], base_dir: Path, *, trust: bool = False) -> None:
+        self.allowed = {a.split(":")[0].removesuffix(".py") for a in allowed}
+        self.base_dir = base_dir
+        self.trust = trust
+        self.loaded: dict[str, Any] = {}
+
+    def is_allowed(self, module: str) -> bool:
+        """Whether `module` (or its top-level package) is allow-listed."""
+        if self.trust:
+            return True
+        stem = module.removesuffix(".py")
+        return stem in self.allowed or stem.split(".")[0] in self.allowed
+
+    def load(self, ref: str, path: KeyPath = ()) -> Any:
+        """The object named by `module:Name`; `RecipeError` when untrusted, missing or broken."""
+        if ref in self.loaded:
+            return self.loaded[ref]
+        module_name, _, attr = ref.partition(":")
+        if not module_name or not attr:
+            raise RecipeError(f"import path {ref!r} must look like `module.path:Name`", path=path)
+        if not self.is_allowed(module_name):
+            raise RecipeError(
+                f"custom component {ref!r} would run code from {module_name!r}; list it under `imports:` "
+                "in the recipe or pass --trust",
+                path=path,
+            )
+        module = self._import(module_name, path)
+        obj = module
+        for part in attr.split("."):
+            if not hasattr(obj, part):
+                raise RecipeError(f"module {module_name!r} has no {attr!r}", path=path)
+            obj = getattr(obj, part)
+        self.loaded[ref] = obj
+        return obj
+
+    def _import(self, module_name: str, path: KeyPath) -> Any:
+        if module_name.endswith(".py"):
+            file = (self.base_dir / module_name).resolve()
+            if not file.is_file():
+                raise RecipeError(f"custom module file not found: {file}", path=path)
+            key = f"dlrun_custom_{file.stem}"
+            if key in sys.modules:
+                return sys.modules[key]
+            spec = importlib.util.spec_from_file_location(key, file)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[key] = module
+            try:
+                spec.loader.exec_module(module)
+            except Exception as exc:
+                del sys.modules[key]
+                raise RecipeError(f"importing {file.name} failed: {type(exc).__name__}: {exc}", path=path) from None
+            return module
+        added = str(self.base_dir)
+        sys.path.insert(0, added)
+        try:
+            return importlib.import_module(module_name)
+        except ImportError as exc:
+            raise RecipeError(f"cannot import {module_name!r}: {exc}", path=path) from None
+        finally:
+            if added in sys.path:
+                sys.path.remove(added)
+
+    def custom_objects(self) -> dict[str, Any]:
+        """Every custom object loaded so far, by class name (for `keras.saving.load_model`)."""
+        return {ref.split(":")[-1].split(".")[-1]: obj for ref, obj in self.loaded.items()}
+
+
+def _keras_module(section: str) -> Any:
+    import keras
+
+    return {
+        "optimizers": keras.optimizers,
+        "losses": keras.losses,
+        "metrics": keras.metrics,
+        "callbacks": keras.callbacks,
+        "schedules": keras.optimizers.schedules,
+    }[section]
+
+
+def make(section: str, comp: Component, importer: Importer, path: KeyPath = (), **overrides: Any) -> Any:
+    """Instantiate a component: Keras class with kwargs, Keras string identifier, or custom import."""
+    kwargs = {**comp.kwargs, **overrides}
+    if ":" in comp.type:
+        obj = importer.load(comp.type, path)
+        return obj(**kwargs) if isinstance(obj, type) else obj
+    name = catalog.aliases(section).get(comp.type, comp.type)
+    spec = catalog.entry(section, name)
+    module = _keras_module(section)
+    if spec is None or spec["kind"] == "function":
+        return name  # a string identifier Keras resolves itself ("accuracy", "mse", ...)
+    if section == "optimizers" and isinstance(kwargs.get("learning_rate"), dict):
+        sched = Component.model_validate(kwargs["learning_rate"])
+        kwargs["learning_rate"] = make("schedules", sched, importer, (*path, "learning_rate"))
+    try:
+        return getattr(module, name)(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"{name}: {exc}", path=path) from None

@@ -1,0 +1,87 @@
+"""Terminal output: one rich Console, epoch progress, plain lines when not a terminal.
+
+Colours follow rich's rules (off when not a terminal, off when NO_COLOR is set). `--quiet` silences
+progress; `--json` verbs print machine output with `print_json` and nothing else on stdout.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def format_metrics(logs: dict[str, Any]) -> str:
+    """`loss 0.1234 · accuracy 0.9712` with stable, short number formatting."""
+    parts = []
+    for key, value in logs.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if key == "learning_rate":
+            parts.append(f"lr {number:.3g}")
+        elif math.isfinite(number) and abs(number) >= 1e-3:
+            parts.append(f"{key} {number:.4f}")
+        else:
+            parts.append(f"{key} {number:.3g}")
+    return " · ".join(parts)
+
+
+def make_progress_callback(total_epochs: int, steps: int | None, *, quiet: bool = False) -> Any:
+    """A Keras callback that shows live per-epoch progress (terminal) or one line per epoch (pipes)."""
+    import keras
+
+    live = err_console.is_terminal and not quiet
+
+    class EpochProgress(keras.callbacks.Callback):
+        """Epoch bar with live metrics on a terminal; a plain line per epoch otherwise."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.started = 0.0
+            self.last_draw = 0.0
+            self.epoch = 0
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self.started = time.perf_counter()
+            self.epoch = epoch
+
+        if live:
+
+            def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+                now = time.perf_counter()
+                if now - self.last_draw < 0.25:
+                    return
+                self.last_draw = now
+                done = batch + 1
+                width = 24
+                filled = int(width * done / steps) if steps else 0
+                bar = "█" * filled + "·" * (width - filled)
+                text = (
+                    f"epoch {self.epoch + 1}/{total_epochs} {bar} {done}/{steps or '?'}  {format_metrics(logs or {})}"
+                )
+                sys.stderr.write("\r\x1b[2K" + text[: err_console.width - 1])
+                sys.stderr.flush()
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if quiet:
+                return
+            seconds = time.perf_counter() - self.started
+            if live:
+                sys.stderr.write("\r\x1b[2K")
+            err_console.print(f"epoch {epoch + 1}/{total_epochs} {seconds:.1f}s  {format_metrics(logs or {})}")
+
+    return EpochProgress()
+
+
+def say(message: str, *, quiet: bool = False) -> None:
+    """A status line on stderr (stdout stays clean for results)."""
+    if not quiet:
+        err_console.print(message)

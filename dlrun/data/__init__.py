@@ -1,0 +1,1 @@
+"""Data: sources (arrays by name) -> prepared splits mapped onto model inputs and outputs."""

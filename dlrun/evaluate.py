@@ -1,0 +1,86 @@
+"""Evaluation: a model on a split -> metrics by name (per output for multi-output models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dlrun.errors import RecipeError
+
+
+def evaluate_model(
+    model: Any, prepared: Any, split: str, outputs: list[str], inputs: list[str], batch_size: int
+) -> dict[str, float]:
+    """`model.evaluate` on `split`, returned as `{metric_name: value}` (Keras' own names)."""
+    xs, ys = prepared.splits[split]
+    x = xs[inputs[0]] if len(inputs) == 1 else {k: xs[k] for k in inputs}
+    y = ys[outputs[0]] if len(outputs) == 1 else {k: ys[k] for k in outputs}
+    result = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+    return {k: float(v) for k, v in result.items()}
+
+
+def load_run_model(path: Path, custom_objects: dict[str, Any], *, unsafe: bool = False) -> Any:
+    """Load a `.keras` file with Keras' safe mode unless `unsafe` (Lambda layers carry code)."""
+    import keras
+
+    try:
+        return keras.saving.load_model(str(path), custom_objects=custom_objects, safe_mode=not unsafe)
+    except ValueError as exc:
+        text = str(exc)
+        if "safe_mode" in text or "Lambda" in text or "lambda" in text:
+            raise RecipeError(
+                f"{path.name} contains a Lambda layer with serialized Python code; refused in safe mode "
+                "(pass --unsafe only if you trust where the file came from)"
+            ) from None
+        raise RecipeError(f"cannot load {path}: {text.splitlines()[0] if text else type(exc).__name__}") from None
+
+
+def evaluate_run(
+    run_path: Path, *, split: str | None = None, trust: bool = False, unsafe: bool = False
+) -> dict[str, Any]:
+    """Evaluate a finished run's model on its recipe's split (default: the recipe's `eval.split`)."""
+    from dlrun.components import Importer
+    from dlrun.data.prepare import prepare
+    from dlrun.recipe.compose import load_recipe
+    from dlrun.train.rundir import RunDir
+
+    run = RunDir.open(run_path)
+    if not run.model.is_file():
+        raise RecipeError(f"{run_path} has no model.keras (training did not finish?)")
+    loaded = load_recipe(run.recipe)
+    recipe = loaded.recipe
+    if recipe.data is None:
+        raise RecipeError("the run's recipe has no data section to evaluate on")
+    importer = Importer(recipe.imports, loaded.base_dir, trust=trust)
+    for node in _custom_refs(loaded):
+        importer.load(node)
+    model = load_run_model(run.model, importer.custom_objects(), unsafe=unsafe)
+    prepared = prepare(recipe.data, loaded.base_dir, recipe.seed)
+    chosen = split or recipe.eval.split
+    if chosen not in prepared.splits:
+        raise RecipeError(f"the data has no {chosen!r} split (it has: {', '.join(prepared.splits)})")
+    graph = loaded.graph
+    metrics = evaluate_model(
+        model, prepared, chosen, graph.outputs, list(graph.inputs), recipe.eval.batch_size or recipe.train.batch_size
+    )
+    result = {
+        "run": str(run_path),
+        "split": chosen,
+        "samples": prepared.count(chosen),
+        "outputs": graph.outputs,
+        "metrics": metrics,
+    }
+    run.write_json("eval.json", result)
+    return result
+
+
+def _custom_refs(loaded: Any) -> list[str]:
+    """Every import path the recipe uses (layers, losses, metrics), so a saved model can be loaded."""
+    refs = [n.type for n in loaded.graph.nodes if n.kind == "custom"]
+    for sub in loaded.graph.submodels.values():
+        refs += [n.type for n in sub.nodes if n.kind == "custom"]
+    comp = loaded.recipe.compile
+    losses = comp.loss.values() if isinstance(comp.loss, dict) else [comp.loss]
+    metrics = [m for ms in comp.metrics.values() for m in ms] if isinstance(comp.metrics, dict) else comp.metrics
+    refs += [c.type for c in [*losses, *metrics] if ":" in c.type]
+    return refs

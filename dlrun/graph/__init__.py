@@ -1,0 +1,1 @@
+"""Recipe model section -> checked graph -> keras.Model, plus renderings of it."""

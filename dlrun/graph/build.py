@@ -1,0 +1,171 @@
+"""Resolved `Graph` -> `keras.Model` with the functional API.
+
+Layers are found by their Keras class name (`getattr(keras.layers, type)`), so every Keras layer works
+with no per-layer code. Shared nodes call the very same layer object; sub-models are built once as
+`keras.Model`s and called like layers; `applications.X` nodes wrap a `keras.applications` model.
+Errors while calling a layer name the node, its inputs and their shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlrun.components import Importer
+from dlrun.errors import RecipeError
+from dlrun.graph.check import Graph, Node
+from dlrun.recipe.load import Document
+
+
+def _shape(t: Any) -> str:
+    shape = getattr(t, "shape", None)
+    return str(tuple(shape)) if shape is not None else type(t).__name__
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class _Builder:
+    def __init__(self, importer: Importer, doc: Document | None, base_dir: Path) -> None:
+        self.importer = importer
+        self.doc = doc
+        self.base_dir = base_dir
+        self.tensors: dict[str, Any] = {}
+        self.layers: dict[str, Any] = {}
+
+    def err(self, message: str, node: Node, *extra: str | int) -> RecipeError:
+        path = (*node.path, *extra)
+        if self.doc is None:
+            return RecipeError(message, path=path)
+        return self.doc.error(message, path)
+
+    def make_layer(self, node: Node, incoming: list[Any], submodels: dict[str, Any]) -> Any:
+        import keras
+
+        if node.kind == "layer":
+            cls = getattr(keras.layers, node.type)
+            try:
+                return cls(name=node.name, **node.kwargs)
+            except Exception as exc:  # Keras validates its own arguments; report them as recipe errors
+                raise self.err(f"{node.type}: {_first_line(exc)}", node) from None
+        if node.kind == "submodel":
+            return submodels[node.type]
+        if node.kind == "custom":
+            obj = self.importer.load(node.type, (*node.path, "type"))
+            if not isinstance(obj, type):
+                raise self.err(f"{node.type} is not a class", node, "type")
+            try:
+                return obj(name=node.name, **node.kwargs)
+            except Exception as exc:
+                raise self.err(f"{node.type}: {_first_line(exc)}", node) from None
+        if node.kind == "application":
+            return self.make_application(node, incoming)
+        raise AssertionError(node.kind)
+
+    def make_application(self, node: Node, incoming: list[Any]) -> Any:
+        import keras
+
+        kwargs = dict(node.kwargs)
+        weights = kwargs.pop("weights", None)
+        trainable = kwargs.pop("trainable", True)
+        kwargs.setdefault("include_top", False)
+        fn = getattr(keras.applications, node.type)
+        local_file: Path | None = None
+        if isinstance(weights, str) and weights != "imagenet":
+            local_file = (self.base_dir / weights).resolve()
+            if not local_file.is_file():
+                raise self.err(f"weights file not found: {local_file}", node, "weights")
+            weights = None
+        try:
+            model = fn(weights=weights, input_shape=tuple(incoming[0].shape[1:]), name=node.name, **kwargs)
+        except Exception as exc:
+            text = _first_line(exc)
+            if weights == "imagenet" and ("URL" in text or "fetch" in text.lower() or "resolve" in text.lower()):
+                raise self.err(
+                    f"cannot download imagenet weights for {node.type} (offline?); put the file in "
+                    "~/.keras/models/ or give `weights: <local file>`",
+                    node,
+                    "weights",
+                ) from None
+            raise self.err(f"applications.{node.type}: {text}", node) from None
+        if local_file is not None:
+            try:
+                model.load_weights(str(local_file))
+            except Exception as exc:
+                raise self.err(
+                    f"cannot load weights from {local_file.name}: {_first_line(exc)}", node, "weights"
+                ) from None
+        model.trainable = bool(trainable)
+        return model
+
+    def build(self, graph: Graph, submodels: dict[str, Any] | None = None) -> Any:
+        import keras
+
+        submodels = submodels or {}
+        tensors: dict[str, Any] = {}
+        for name, spec in graph.inputs.items():
+            tensors[name] = keras.Input(shape=tuple(spec.shape), dtype=spec.dtype, sparse=spec.sparse, name=name)
+        layers: dict[str, Any] = {}
+        for node in graph.nodes:
+            incoming = [tensors[graph.resolve(ref)] for ref in node.inputs]
+            if node.kind == "share":
+                layer = layers[graph.resolve(node.share or "")]
+            else:
+                layer = self.make_layer(node, incoming, submodels)
+            layers[node.name] = layer
+            arg = incoming[0] if len(incoming) == 1 else incoming
+            try:
+                tensors[node.name] = layer(arg, **node.call)
+            except RecipeError:
+                raise
+            except Exception as exc:
+                shapes = ", ".join(f"{ref} {_shape(t)}" for ref, t in zip(node.inputs, incoming, strict=True))
+                raise self.err(
+                    f"{node.type} {node.name!r} cannot take its input(s) {shapes}: {_first_line(exc)}", node
+                ) from None
+        outputs = []
+        for out in graph.outputs:
+            tensor = tensors[graph.resolve(out)]
+            history = getattr(tensor, "_keras_history", None)
+            produced_by = history.operation.name if history is not None else None
+            if produced_by != out:
+                # Keras names outputs after the producing layer; keep the recipe's output name.
+                tensor = keras.layers.Identity(name=out)(tensor)
+            outputs.append(tensor)
+        inputs = [tensors[n] for n in graph.inputs]
+        model = keras.Model(
+            inputs=inputs[0] if len(inputs) == 1 else inputs,
+            outputs=outputs[0] if len(outputs) == 1 else outputs,
+            name=graph.name,
+        )
+        model.trainable = graph.trainable
+        self.tensors, self.layers = tensors, layers
+        return model
+
+
+@dataclass
+class Built:
+    """A built model plus, per node of the main graph, its output tensor and layer object."""
+
+    model: Any
+    tensors: dict[str, Any]
+    layers: dict[str, Any]
+    submodels: dict[str, Any]
+
+
+def build_traced(
+    graph: Graph, importer: Importer, *, doc: Document | None = None, base_dir: Path | None = None
+) -> Built:
+    """Build the Keras model for `graph` (sub-models first, each built once), keeping per-node tensors."""
+    builder = _Builder(importer, doc, base_dir or Path.cwd())
+    submodels = {name: builder.build(sub) for name, sub in graph.submodels.items()}
+    model = builder.build(graph, submodels)
+    return Built(model=model, tensors=builder.tensors, layers=builder.layers, submodels=submodels)
+
+
+def build_graph(graph: Graph, importer: Importer, *, doc: Document | None = None, base_dir: Path | None = None) -> Any:
+    """Build the Keras model for `graph`."""
+    return build_traced(graph, importer, doc=doc, base_dir=base_dir).model

@@ -1,0 +1,1 @@
+"""Recipe text -> validated `Recipe` (load, compose, schema, locate)."""

@@ -1,0 +1,161 @@
+"""YAML text -> plain mapping, remembering where every key and value came from.
+
+Safe by construction: only YAML's core scalars, mappings and sequences are built (no Python tags, no
+object construction); duplicate keys, oversized files, alias-expansion bombs and non-UTF-8 bytes are
+refused as `RecipeError`s with a location.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dlrun.errors import Location, RecipeError
+
+MAX_BYTES = 5 * 1024 * 1024
+MAX_NODES = 200_000  # after alias expansion; real recipes have a few thousand at most
+
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass
+class Document:
+    """A loaded YAML document: the data plus the position of each key path."""
+
+    data: Any
+    file: str
+    value_marks: dict[KeyPath, Location] = field(default_factory=dict)
+    key_marks: dict[KeyPath, Location] = field(default_factory=dict)
+
+    def locate(self, path: KeyPath, *, key: bool = False) -> Location:
+        """Best location for `path`: the exact node, else its nearest ancestor that has one."""
+        marks = self.key_marks if key else self.value_marks
+        probe = tuple(path)
+        while probe:
+            if probe in marks:
+                return marks[probe]
+            if not key and probe in self.key_marks:
+                return self.key_marks[probe]
+            probe = probe[:-1]
+        return self.value_marks.get((), Location(self.file, 1, 1))
+
+    def error(self, message: str, path: KeyPath, *, key: bool = False) -> RecipeError:
+        """A `RecipeError` located at `path` in this document."""
+        return RecipeError(message, location=self.locate(path, key=key), path=path)
+
+
+def _mark(node: yaml.Node, file: str) -> Location:
+    return Location(file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Converter:
+    """Walks a composed YAML node tree into Python data, recording marks and refusing bombs."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.constructor = yaml.SafeLoader("")
+        self.nodes = 0
+        self.value_marks: dict[KeyPath, Location] = {}
+        self.key_marks: dict[KeyPath, Location] = {}
+
+    def fail(self, message: str, node: yaml.Node, path: KeyPath) -> RecipeError:
+        return RecipeError(message, location=_mark(node, self.file), path=path)
+
+    def convert(self, node: yaml.Node, path: KeyPath) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise self.fail(
+                f"document expands to more than {MAX_NODES} nodes (an alias/anchor bomb?); refused",
+                node,
+                path,
+            )
+        self.value_marks.setdefault(path, _mark(node, self.file))
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.ScalarNode, path: KeyPath) -> Any:
+        if not node.tag.startswith("tag:yaml.org,2002:") or node.tag.startswith("tag:yaml.org,2002:python"):
+            raise self.fail(f"YAML tag {node.tag!r} is not allowed in a recipe (plain values only)", node, path)
+        if node.tag.endswith((":binary", ":timestamp", ":set", ":omap", ":pairs")):
+            raise self.fail(f"YAML type {node.tag.rsplit(':', 1)[-1]!r} is not supported in a recipe", node, path)
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            raise self.fail(f"cannot read value: {exc}", node, path) from None
+
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
+        if node.tag != "tag:yaml.org,2002:map":
+            raise self.fail(f"YAML tag {node.tag!r} is not allowed in a recipe (plain values only)", node, path)
+        self.constructor.flatten_mapping(node)  # resolves `<<:` merge keys
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise self.fail("mapping keys must be plain strings", key_node, path)
+            key = self._scalar(key_node, path)
+            if not isinstance(key, str | int) or isinstance(key, bool):
+                key = str(key)
+            key = str(key)
+            child = (*path, key)
+            if key in out:
+                first = self.key_marks[child]
+                raise self.fail(f"duplicate key {key!r} (first defined at line {first.line})", key_node, child)
+            self.key_marks[child] = _mark(key_node, self.file)
+            out[key] = self.convert(value_node, child)
+        return out
+
+
+def load_text(text: str, file: str = "<recipe>") -> Document:
+    """Parse YAML text into a `Document`; raises `RecipeError` on any problem."""
+    if len(text.encode("utf-8", errors="replace")) > MAX_BYTES:
+        raise RecipeError(f"recipe is larger than {MAX_BYTES // (1024 * 1024)} MB; refused", location=Location(file))
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise RecipeError(f"invalid YAML: {problem}", location=loc) from None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"invalid YAML: {exc}", location=Location(file)) from None
+    if node is None:
+        raise RecipeError("recipe is empty", location=Location(file, 1, 1))
+    conv = _Converter(file)
+    data = conv.convert(node, ())
+    return Document(data=data, file=file, value_marks=conv.value_marks, key_marks=conv.key_marks)
+
+
+def load_file(path: str | Path) -> Document:
+    """Read and parse a recipe file; the error names the file when it is missing or not UTF-8."""
+    path = Path(path)
+    shown = str(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise RecipeError(f"recipe file not found: {shown}") from None
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe {shown}: {exc.strerror}") from None
+    if path.is_dir():
+        raise RecipeError(f"{shown} is a directory, not a recipe file")
+    if size > MAX_BYTES:
+        raise RecipeError(
+            f"recipe is {size / 1e6:.1f} MB, larger than the {MAX_BYTES // (1024 * 1024)} MB limit; refused",
+            location=Location(shown),
+        )
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise RecipeError(
+            f"recipe is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8",
+            location=Location(shown, line),
+        ) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return load_text(text, shown)

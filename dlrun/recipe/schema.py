@@ -1,0 +1,320 @@
+"""The recipe format as pydantic models: the models are the documentation.
+
+Sections mirror a Keras script: `data` (what goes in), `model` (the functional graph), `compile`
+(optimizer, losses, metrics), `train` (fit, callbacks, stages), `eval`. Every section forbids unknown keys;
+the only open mappings are Keras' own keyword arguments (layers, optimizers, callbacks, ...), which the
+graph checker validates against the constructor signatures in the Keras catalog.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=128)]
+
+
+class Strict(BaseModel):
+    """Base for every fixed-shape section: unknown keys are errors with a did-you-mean."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
+            for key in data:
+                if key not in known:
+                    close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    allowed = ", ".join(sorted(known))
+                    raise PydanticCustomError(
+                        "unknown_key",
+                        "unknown key {shown}{hint}; allowed here: {allowed}",
+                        {"key": str(key), "shown": repr(str(key)), "hint": hint, "allowed": allowed},
+                    )
+        return data
+
+
+class Component(BaseModel):
+    """A Keras object by name plus its keyword arguments: `{type: Adam, learning_rate: 0.001}`.
+
+    A bare string is shorthand for `{type: <string>}`. `type` is a Keras name (class or string
+    identifier) or an import path `module.path:Name` for custom code.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: str = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"type": data}
+        return data
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The Keras keyword arguments (everything but `type`)."""
+        return dict(self.model_extra or {})
+
+
+# ----------------------------------------------------------------------------------------------------
+# model
+
+
+class InputSpec(Strict):
+    """One model input: `keras.Input(shape=..., dtype=...)`; `null` marks a variable-length axis."""
+
+    shape: list[Annotated[int, Field(ge=1)] | None] = Field(min_length=0)
+    dtype: str = "float32"
+    sparse: bool = False
+
+
+class LayerNode(BaseModel):
+    """One node of the graph: a Keras layer (by class name), a block, a sub-model, or a shared call.
+
+    Keys other than the reserved ones below are the layer's Keras keyword arguments, written as in Keras.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    RESERVED: ClassVar[tuple[str, ...]] = ("name", "type", "inputs", "share", "call", "repeat", "when")
+
+    name: Name | None = None
+    type: str | None = Field(default=None, min_length=1)
+    inputs: list[str] | None = None
+    share: Name | None = Field(default=None, description="Reuse the layer (and weights) of this earlier node.")
+    call: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the layer call.")
+    repeat: int | list[dict[str, Any]] | None = Field(
+        default=None, description="Blocks only: N copies, or one parameter mapping per copy."
+    )
+    when: bool | str | None = Field(default=None, description="Blocks only: keep this node when true.")
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _single_input(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _type_or_share(self) -> LayerNode:
+        if self.type is None and self.share is None:
+            raise PydanticCustomError("node_kind", "a node needs `type` (a Keras layer, block or sub-model) or `share`")
+        if self.type is not None and self.share is not None:
+            raise PydanticCustomError("node_kind", "give either `type` or `share`, not both")
+        if self.share is not None and self.model_extra:
+            key = next(iter(self.model_extra))
+            raise PydanticCustomError(
+                "node_kind",
+                "a `share` node reuses an existing layer; it takes no layer arguments (got {key})",
+                {"key": repr(key)},
+            )
+        return self
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The layer's Keras keyword arguments."""
+        return dict(self.model_extra or {})
+
+
+class GraphSpec(Strict):
+    """A functional graph: named inputs, a list of nodes, and named outputs."""
+
+    inputs: dict[Name, InputSpec] = Field(min_length=1)
+    layers: list[LayerNode] = Field(min_length=1)
+    outputs: list[str] | None = Field(default=None, description="Node names; default: the last node.")
+
+    @field_validator("outputs", mode="before")
+    @classmethod
+    def _single_output(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class SubModelSpec(GraphSpec):
+    """A named sub-graph built once as a `keras.Model` and called like a layer (shared weights)."""
+
+    trainable: bool = True
+
+
+class BlockSpec(Strict):
+    """A parameterized sub-graph expanded inline wherever it is used (`type: <block name>`).
+
+    Inside the block, `${param}` and `${expression}` are replaced by parameter values; node names are
+    prefixed with the using node's name; `inputs` names the block's entry points.
+    """
+
+    params: dict[Name, Any] = Field(default_factory=dict, description="Parameters and their defaults.")
+    inputs: list[Name] = Field(default_factory=lambda: ["x"])
+    layers: list[LayerNode] = Field(min_length=1)
+    output: str | None = Field(default=None, description="Node whose output the block returns; default last.")
+
+
+class ModelSpec(GraphSpec):
+    """The model: the main graph plus sub-models (nested `keras.Model`s) it may call."""
+
+    name: Name | None = None
+    submodels: dict[Name, SubModelSpec] = Field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------------
+# data
+
+KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "imdb", "reuters", "boston_housing")
+
+
+class ScaleStep(Strict):
+    """`x * multiply / divide + offset`."""
+
+    multiply: float = 1.0
+    divide: float = 1.0
+    offset: float = 0.0
+
+
+class Step(Strict):
+    """One preprocessing step; exactly one key is set."""
+
+    reshape: list[int] | None = None
+    scale: ScaleStep | None = None
+    one_hot: Annotated[int, Field(ge=2)] | None = None
+    cast: str | None = None
+    standardize: bool | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Step:
+        chosen = [k for k in type(self).model_fields if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            raise PydanticCustomError(
+                "step_kind",
+                "a step has exactly one of: reshape, scale, one_hot, cast, standardize (got {n})",
+                {"n": ", ".join(chosen) or "none"},
+            )
+        return self
+
+
+class FeatureSpec(Strict):
+    """Where one model input (or output target) comes from, and how it is prepared."""
+
+    from_: str = Field(alias="from", description="Array key, column name or dataset field.")
+    steps: list[Step] = Field(default_factory=list)
+
+
+class DataSpec(Strict):
+    """Data: a `keras.datasets` name or a file, mapped by name onto model inputs and outputs."""
+
+    source: str = Field(description="A keras.datasets name (mnist, ...) or `npz`.")
+    path: str | None = Field(default=None, description="Explicit file; relative to the recipe.")
+    inputs: dict[Name, FeatureSpec] = Field(min_length=1)
+    targets: dict[Name, FeatureSpec] = Field(min_length=1)
+    validation_split: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    limit: Annotated[int, Field(ge=1)] | None = Field(default=None, description="Use only the first N samples.")
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        allowed = (*KERAS_DATASETS, "npz")
+        if value not in allowed:
+            close = difflib.get_close_matches(value, allowed, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise PydanticCustomError(
+                "unknown_source",
+                "unknown data source {value}{hint}; known: {known}",
+                {"value": repr(value), "hint": hint, "known": ", ".join(allowed)},
+            )
+        return value
+
+
+# ----------------------------------------------------------------------------------------------------
+# compile / train / eval
+
+PerOutput = dict[str, Any]
+
+
+class CompileSpec(Strict):
+    """`model.compile(...)`: losses and metrics either for all outputs or per output name."""
+
+    optimizer: Component = Field(default_factory=lambda: Component(type="rmsprop"))
+    loss: Component | dict[str, Component]
+    loss_weights: dict[str, float] | None = None
+    metrics: list[Component] | dict[str, list[Component]] = Field(default_factory=list)
+    jit_compile: bool | Literal["auto"] = "auto"
+    steps_per_execution: Annotated[int, Field(ge=1)] = 1
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _loss_shape(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "type" not in value:
+            return {k: v for k, v in value.items()}
+        return value
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metrics_shape(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: [v] if isinstance(v, str | dict) else v for k, v in value.items()}
+        if isinstance(value, str):
+            return [value]
+        return value
+
+
+class StageSpec(Strict):
+    """One training stage (transfer learning): what is trainable, how it is compiled, how long."""
+
+    name: Name | None = None
+    epochs: Annotated[int, Field(ge=1)]
+    trainable: dict[str, list[str] | str] | None = Field(
+        default=None,
+        description="`{freeze: [...], unfreeze: [...]}` with node names, block names, globs or 'all'.",
+    )
+    optimizer: Component | None = None
+    loss_weights: dict[str, float] | None = None
+    callbacks: list[Component] | None = None
+
+
+class TrainSpec(Strict):
+    """`model.fit(...)`."""
+
+    epochs: Annotated[int, Field(ge=1)] = 1
+    batch_size: Annotated[int, Field(ge=1)] = 32
+    shuffle: bool = True
+    callbacks: list[Component] = Field(default_factory=list)
+    stages: list[StageSpec] = Field(default_factory=list)
+    restore_best: bool = Field(default=True, description="Load the best checkpoint's weights at the end.")
+    deterministic: bool = False
+
+
+class EvalSpec(Strict):
+    """`model.evaluate(...)` on a split."""
+
+    split: Literal["test", "validation", "train"] = "test"
+    batch_size: Annotated[int, Field(ge=1)] | None = None
+
+
+class ExpectSpec(Strict):
+    """Facts about the built model that `dlrun check` and the tests assert."""
+
+    params: Annotated[int, Field(ge=0)] | None = None
+    trainable_params: Annotated[int, Field(ge=0)] | None = None
+    output_shapes: dict[str, list[int | None]] | None = None
+
+
+class Recipe(Strict):
+    """A whole recipe."""
+
+    schema_: str | None = Field(default=None, alias="$schema")
+    name: Name
+    description: str | None = None
+    seed: int = 42
+    imports: list[str] = Field(default_factory=list, description="Modules allowed to supply custom components.")
+    blocks: dict[Name, BlockSpec] = Field(default_factory=dict)
+    data: DataSpec | None = None
+    model: ModelSpec
+    compile: CompileSpec
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    expect: ExpectSpec | None = None

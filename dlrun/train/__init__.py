@@ -1,0 +1,1 @@
+"""Training: run directories and the fit loop (compile, stages, callbacks, restore best)."""

@@ -1,0 +1,369 @@
+"""compile -> callbacks -> fit (one stage or several) -> restore best -> save -> evaluate.
+
+The seeds' pipeline, declared: everything here is driven by the recipe; the run folder receives the
+resolved recipe, environment, history, checkpoints, TensorBoard logs, the model and its evaluation.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlrun.components import Importer, make
+from dlrun.console import make_progress_callback, say
+from dlrun.errors import RecipeError, RunInterrupted
+from dlrun.recipe.compose import LoadedRecipe, dump_yaml
+from dlrun.recipe.schema import CompileSpec, Component, StageSpec
+from dlrun.train.rundir import RunDir, atomic_target, atomic_write_text, environment, file_fingerprint
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    run: RunDir
+    history: dict[str, list[float]]
+    metrics: dict[str, float]
+    model: Any
+
+
+def seed_everything(seed: int, *, deterministic: bool) -> None:
+    """Seed Python, NumPy and the backend; optionally make TensorFlow ops deterministic."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    if deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def per_output(value: Any, outputs: list[str], factory: Any) -> dict[str, Any]:
+    """Expand a value given for all outputs into one fresh object per output."""
+    return {out: factory(value) for out in outputs}
+
+
+def compile_model(
+    model: Any,
+    spec: CompileSpec,
+    outputs: list[str],
+    importer: Importer,
+    *,
+    optimizer: Component | None = None,
+    loss_weights: dict[str, float] | None = None,
+) -> None:
+    """`model.compile` from the recipe's compile section (optionally a stage's optimizer/weights)."""
+    opt = make("optimizers", optimizer or spec.optimizer, importer, ("compile", "optimizer"))
+    if isinstance(spec.loss, dict):
+        loss: Any = {o: make("losses", spec.loss[o], importer, ("compile", "loss", o)) for o in outputs}
+    elif len(outputs) > 1:
+        loss = per_output(spec.loss, outputs, lambda c: make("losses", c, importer, ("compile", "loss")))
+    else:
+        loss = make("losses", spec.loss, importer, ("compile", "loss"))
+    if isinstance(spec.metrics, dict):
+        metrics: Any = {
+            o: [make("metrics", c, importer, ("compile", "metrics", o)) for c in spec.metrics.get(o, [])]
+            for o in outputs
+        }
+    elif len(outputs) > 1:
+        metrics = per_output(
+            spec.metrics, outputs, lambda cs: [make("metrics", c, importer, ("compile", "metrics")) for c in cs]
+        )
+    else:
+        metrics = [make("metrics", c, importer, ("compile", "metrics")) for c in spec.metrics]
+    weights = loss_weights if loss_weights is not None else spec.loss_weights
+    if weights is not None:
+        weights = {o: float(weights.get(o, 1.0)) for o in outputs}
+    model.compile(
+        optimizer=opt,
+        loss=loss,
+        loss_weights=weights,
+        metrics=metrics,
+        jit_compile=spec.jit_compile,
+        steps_per_execution=spec.steps_per_execution,
+    )
+
+
+def _atomic_checkpoint_class() -> Any:
+    import keras
+
+    class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+        """ModelCheckpoint that writes to a temporary file and renames: a failed save keeps the old file."""
+
+        def _save_model(self, epoch: int, batch: int | None, logs: dict[str, Any]) -> None:
+            filepath = Path(self._get_file_path(epoch, batch, logs))
+            if not self._should_save_model(epoch, batch, logs, str(filepath)):
+                return
+            suffix = ".weights.h5" if str(filepath).endswith(".weights.h5") else filepath.suffix
+            try:
+                with atomic_target(filepath, suffix) as tmp:
+                    if self.save_weights_only:
+                        self.model.save_weights(str(tmp), overwrite=True)
+                    else:
+                        self.model.save(str(tmp), overwrite=True)
+            except OSError as exc:
+                kept = " the previous checkpoint is intact" if filepath.exists() else ""
+                raise RecipeError(
+                    f"saving checkpoint {filepath.name} failed ({exc.strerror or exc}): disk full?{kept}"
+                ) from None
+
+    return AtomicModelCheckpoint
+
+
+def make_callbacks(comps: list[Component], run: RunDir, importer: Importer, base: tuple[str | int, ...]) -> list[Any]:
+    """Instantiate callbacks, placing their files inside the run folder."""
+    out = []
+    for i, comp in enumerate(comps):
+        kwargs = comp.kwargs
+        path = (*base, i)
+        if comp.type == "ModelCheckpoint":
+            best_only = bool(kwargs.get("save_best_only", False))
+            default = "best.weights.h5" if best_only else "epoch-{epoch:03d}.weights.h5"
+            file = Path(kwargs.get("filepath", default))
+            kwargs = {
+                **kwargs,
+                "filepath": str(file if file.is_absolute() else run.checkpoints / file),
+                "save_weights_only": kwargs.get("save_weights_only", str(file).endswith(".weights.h5")),
+            }
+            try:
+                out.append(_atomic_checkpoint_class()(**kwargs))
+            except (TypeError, ValueError) as exc:
+                raise RecipeError(f"ModelCheckpoint: {exc}", path=path) from None
+            continue
+        defaults = {
+            "TensorBoard": ("log_dir", run.tensorboard),
+            "CSVLogger": ("filename", run.path / "history_log.csv"),
+            "BackupAndRestore": ("backup_dir", run.path / "backup"),
+        }
+        if comp.type in defaults:
+            key, where = defaults[comp.type]
+            value = Path(kwargs.get(key, where))
+            kwargs = {**kwargs, key: str(value if value.is_absolute() else run.path / value)}
+        out.append(make("callbacks", Component(type=comp.type, **kwargs), importer, path))
+    return out
+
+
+def _restore_best(model: Any, callbacks: list[Any], importer: Importer) -> str | None:
+    """Load the best checkpoint's weights (the seeds' load-best-weights step); returns its path."""
+    import keras
+
+    for cb in callbacks:
+        if isinstance(cb, keras.callbacks.ModelCheckpoint) and cb.save_best_only:
+            file = Path(cb.filepath)
+            if "{" in cb.filepath or not file.is_file():
+                continue
+            if cb.save_weights_only:
+                model.load_weights(str(file))
+            else:
+                best = keras.saving.load_model(str(file), custom_objects=importer.custom_objects())
+                model.set_weights(best.get_weights())
+            return str(file)
+    return None
+
+
+def apply_trainable(model: Any, graph: Any, selection: dict[str, list[str] | str] | None, where: tuple) -> None:
+    """Freeze/unfreeze layers by node name, block name, glob pattern or 'all'."""
+    if not selection:
+        return
+    unknown = set(selection) - {"freeze", "unfreeze"}
+    if unknown:
+        raise RecipeError(f"`trainable` takes `freeze` and `unfreeze`, not {sorted(unknown)}", path=where)
+    layer_names = [layer.name for layer in model.layers]
+    for action in ("freeze", "unfreeze"):
+        patterns = selection.get(action, [])
+        patterns = [patterns] if isinstance(patterns, str) else patterns
+        for pattern in patterns:
+            if pattern == "all":
+                chosen = layer_names
+            else:
+                block_members = [
+                    n.name for n in graph.nodes if any(b == pattern or b.startswith(f"{pattern}.") for b in n.block)
+                ]
+                chosen = [n for n in layer_names if fnmatch.fnmatchcase(n, pattern)] + block_members
+            if not chosen:
+                raise RecipeError(f"{pattern!r} matches no layer, block or pattern", path=(*where, action))
+            for name in chosen:
+                if name in layer_names:
+                    model.get_layer(name).trainable = action == "unfreeze"
+
+
+@contextmanager
+def stop_on_signals(model_box: dict[str, Any]) -> Iterator[dict[str, int | None]]:
+    """SIGINT/SIGTERM ask Keras to stop at the next step boundary instead of killing the process."""
+    state: dict[str, int | None] = {"signum": None}
+
+    def handler(signum: int, frame: Any) -> None:
+        state["signum"] = signum
+        model = model_box.get("model")
+        if model is not None:
+            model.stop_training = True
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for s in previous:
+            signal.signal(s, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = {}
+    try:
+        yield state
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _stages(loaded: LoadedRecipe) -> list[StageSpec]:
+    train = loaded.recipe.train
+    return train.stages or [StageSpec(epochs=train.epochs)]
+
+
+def _fit_inputs(prepared: Any, split: str, outputs: list[str], inputs: list[str]) -> tuple[Any, Any]:
+    xs, ys = prepared.splits[split]
+    x = xs[inputs[0]] if len(inputs) == 1 else {k: xs[k] for k in inputs}
+    y = ys[outputs[0]] if len(outputs) == 1 else {k: ys[k] for k in outputs}
+    return x, y
+
+
+def _resolved_document(loaded: LoadedRecipe, data_file: Path | None) -> dict[str, Any]:
+    doc = loaded.resolved()
+    doc.pop("$schema", None)
+    if data_file is not None and isinstance(doc.get("data"), dict):
+        doc["data"]["path"] = str(data_file)
+    return doc
+
+
+def train(
+    loaded: LoadedRecipe,
+    *,
+    runs_root: Path = Path("runs"),
+    trust: bool = False,
+    quiet: bool = False,
+    overrides: tuple[str, ...] = (),
+) -> TrainResult:
+    """Train the recipe: data, model, compile, fit (stages), restore best, save, evaluate."""
+    from dlrun.data.prepare import prepare
+    from dlrun.data.sources import resolve_path
+    from dlrun.graph.build import build_graph
+
+    recipe = loaded.recipe
+    if recipe.data is None:
+        raise RecipeError("this recipe has no `data` section; nothing to train on (use `dlrun check`)", path=("data",))
+    importer = Importer(recipe.imports, loaded.base_dir, trust=trust)
+    data_file = resolve_path(recipe.data, loaded.base_dir)
+    prepared = prepare(recipe.data, loaded.base_dir, recipe.seed)
+    seed_everything(recipe.seed, deterministic=recipe.train.deterministic)
+    model = build_graph(loaded.graph, importer, doc=loaded.doc, base_dir=loaded.base_dir)
+    graph = loaded.graph
+    outputs, inputs = graph.outputs, list(graph.inputs)
+
+    run = RunDir.create(runs_root, recipe.name)
+    atomic_write_text(run.recipe, dump_yaml(_resolved_document(loaded, data_file)))
+    run.write_json(
+        "run.json",
+        {"source": loaded.source, "overrides": list(overrides), "seed": recipe.seed, "environment": environment()},
+    )
+    if data_file is not None:
+        run.write_json(
+            "data.json",
+            {"files": [file_fingerprint(data_file)], "samples": {s: prepared.count(s) for s in prepared.splits}},
+        )
+    say(f"run folder: {run.path}", quiet=quiet)
+
+    x, y = _fit_inputs(prepared, "train", outputs, inputs)
+    validation = _fit_inputs(prepared, "validation", outputs, inputs) if "validation" in prepared.splits else None
+    base_callbacks = make_callbacks(recipe.train.callbacks, run, importer, ("train", "callbacks"))
+    history: dict[str, list[float]] = {}
+    stages = _stages(loaded)
+    total = sum(s.epochs for s in stages)
+    steps = -(-prepared.count("train") // recipe.train.batch_size)
+    epoch = 0
+    box: dict[str, Any] = {"model": model}
+    all_callbacks = list(base_callbacks)
+    with stop_on_signals(box) as signals:
+        for i, stage in enumerate(stages):
+            where = ("train", "stages", i)
+            apply_trainable(model, graph, stage.trainable, (*where, "trainable"))
+            compile_model(
+                model, recipe.compile, outputs, importer, optimizer=stage.optimizer, loss_weights=stage.loss_weights
+            )
+            stage_callbacks = make_callbacks(stage.callbacks or [], run, importer, (*where, "callbacks"))
+            all_callbacks += stage_callbacks
+            if len(stages) > 1:
+                say(
+                    f"stage {i + 1}/{len(stages)}{f' ({stage.name})' if stage.name else ''}: "
+                    f"{model.count_params() - _non_trainable(model):,} trainable parameters",
+                    quiet=quiet,
+                )
+            hist = model.fit(
+                x,
+                y,
+                batch_size=recipe.train.batch_size,
+                epochs=epoch + stage.epochs,
+                initial_epoch=epoch,
+                validation_data=validation,
+                shuffle=recipe.train.shuffle,
+                callbacks=[
+                    *base_callbacks,
+                    *stage_callbacks,
+                    _HistoryWriter.make(run, history),
+                    make_progress_callback(total, steps, quiet=quiet),
+                ],
+                verbose=0,
+            )
+            epoch += len(hist.epoch)
+            if signals["signum"] is not None:
+                break
+    restored = _restore_best(model, all_callbacks, importer) if recipe.train.restore_best else None
+    if restored:
+        say(f"restored best weights from {Path(restored).name}", quiet=quiet)
+    with atomic_target(run.model, ".keras") as tmp:
+        model.save(str(tmp))
+    if signals["signum"] is not None:
+        raise RunInterrupted(int(signals["signum"]))
+    metrics: dict[str, float] = {}
+    eval_split = recipe.eval.split
+    if eval_split in prepared.splits:
+        from dlrun.evaluate import evaluate_model
+
+        metrics = evaluate_model(
+            model, prepared, eval_split, outputs, inputs, recipe.eval.batch_size or recipe.train.batch_size
+        )
+        run.write_json("eval.json", {"split": eval_split, "metrics": metrics})
+    return TrainResult(run=run, history=history, metrics=metrics, model=model)
+
+
+def _non_trainable(model: Any) -> int:
+    import numpy as np
+
+    return int(sum(np.prod(w.shape) for w in model.non_trainable_weights))
+
+
+class _HistoryWriter:
+    """Per-epoch metrics to history.csv and history.json, atomically, across all stages."""
+
+    @staticmethod
+    def make(run: RunDir, history: dict[str, list[float]]) -> Any:
+        import keras
+
+        class HistoryWriter(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                logs = dict(logs or {})
+                history.setdefault("epoch", []).append(epoch + 1)
+                for key, value in logs.items():
+                    history.setdefault(key, []).append(float(value))
+                keys = list(history)
+                rows = [",".join(keys)]
+                for i in range(len(history["epoch"])):
+                    rows.append(",".join(_cell(history[k], i) for k in keys))
+                atomic_write_text(run.path / "history.csv", "\n".join(rows) + "\n")
+                run.write_json("history.json", history)
+
+        return HistoryWriter()
+
+
+def _cell(values: list[float], i: int) -> str:
+    return repr(values[i]) if i < len(values) else ""
