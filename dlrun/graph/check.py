@@ -328,7 +328,9 @@ def _check_component(
             raise _error(doc, f"unknown learning-rate schedule {sched.type!r}{hint}", (*path, "learning_rate", "type"))
         check_arguments(doc, sched.type, sched_spec, sched.kwargs, (*path, "learning_rate"), layer=False)
         kwargs = {k: v for k, v in kwargs.items() if k != "learning_rate"}
-    check_arguments(doc, name, spec, kwargs, path, layer=False)
+    # dlrun places these files inside the run folder when they are not given.
+    defaulted = ("filepath", "filename", "backup_dir") if section == "callbacks" else ()
+    check_arguments(doc, name, spec, kwargs, path, layer=False, skip=defaulted)
 
 
 def check_compile(doc: Document | None, spec: CompileSpec, outputs: list[str], base: KeyPath = ("compile",)) -> None:
