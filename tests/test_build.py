@@ -206,7 +206,9 @@ def test_nested_model_used_twice_shares_weights(tmp_path):
     ref = keras.Model([left, right], keras.layers.Dense(1)(merged))
     assert model.count_params() == ref.count_params() == (3 * 3 * 3 * 8 + 8) + (16 + 1)
     rng = np.random.default_rng(5)
-    _same_outputs(model, ref, [rng.random((2, 32, 32, 3), dtype=np.float32), rng.random((2, 32, 32, 3), dtype=np.float32)])
+    _same_outputs(
+        model, ref, [rng.random((2, 32, 32, 3), dtype=np.float32), rng.random((2, 32, 32, 3), dtype=np.float32)]
+    )
 
 
 def test_output_of_a_shared_call_keeps_the_recipes_output_name(tmp_path):
