@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from dlrun import api
@@ -55,7 +57,7 @@ def test_interpolation_of_recipe_values(tmp_path):
     text = BASE.replace("units: 8}", "units: '${train.batch_size}'}")
     loaded = api.load_recipe(write_recipe(tmp_path, text))
     assert loaded.graph.node("h").kwargs["units"] == 32
-    with pytest.raises(RecipeError, match="refers to 'train.nope', which is not in the recipe"):
+    with pytest.raises(RecipeError, match=re.escape("refers to 'train.nope', which is not in the recipe")):
         api.load_recipe(write_recipe(tmp_path, BASE.replace("units: 8}", "units: '${train.nope}'}")))
 
 
