@@ -17,6 +17,9 @@ from dlrun.errors import Location, RecipeError
 
 MAX_BYTES = 5 * 1024 * 1024
 MAX_NODES = 200_000  # after alias expansion; real recipes have a few thousand at most
+MAX_DEPTH = 100  # nesting of mappings/sequences; real recipes nest fewer than ten levels
+CORE = "tag:yaml.org,2002:"
+MERGE_TAG = CORE + "merge"
 
 KeyPath = tuple[str | int, ...]
 
@@ -51,6 +54,35 @@ def _mark(node: yaml.Node, file: str) -> Location:
     return Location(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+def _show_tag(tag: str) -> str:
+    """`tag:yaml.org,2002:python/name:os.system` -> `!!python/name:os.system`, as the user wrote it."""
+    return "!!" + tag[len(CORE) :] if tag.startswith(CORE) else tag
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    """1-based (line, column) of character `index` in `text`."""
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def _too_deep(text: str, file: str) -> RecipeError:
+    """Locate where nesting first exceeds MAX_DEPTH (PyYAML's event parser is not recursive)."""
+    depth = 0
+    loc = Location(file)
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    loc = Location(file, event.start_mark.line + 1, event.start_mark.column + 1)
+                    break
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        pass
+    return RecipeError(f"recipe nests more than {MAX_DEPTH} levels deep; refused", location=loc)
+
+
 class _Converter:
     """Walks a composed YAML node tree into Python data, recording marks and refusing bombs."""
 
@@ -64,7 +96,7 @@ class _Converter:
     def fail(self, message: str, node: yaml.Node, path: KeyPath) -> RecipeError:
         return RecipeError(message, location=_mark(node, self.file), path=path)
 
-    def convert(self, node: yaml.Node, path: KeyPath) -> Any:
+    def convert(self, node: yaml.Node, path: KeyPath, depth: int = 0) -> Any:
         self.nodes += 1
         if self.nodes > MAX_NODES:
             raise self.fail(
@@ -72,29 +104,67 @@ class _Converter:
                 node,
                 path,
             )
+        if depth > MAX_DEPTH:
+            raise self.fail(f"recipe nests more than {MAX_DEPTH} levels deep; refused", node, ())
         self.value_marks.setdefault(path, _mark(node, self.file))
         if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path)
+            return self._mapping(node, path, depth)
         if isinstance(node, yaml.SequenceNode):
-            return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
+            if node.tag != CORE + "seq":
+                raise self._bad_tag(node, path)
+            return [self.convert(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
         return self._scalar(node, path)
 
+    def _bad_tag(self, node: yaml.Node, path: KeyPath) -> RecipeError:
+        return self.fail(f"YAML tag {_show_tag(node.tag)!r} is not allowed in a recipe (plain values only)", node, path)
+
     def _scalar(self, node: yaml.ScalarNode, path: KeyPath) -> Any:
-        if not node.tag.startswith("tag:yaml.org,2002:") or node.tag.startswith("tag:yaml.org,2002:python"):
-            raise self.fail(f"YAML tag {node.tag!r} is not allowed in a recipe (plain values only)", node, path)
-        if node.tag.endswith((":binary", ":timestamp", ":set", ":omap", ":pairs")):
+        if not node.tag.startswith(CORE) or node.tag.startswith(CORE + "python"):
+            raise self._bad_tag(node, path)
+        if node.tag.endswith(":timestamp"):
+            raise self.fail(
+                f"dates and times are not supported in a recipe; quote the value to make it a string: '{node.value}'",
+                node,
+                path,
+            )
+        if node.tag.endswith((":binary", ":set", ":omap", ":pairs")):
             raise self.fail(f"YAML type {node.tag.rsplit(':', 1)[-1]!r} is not supported in a recipe", node, path)
         try:
             return self.constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             raise self.fail(f"cannot read value: {exc}", node, path) from None
 
-    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
-        if node.tag != "tag:yaml.org,2002:map":
-            raise self.fail(f"YAML tag {node.tag!r} is not allowed in a recipe (plain values only)", node, path)
-        self.constructor.flatten_mapping(node)  # resolves `<<:` merge keys
+    def _flatten(self, node: yaml.MappingNode, path: KeyPath) -> int:
+        """Resolve `<<:` merge keys in place; returns how many leading pairs came from merges.
+
+        Merged pairs are de-duplicated (the one YAML keeps wins), so chains of merges cannot multiply.
+        """
+        explicit = sum(1 for key_node, _ in node.value if key_node.tag != MERGE_TAG)
+        if explicit == len(node.value):
+            return 0
+        try:
+            self.constructor.flatten_mapping(node)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark or node.start_mark
+            where = Location(self.file, mark.line + 1, mark.column + 1)
+            raise RecipeError(
+                f"invalid merge key `<<`: {exc.problem or exc.context}", location=where, path=path
+            ) from None
+        merged = node.value[: len(node.value) - explicit]
+        last: dict[tuple[str, Any], int] = {}
+        for i, (key_node, _) in enumerate(merged):
+            last[(key_node.tag, key_node.value if isinstance(key_node, yaml.ScalarNode) else id(key_node))] = i
+        kept = [merged[i] for i in sorted(last.values())]
+        node.value = kept + node.value[len(merged) :]
+        return len(kept)
+
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath, depth: int) -> dict[str, Any]:
+        if node.tag != CORE + "map":
+            raise self._bad_tag(node, path)
+        merged = self._flatten(node, path)
         out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
+        from_merge: set[str] = set()
+        for i, (key_node, value_node) in enumerate(node.value):
             if not isinstance(key_node, yaml.ScalarNode):
                 raise self.fail("mapping keys must be plain strings", key_node, path)
             key = self._scalar(key_node, path)
@@ -103,10 +173,20 @@ class _Converter:
             key = str(key)
             child = (*path, key)
             if key in out:
-                first = self.key_marks[child]
-                raise self.fail(f"duplicate key {key!r} (first defined at line {first.line})", key_node, child)
+                if key in from_merge:
+                    # a key written here overrides the one merged in by `<<:`
+                    for marks in (self.value_marks, self.key_marks):
+                        for p in [p for p in marks if p[: len(child)] == child]:
+                            del marks[p]
+                else:
+                    first = self.key_marks[child]
+                    raise self.fail(f"duplicate key {key!r} (first defined at line {first.line})", key_node, child)
             self.key_marks[child] = _mark(key_node, self.file)
-            out[key] = self.convert(value_node, child)
+            if i < merged:
+                from_merge.add(key)
+            else:
+                from_merge.discard(key)
+            out[key] = self.convert(value_node, child, depth + 1)
         return out
 
 
@@ -120,9 +200,21 @@ def load_text(text: str, file: str = "<recipe>") -> Document:
         mark = exc.problem_mark or exc.context_mark
         loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
         problem = exc.problem or exc.context or "invalid YAML"
+        if problem.startswith("but ") and exc.context:
+            problem = f"{exc.context}, {problem}"  # "expected a single document in the stream, but found another"
+        if "'\\t'" in problem:
+            problem = "found a tab character; indent YAML with spaces"
         raise RecipeError(f"invalid YAML: {problem}", location=loc) from None
+    except yaml.reader.ReaderError as exc:
+        line, column = _position(text, exc.position)
+        raise RecipeError(
+            f"invalid YAML: character U+{exc.character:04X} is not allowed in YAML text",
+            location=Location(file, line, column),
+        ) from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"invalid YAML: {exc}", location=Location(file)) from None
+    except RecursionError:
+        raise _too_deep(text, file) from None
     if node is None:
         raise RecipeError("recipe is empty", location=Location(file, 1, 1))
     conv = _Converter(file)
