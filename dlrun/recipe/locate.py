@@ -18,6 +18,20 @@ _KIND_WORDS = {
     "dict": "a mapping",
     "model": "a mapping",
 }
+# pydantic's tags for union members of plain types (`int | list[...]` -> loc (..., 'int'))
+_TYPE_TAGS = frozenset({"int", "str", "float", "bool", "none", "bytes", "any"})
+_BOUNDS = {
+    "greater_than": ("gt", "must be greater than {}"),
+    "greater_than_equal": ("ge", "must be at least {}"),
+    "less_than": ("lt", "must be less than {}"),
+    "less_than_equal": ("le", "must be at most {}"),
+}
+_LENGTHS = {
+    "too_short": ("min_length", "at least", "item"),
+    "too_long": ("max_length", "at most", "item"),
+    "string_too_short": ("min_length", "at least", "character"),
+    "string_too_long": ("max_length", "at most", "character"),
+}
 
 
 def _clean_path(loc: tuple[Any, ...], data: Any) -> KeyPath:
@@ -33,7 +47,9 @@ def _clean_path(loc: tuple[Any, ...], data: Any) -> KeyPath:
         elif isinstance(node, dict) and part == "from_" and "from" in node:
             path.append("from")
             node = node["from"]
-        elif isinstance(part, str) and ("[" in part or part[:1].isupper() or part.startswith("function-")):
+        elif isinstance(part, str) and (
+            "[" in part or part[:1].isupper() or part.startswith("function-") or part in _TYPE_TAGS
+        ):
             continue  # a union member or validator tag, not a key
         else:
             path.append(part)  # a missing key: keep it, the location falls back to its parent
@@ -46,9 +62,9 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _message(err: dict[str, Any]) -> str:
+def _expected(err: dict[str, Any]) -> str | None:
+    """What a type or literal error expected, in words ("an integer"), else None."""
     kind = err["type"]
-    value = err.get("input")
     for prefix, words in _KIND_WORDS.items():
         if kind in (
             f"{prefix}_type",
@@ -56,11 +72,30 @@ def _message(err: dict[str, Any]) -> str:
             f"{prefix}_from_float",
             f"{prefix}_attributes_type",
         ):
-            return f"expected {words}, got {_show(value)}"
+            return words
+    if kind == "literal_error":
+        return str(err["ctx"]["expected"])
+    return None
+
+
+def _message(err: dict[str, Any], alternatives: list[str] | tuple[str, ...] = ()) -> str:
+    kind = err["type"]
+    value = err.get("input")
+    expected = _expected(err)
+    if expected is not None:
+        words = list(dict.fromkeys([expected, *alternatives]))
+        shown = ", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0]
+        return f"expected {shown}, got {_show(value)}"
     if kind == "missing":
         return f"missing required key {err['loc'][-1]!r}"
-    if kind == "literal_error":
-        return f"expected {err['ctx']['expected']}, got {_show(value)}"
+    ctx = err.get("ctx") or {}
+    if kind in _BOUNDS and _BOUNDS[kind][0] in ctx:
+        bound, text = _BOUNDS[kind]
+        return f"{text.format(ctx[bound])}, got {_show(value)}"
+    if kind in _LENGTHS and _LENGTHS[kind][0] in ctx:
+        bound, side, noun = _LENGTHS[kind]
+        count = ctx[bound]
+        return f"expected {side} {count} {noun}{'' if count == 1 else 's'}, got {_show(value)}"
     if kind == "string_pattern_mismatch":
         return f"{_show(value)} is not a valid name (letters, digits, _ . -; not starting with a digit)"
     if kind in ("unknown_key",):
@@ -102,10 +137,17 @@ def to_recipe_error(exc: ValidationError, doc: Document, prefix: KeyPath = ()) -
     for part in prefix:
         data = data[part]
     err = max(errors, key=lambda e: _score(e, data))
-    path = (*prefix, *_clean_path(err["loc"], data))
+    here = _clean_path(err["loc"], data)
+    path = (*prefix, *here)
     if err["type"] == "unknown_key":
         path = (*path, err["ctx"]["key"])
         return doc.error(_message(err), path, key=True)
     if err["type"] == "missing":
         return RecipeError(_message(err), location=doc.locate(path[:-1]), path=path[:-1])
-    return doc.error(_message(err), path)
+    # The other members of a union (`int | list[...]`) failing at the same place: name them all.
+    alternatives = [
+        words
+        for other in errors
+        if other is not err and _clean_path(other["loc"], data) == here and (words := _expected(other)) is not None
+    ]
+    return doc.error(_message(err, alternatives if _expected(err) else []), path)

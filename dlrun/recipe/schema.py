@@ -27,7 +27,7 @@ class Strict(BaseModel):
     @classmethod
     def _unknown_keys(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
+            known = {f.alias or name for name, f in cls.model_fields.items()}  # as written in YAML
             for key in data:
                 if key not in known:
                     close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
