@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from dlrun.errors import Location, RecipeError
+from dlrun.errors import Location, RecipeError, format_path
 from dlrun.recipe.expr import PATTERN, ExprError, evaluate
 from dlrun.recipe.load import Document, KeyPath, load_file, load_text
 from dlrun.recipe.locate import to_recipe_error
@@ -93,8 +93,9 @@ def _with_extends(doc: Document, depth: int = 0) -> Document:
 
 def parse_override(text: str) -> tuple[KeyPath, Any]:
     """`a.b[0].c=value` -> (('a', 'b', 0, 'c'), value parsed as a YAML scalar/flow value)."""
+    where = Location(f"--set {text}")
     if "=" not in text:
-        raise RecipeError(f"--set {text!r}: expected KEY.PATH=VALUE")
+        raise RecipeError("expected KEY.PATH=VALUE", location=where)
     key, _, raw = text.partition("=")
     path: list[str | int] = []
     for part in key.strip().split("."):
@@ -104,46 +105,59 @@ def parse_override(text: str) -> tuple[KeyPath, Any]:
                 path.append(head)
             index, _, part = rest.partition("]")
             if not index.isdigit():
-                raise RecipeError(f"--set {text!r}: list index must be a number, got {index!r}")
+                raise RecipeError(f"list index must be a number, got {index!r}", location=where)
             path.append(int(index))
             part = part.lstrip("]")
         if part:
             path.append(int(part) if part.isdigit() else part)
     if not path or any(p == "" for p in path):
-        raise RecipeError(f"--set {text!r}: empty key")
+        raise RecipeError("empty key; expected KEY.PATH=VALUE", location=where)
     try:
         value = load_text(raw, f"--set {text}").data if raw.strip() else ""
     except RecipeError as exc:
-        raise RecipeError(f"--set {text!r}: {exc.message}") from None
+        raise RecipeError(f"value: {exc.message}", location=where) from None
     return tuple(path), value
 
 
 def apply_override(doc: Document, text: str) -> None:
-    """Apply one `--set` to the document; later validation errors point at the override."""
+    """Apply one `--set` to the document; errors (now and in later validation) point at the override."""
     path, value = parse_override(text)
     where = Location(f"--set {text}")
     node = doc.data
-    for i, part in enumerate(path[:-1]):
-        nxt = path[i + 1]
-        if isinstance(node, dict):
-            if part not in node or not isinstance(node[part], dict | list):
-                node[part] = [] if isinstance(nxt, int) else {}
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
+    for i, part in enumerate(path):
+        here = path[: i + 1]
+        last = i == len(path) - 1
+        if isinstance(node, dict) and isinstance(part, str):
+            if last:
+                node[part] = value
+            elif part not in node or node[part] is None:
+                node[part] = [] if isinstance(path[i + 1], int) else {}
+                doc.value_marks[here] = doc.key_marks[here] = where
+            elif not isinstance(node[part], dict | list):
+                raise RecipeError(f"{format_path(here)} is {_show(node[part])}, not a mapping or list", location=where)
+        elif isinstance(node, list) and isinstance(part, int):
+            if part >= len(node):
+                shown = format_path(here)
+                raise RecipeError(f"{shown}: no such item (the list has {len(node)})", location=where)
+            if last:
+                node[part] = value
+        elif isinstance(node, list):
+            shown = format_path(path[:i])
+            raise RecipeError(f"{shown} is a list; index it with [N], not .{part}", location=where)
         else:
-            raise RecipeError(f"--set {text!r}: {'.'.join(map(str, path[: i + 1]))} is not a mapping or list index")
-    last = path[-1]
-    if (isinstance(node, dict) and isinstance(last, str)) or (
-        isinstance(node, list) and isinstance(last, int) and last < len(node)
-    ):
-        node[last] = value
-    else:
-        raise RecipeError(f"--set {text!r}: cannot set {'.'.join(map(str, path))}")
+            shown = format_path(path[:i]) or "the recipe"
+            raise RecipeError(f"{shown} is a mapping; use a key, not [{part}]", location=where)
+        if not last:
+            node = node[part]
     for marks in (doc.value_marks, doc.key_marks):
         for p in [p for p in marks if p[: len(path)] == path]:
             del marks[p]
         marks[path] = where
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def interpolate(doc: Document) -> None:
@@ -162,6 +176,18 @@ def interpolate(doc: Document) -> None:
             raise doc.error(f"`${{{expr}}}` refers to another interpolation; refer to the value directly", at)
         return node
 
+    def calculate(expr: str, at: KeyPath) -> Any:
+        try:
+            return evaluate(expr, {})
+        except ExprError as exc:
+            if str(exc).startswith("unknown name"):
+                raise doc.error(
+                    f"`${{{expr.strip()}}}` is not a dotted path to a recipe value (like `${{train.epochs}}`); "
+                    "bare names work only inside blocks",
+                    at,
+                ) from None
+            raise doc.error(str(exc), at) from None
+
     def walk(value: Any, at: KeyPath) -> Any:
         if isinstance(value, dict):
             for k in list(value):
@@ -177,12 +203,9 @@ def interpolate(doc: Document) -> None:
             whole = PATTERN.fullmatch(value.strip())
             if whole and _is_path(whole.group(1)):
                 return lookup(whole.group(1), at)
-            try:
-                return PATTERN.sub(
-                    lambda m: str(lookup(m.group(1), at) if _is_path(m.group(1)) else evaluate(m.group(1), {})), value
-                )
-            except ExprError as exc:
-                raise doc.error(str(exc), at) from None
+            return PATTERN.sub(
+                lambda m: str(lookup(m.group(1), at) if _is_path(m.group(1)) else calculate(m.group(1), at)), value
+            )
         return value
 
     walk(doc.data, ())
