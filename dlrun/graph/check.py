@@ -163,8 +163,11 @@ class _Resolver:
         for n in expanded:
             kind, type_ = ("share", n.share or "") if n.share is not None else self.classify(n)
             if n.name in taken or n.name in aliases:
-                first = taken.get(n.name, n.path)
-                where = f" (first at {self.doc.locate(first)})" if self.doc else ""
+                first = str(self.doc.locate(taken.get(n.name, n.path))) if self.doc else ""
+                if n.name in spec.inputs:
+                    where = f" (at {first})" if first else ""
+                    raise self.err(f"node name {n.name!r} is already a model input{where}", (*n.path, "name"))
+                where = f" (first at {first})" if first else ""
                 raise self.err(f"duplicate name {n.name!r}{where}", (*n.path, "name"))
             taken[n.name] = n.path
             if n.inputs is None:
@@ -294,6 +297,9 @@ class _Resolver:
                 raise self.err(f"sub-model node {n.name!r} takes no arguments (got {key!r})", (*n.path, key), key=True)
 
 
+_SINGULAR = {"optimizers": "optimizer", "losses": "loss", "metrics": "metric", "callbacks": "callback"}
+
+
 def _check_component(
     doc: Document | None, section: str, comp: Component, path: KeyPath, *, allow_alias: bool = True
 ) -> None:
@@ -313,7 +319,8 @@ def _check_component(
     if spec is None:
         pool = [*catalog.names(section), *aliases]
         hint = catalog.did_you_mean(comp.type, pool)
-        raise _error(doc, f"unknown {section[:-1]} {comp.type!r}{hint}", (*path, "type") if comp.kwargs else path)
+        what = _SINGULAR.get(section, section)
+        raise _error(doc, f"unknown {what} {comp.type!r}{hint}", (*path, "type") if comp.kwargs else path)
     kwargs = comp.kwargs
     if spec["kind"] == "function":
         if kwargs:
@@ -321,6 +328,8 @@ def _check_component(
         return
     lr = kwargs.get("learning_rate")
     if section == "optimizers" and isinstance(lr, dict):
+        if not isinstance(lr.get("type"), str) or not lr["type"]:
+            raise _error(doc, "a learning-rate schedule needs `type` (e.g. ExponentialDecay)", (*path, "learning_rate"))
         sched = Component.model_validate(lr)
         sched_spec = catalog.entry("schedules", sched.type)
         if sched_spec is None:

@@ -48,6 +48,7 @@ class _Expander:
         self.taken = set(taken)
         self.counters: dict[str, int] = {}
         self.out: list[ExpandedNode] = []
+        self.produced: set[str] = set()
         self.aliases: dict[str, str] = {}
 
     def err(self, message: str, path: KeyPath, *, key: bool = False) -> RecipeError:
@@ -72,6 +73,15 @@ class _Expander:
             return substitute(value, env)
         except ExprError as exc:
             raise self.err(str(exc), path) from None
+
+    def text(self, value: str | None, env: dict[str, Any] | None, path: KeyPath) -> str | None:
+        """A name-like field after substitution: must still be a non-empty string."""
+        if value is None:
+            return None
+        out = self.sub(value, env, path)
+        if not isinstance(out, str) or not out:
+            raise self.err(f"{value!r} gives {out!r}; expected a non-empty string", path)
+        return out
 
     def expand(
         self,
@@ -98,15 +108,15 @@ class _Expander:
                 keep = bool(self.sub(node.when, env, (*path, "when")))
                 if isinstance(node.when, str) and not has_expression(node.when):
                     raise self.err("`when` takes true/false or a ${...} expression", (*path, "when"))
-            name = self.sub(node.name, env, (*path, "name")) if node.name is not None else None
+            name = self.text(node.name, env, (*path, "name"))
             if name is not None and prefix:
                 local[name] = f"{prefix}.{name}"
             prepared.append((node, path, name, keep))
         for node, path, name, keep in prepared:
             if not keep:
                 continue
-            type_ = self.sub(node.type, env, (*path, "type"))
-            share = self.sub(node.share, env, (*path, "share"))
+            type_ = self.text(node.type, env, (*path, "type"))
+            share = self.text(node.share, env, (*path, "share"))
             inputs = self.sub(node.inputs, env, (*path, "inputs"))
             if inputs is not None:
                 inputs = [local.get(str(r), str(r)) for r in inputs]
@@ -123,7 +133,7 @@ class _Expander:
                 continue
             if node.repeat is not None:
                 raise self.err("`repeat` applies to blocks only", (*path, "repeat"))
-            kwargs = self.sub(kwargs, env, path)
+            kwargs = {key: self.sub(value, env, (*path, key)) for key, value in kwargs.items()}
             if name is None:
                 full = self.auto_name(f"{prefix}.{_snake(str(type_ or share))}" if prefix else str(type_ or share))
             else:
@@ -131,6 +141,7 @@ class _Expander:
             if share is not None:
                 share = local.get(share, share)
             self.out.append(ExpandedNode(full, type_, share, kwargs, call, inputs, path, block))
+            self.produced.add(full)
             if len(self.out) > MAX_NODES:
                 raise self.err(f"the graph expands to more than {MAX_NODES} nodes", path)
             previous = full
@@ -160,6 +171,8 @@ class _Expander:
         elif isinstance(repeat, int):
             if repeat < 1:
                 raise self.err("`repeat` must be at least 1", (*path, "repeat"))
+            if repeat > MAX_NODES:
+                raise self.err(f"`repeat` must be at most {MAX_NODES}, got {repeat}", (*path, "repeat"))
             copies = [{} for _ in range(repeat)]
         else:
             copies = repeat
@@ -203,8 +216,13 @@ class _Expander:
                 depth=depth + 1,
             )
             if spec.output is not None:
-                chosen = self.sub(spec.output, inner_env, ("blocks", block_name, "output"))
+                where = ("blocks", block_name, "output")
+                chosen = self.text(spec.output, inner_env, where)
                 out_name = rename.get(chosen, f"{prefix}.{chosen}")
+                if chosen not in rename and out_name not in self.produced and out_name not in self.aliases:
+                    inner = [n.name[len(prefix) + 1 :] for n in self.out if n.name.startswith(f"{prefix}.")]
+                    hint = catalog.did_you_mean(chosen, inner)
+                    raise self.err(f"block output {chosen!r} is not a node of block {block_name!r}{hint}", where)
             output = out_name or current[0]
             if len(copies) > 1:
                 self.aliases[prefix] = output
