@@ -110,7 +110,7 @@ def evaluate(expression: str, names: Mapping[str, Any]) -> Any:
         return _eval(tree, names)
     except ExprError:
         raise
-    except (TypeError, ValueError, ZeroDivisionError, IndexError, KeyError) as exc:
+    except (TypeError, ValueError, ArithmeticError, IndexError, KeyError, RecursionError) as exc:
         raise ExprError(f"expression {expression!r} failed: {exc}") from None
 
 
