@@ -8,6 +8,7 @@ Errors while calling a layer name the node, its inputs and their shapes.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,11 @@ def _shape(t: Any) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    # Keras wraps call errors: "Exception encountered when calling X.call().\n\n\x1b[1m<the reason>\x1b[0m ..."
+    text = [line for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if line.strip()]
+    if len(text) > 1 and text[0].startswith("Exception encountered when calling"):
+        text = text[1:]
+    return text[0].strip() if text else type(exc).__name__
 
 
 class _Builder:
