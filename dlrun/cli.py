@@ -132,16 +132,29 @@ def check(recipe: RecipeArg, set_: SetOpt = None, trust: TrustOpt = False, json_
 
 @app.command()
 def train(
-    recipe: RecipeArg,
+    recipe: Annotated[Path | None, typer.Argument(help="Recipe YAML file.", show_default=False)] = None,
     set_: SetOpt = None,
     runs: Annotated[Path, typer.Option("--runs", help="Folder that holds run folders.")] = Path("runs"),
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue the interrupted run in this folder.", show_default=False)
+    ] = None,
     trust: TrustOpt = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Train a recipe; writes runs/<name>/<timestamp>/ and evaluates on the recipe's eval split."""
+    if resume is not None:
+        if recipe is not None or set_:
+            raise RecipeError("--resume continues a run with its own recipe; give no RECIPE and no --set")
+        recipe = resume / "recipe.yaml"
+        if not recipe.is_file():
+            raise RecipeError(f"{resume} is not a run folder (no recipe.yaml)")
+    if recipe is None:
+        raise RecipeError("give a RECIPE to train, or --resume RUN_DIR")
     loaded = api.load_recipe(recipe, overrides=set_ or ())
-    result = api.train(loaded, runs_root=runs, trust=trust, quiet=quiet or json_out, overrides=tuple(set_ or ()))
+    result = api.train(
+        loaded, runs_root=runs, trust=trust, quiet=quiet or json_out, overrides=tuple(set_ or ()), resume=resume
+    )
     if json_out:
         _emit({"run": str(result.run.path), "metrics": result.metrics})
         return
@@ -219,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return EXIT_SIGINT
-    except Exception:
-        log = api.write_crash_log(traceback.format_exc())
+    except Exception as exc:
+        log = getattr(exc, "dlrun_log", None) or api.write_crash_log(traceback.format_exc())
         err_console.print(f"internal error (a bug in dlrun; please report it with {log})", markup=False)
         return EXIT_INTERNAL
     return 0

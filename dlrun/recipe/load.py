@@ -7,6 +7,7 @@ refused as `RecipeError`s with a location.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ CORE = "tag:yaml.org,2002:"
 MERGE_TAG = CORE + "merge"
 
 KeyPath = tuple[str | int, ...]
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 @dataclass
@@ -129,6 +131,8 @@ class _Converter:
             )
         if node.tag.endswith((":binary", ":set", ":omap", ":pairs")):
             raise self.fail(f"YAML type {node.tag.rsplit(':', 1)[-1]!r} is not supported in a recipe", node, path)
+        if node.tag == CORE + "str" and node.style is None and _EXPONENT_FLOAT.match(node.value):
+            return float(node.value)  # YAML 1.1 reads `1e-3` as a string; every user means the number
         try:
             return self.constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:

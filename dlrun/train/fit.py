@@ -7,7 +7,11 @@ resolved recipe, environment, history, checkpoints, TensorBoard logs, the model 
 from __future__ import annotations
 
 import fnmatch
+import io
+import json
+import math
 import signal
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +23,15 @@ from dlrun.console import make_progress_callback, say
 from dlrun.errors import RecipeError, RunInterrupted
 from dlrun.recipe.compose import LoadedRecipe, dump_yaml
 from dlrun.recipe.schema import CompileSpec, Component, StageSpec
-from dlrun.train.rundir import RunDir, atomic_target, atomic_write_text, environment, file_fingerprint
+from dlrun.train.feed import train_feed
+from dlrun.train.rundir import (
+    RunDir,
+    atomic_target,
+    atomic_write_bytes,
+    atomic_write_text,
+    environment,
+    file_fingerprint,
+)
 
 
 @dataclass
@@ -243,8 +255,12 @@ def train(
     trust: bool = False,
     quiet: bool = False,
     overrides: tuple[str, ...] = (),
+    resume: Path | None = None,
 ) -> TrainResult:
-    """Train the recipe: data, model, compile, fit (stages), restore best, save, evaluate."""
+    """Train the recipe: data, model, compile, fit (stages), restore best, save, evaluate.
+
+    With `resume`, continue the interrupted run in that folder from its last completed epoch.
+    """
     from dlrun.data.prepare import prepare
     from dlrun.data.sources import resolve_path
     from dlrun.graph.build import build_graph
@@ -257,39 +273,74 @@ def train(
     prepared = prepare(recipe.data, loaded.base_dir, recipe.seed)
     seed_everything(recipe.seed, deterministic=recipe.train.deterministic)
     model = build_graph(loaded.graph, importer, doc=loaded.doc, base_dir=loaded.base_dir)
-    graph = loaded.graph
-    outputs, inputs = graph.outputs, list(graph.inputs)
-
-    run = RunDir.create(runs_root, recipe.name)
-    atomic_write_text(run.recipe, dump_yaml(_resolved_document(loaded, data_file)))
-    run.write_json(
-        "run.json",
-        {"source": loaded.source, "overrides": list(overrides), "seed": recipe.seed, "environment": environment()},
-    )
-    if data_file is not None:
+    state = ResumeState(RunDir.open(resume)) if resume is not None else None
+    if state is not None:
+        run = state.run
+        if not state.exists():
+            raise RecipeError(f"{resume} has no resumable state (it stopped before its first epoch ended)")
+    else:
+        run = RunDir.create(runs_root, recipe.name)
+        state = ResumeState(run)
+        atomic_write_text(run.recipe, dump_yaml(_resolved_document(loaded, data_file)))
         run.write_json(
-            "data.json",
-            {"files": [file_fingerprint(data_file)], "samples": {s: prepared.count(s) for s in prepared.splits}},
+            "run.json",
+            {"source": loaded.source, "overrides": list(overrides), "seed": recipe.seed, "environment": environment()},
         )
-    say(f"run folder: {run.path}", quiet=quiet)
+        if data_file is not None:
+            run.write_json(
+                "data.json",
+                {"files": [file_fingerprint(data_file)], "samples": {s: prepared.count(s) for s in prepared.splits}},
+            )
+    say(f"run folder: {run.path}" + (f" (resuming after epoch {state.epoch()})" if resume else ""), quiet=quiet)
+    try:
+        return _fit_stages(loaded, model, prepared, run, state, importer, quiet=quiet, resuming=resume is not None)
+    except (RecipeError, RunInterrupted):
+        raise
+    except Exception as exc:
+        log = run.path / "error.log"
+        atomic_write_text(log, traceback.format_exc())
+        exc.dlrun_log = log  # type: ignore[attr-defined]
+        raise
 
+
+def _fit_stages(
+    loaded: LoadedRecipe,
+    model: Any,
+    prepared: Any,
+    run: RunDir,
+    state: ResumeState,
+    importer: Importer,
+    *,
+    quiet: bool,
+    resuming: bool,
+) -> TrainResult:
+    recipe, graph = loaded.recipe, loaded.graph
+    outputs, inputs = graph.outputs, list(graph.inputs)
     x, y = _fit_inputs(prepared, "train", outputs, inputs)
     validation = _fit_inputs(prepared, "validation", outputs, inputs) if "validation" in prepared.splits else None
     base_callbacks = make_callbacks(recipe.train.callbacks, run, importer, ("train", "callbacks"))
-    history: dict[str, list[float]] = {}
+    history: dict[str, list[float]] = state.history() if resuming else {}
+    start = state.epoch() if resuming else 0
     stages = _stages(loaded)
     total = sum(s.epochs for s in stages)
     steps = -(-prepared.count("train") // recipe.train.batch_size)
     epoch = 0
     box: dict[str, Any] = {"model": model}
     all_callbacks = list(base_callbacks)
+    guard = NonFiniteGuard.make()
     with stop_on_signals(box) as signals:
         for i, stage in enumerate(stages):
             where = ("train", "stages", i)
             apply_trainable(model, graph, stage.trainable, (*where, "trainable"))
+            if epoch + stage.epochs <= start:
+                epoch += stage.epochs  # finished before the interruption
+                continue
             compile_model(
                 model, recipe.compile, outputs, importer, optimizer=stage.optimizer, loss_weights=stage.loss_weights
             )
+            first = max(epoch, start)
+            if resuming and first == start:
+                state.restore(model)
             stage_callbacks = make_callbacks(stage.callbacks or [], run, importer, (*where, "callbacks"))
             all_callbacks += stage_callbacks
             if len(stages) > 1:
@@ -298,32 +349,55 @@ def train(
                     f"{model.count_params() - _non_trainable(model):,} trainable parameters",
                     quiet=quiet,
                 )
-            hist = model.fit(
+            feed = train_feed(
                 x,
                 y,
                 batch_size=recipe.train.batch_size,
-                epochs=epoch + stage.epochs,
-                initial_epoch=epoch,
-                validation_data=validation,
+                seed=recipe.seed,
                 shuffle=recipe.train.shuffle,
-                callbacks=[
-                    *base_callbacks,
-                    *stage_callbacks,
-                    _HistoryWriter.make(run, history),
-                    make_progress_callback(total, steps, quiet=quiet),
-                ],
-                verbose=0,
+                start_epoch=first,
+                end_epoch=epoch + stage.epochs,
+                deterministic=recipe.train.deterministic,
             )
-            epoch += len(hist.epoch)
+            try:
+                hist = model.fit(
+                    feed.x,
+                    feed.y,
+                    batch_size=feed.batch_size,
+                    steps_per_epoch=feed.steps_per_epoch,
+                    epochs=epoch + stage.epochs,
+                    initial_epoch=first,
+                    validation_data=validation,
+                    validation_batch_size=recipe.eval.batch_size or recipe.train.batch_size,
+                    shuffle=feed.shuffle,
+                    callbacks=[
+                        guard,
+                        *base_callbacks,
+                        *stage_callbacks,
+                        _HistoryWriter.make(run, history),
+                        state.callback(history),
+                        make_progress_callback(total, steps, quiet=quiet),
+                    ],
+                    verbose=0,
+                )
+            except Exception as exc:
+                _raise_if_out_of_memory(exc, recipe.train.batch_size)
+                raise
+            epoch = first + len(hist.epoch)
+            if guard.failure is not None:
+                raise RecipeError(
+                    f"{guard.failure}; training stopped. The last good state (epoch {state.epoch()}) is kept in "
+                    f"{state.folder}; lower the learning rate or check the data for extreme values"
+                )
             if signals["signum"] is not None:
                 break
+    if signals["signum"] is not None:
+        raise RunInterrupted(int(signals["signum"]))
     restored = _restore_best(model, all_callbacks, importer) if recipe.train.restore_best else None
     if restored:
         say(f"restored best weights from {Path(restored).name}", quiet=quiet)
     with atomic_target(run.model, ".keras") as tmp:
         model.save(str(tmp))
-    if signals["signum"] is not None:
-        raise RunInterrupted(int(signals["signum"]))
     metrics: dict[str, float] = {}
     eval_split = recipe.eval.split
     if eval_split in prepared.splits:
@@ -332,8 +406,102 @@ def train(
         metrics = evaluate_model(
             model, prepared, eval_split, outputs, inputs, recipe.eval.batch_size or recipe.train.batch_size
         )
-        run.write_json("eval.json", {"split": eval_split, "metrics": metrics})
+        run.write_json("eval.json", {"split": eval_split, "outputs": outputs, "metrics": metrics})
     return TrainResult(run=run, history=history, metrics=metrics, model=model)
+
+
+def _raise_if_out_of_memory(exc: Exception, batch_size: int) -> None:
+    name = type(exc).__name__
+    text = str(exc)
+    if name == "ResourceExhaustedError" or "out of memory" in text.lower() or isinstance(exc, MemoryError):
+        raise RecipeError(
+            f"out of memory while training with batch_size {batch_size}; lower train.batch_size "
+            "(e.g. --set train.batch_size=" + str(max(1, batch_size // 2)) + ") or use a smaller model/input"
+        ) from None
+
+
+class NonFiniteGuard:
+    """Stops training at the first batch whose loss is NaN or infinite, remembering where."""
+
+    @staticmethod
+    def make() -> Any:
+        import keras
+
+        class Guard(keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.failure: str | None = None
+                self.epoch = 0
+
+            def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                self.epoch = epoch
+
+            def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+                loss = (logs or {}).get("loss")
+                if loss is not None and not math.isfinite(float(loss)):
+                    self.failure = f"the loss became {float(loss)} in epoch {self.epoch + 1}, batch {batch + 1}"
+                    self.model.stop_training = True
+
+        return Guard()
+
+
+class ResumeState:
+    """The run's resumable state: every model and optimizer variable after the last completed epoch."""
+
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+        self.folder = run.path / "resume"
+
+    def exists(self) -> bool:
+        return (self.folder / "state.json").is_file()
+
+    def _meta(self) -> dict[str, Any]:
+        return json.loads((self.folder / "state.json").read_text(encoding="utf-8"))
+
+    def epoch(self) -> int:
+        """Number of completed epochs saved (0 when none)."""
+        return int(self._meta()["epoch"]) if self.exists() else 0
+
+    def history(self) -> dict[str, list[float]]:
+        return self._meta()["history"] if self.exists() else {}
+
+    def save(self, model: Any, epoch: int, history: dict[str, list[float]]) -> None:
+        import numpy as np
+
+        arrays = {f"model_{i}": np.asarray(v) for i, v in enumerate(model.variables)}
+        if model.optimizer is not None and model.optimizer.built:
+            arrays.update({f"optimizer_{i}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)})
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(self.folder / "state.npz", buffer.getvalue())
+        # state.json last: it is what marks the state complete.
+        atomic_write_text(self.folder / "state.json", json.dumps({"epoch": epoch, "history": history}) + "\n")
+
+    def restore(self, model: Any) -> None:
+        import numpy as np
+
+        with np.load(self.folder / "state.npz") as archive:
+            for i, v in enumerate(model.variables):
+                v.assign(archive[f"model_{i}"])
+            if any(k.startswith("optimizer_") for k in archive.files):
+                model.optimizer.build(model.trainable_variables)
+                for i, v in enumerate(model.optimizer.variables):
+                    v.assign(archive[f"optimizer_{i}"])
+
+    def callback(self, history: dict[str, list[float]]) -> Any:
+        import keras
+
+        owner = self
+
+        class SaveResumeState(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                if self.model.stop_training and any(
+                    isinstance(v, float) and not math.isfinite(v) for v in (logs or {}).values()
+                ):
+                    return  # never overwrite the last good state with a diverged one
+                owner.save(self.model, epoch + 1, history)
+
+        return SaveResumeState()
 
 
 def _non_trainable(model: Any) -> int:

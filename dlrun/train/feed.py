@@ -1,0 +1,78 @@
+"""Feeding in-memory arrays to `model.fit` so that every epoch's order is a pure function of (seed, epoch).
+
+Keras' own shuffling draws from a global random state, so a run resumed at epoch k would see other
+batches than the uninterrupted run did. With `train.deterministic: true` under TensorFlow the training
+stream is a `tf.data` pipeline whose epoch `e` visits the samples in `stateless_shuffle(range(n),
+seed=(seed, e))` order: resuming at any epoch reproduces the same batches, and with op determinism the
+same weights. Otherwise (the default, and other backends) Keras gets the arrays and shuffles them
+itself, exactly as a hand-written `model.fit` would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Feed:
+    """What to pass to `model.fit`: `x` (and `y`, `sample_weight`) plus `steps_per_epoch` and `shuffle`."""
+
+    x: Any
+    y: Any
+    sample_weight: Any
+    steps_per_epoch: int | None
+    shuffle: bool
+    batch_size: int | None
+
+
+def _nested_tensors(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _nested_tensors(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return tuple(_nested_tensors(v) for v in value)
+    return np.asarray(value)
+
+
+def train_feed(
+    x: Any,
+    y: Any,
+    *,
+    batch_size: int,
+    seed: int,
+    shuffle: bool,
+    start_epoch: int,
+    end_epoch: int,
+    sample_weight: Any = None,
+    deterministic: bool = False,
+) -> Feed:
+    """Arrays for Keras' own shuffling, or (deterministic, TensorFlow) a per-epoch seeded stream."""
+    import keras
+
+    n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+    steps = -(-n // batch_size)
+    if not deterministic or keras.backend.backend() != "tensorflow":
+        return Feed(x, y, sample_weight, None, shuffle, batch_size)
+    import tensorflow as tf
+
+    parts = (x, y) if sample_weight is None else (x, y, sample_weight)
+    tensors = tf.nest.map_structure(tf.convert_to_tensor, _nested_tensors(parts))
+
+    def epoch_batches(epoch: Any) -> Any:
+        index = tf.range(n, dtype=tf.int64)
+        if shuffle:
+            index = tf.random.experimental.stateless_shuffle(index, seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(index).batch(batch_size)
+
+    def gather(index: Any) -> Any:
+        return tf.nest.map_structure(lambda t: tf.gather(t, index), tensors)
+
+    dataset = (
+        tf.data.Dataset.range(start_epoch, end_epoch)
+        .flat_map(epoch_batches)
+        .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    return Feed(dataset, None, None, steps, False, None)
