@@ -67,6 +67,25 @@ def _position(text: str, index: int) -> tuple[int, int]:
     return line, index - (text.rfind("\n", 0, index) + 1) + 1
 
 
+# Quoted strings and comments (skipped), then flow brackets.
+_FLOW_TOKENS = re.compile(r"\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\n]|'')*'|(?:^|(?<=\s))#[^\n]*|([\[{])|([\]}])", re.M)
+
+
+def _refuse_deep_flow(text: str, file: str) -> None:
+    """Refuse `[[[[...` nesting in one linear pass: PyYAML's scanner is quadratic in flow depth."""
+    depth = 0
+    for match in _FLOW_TOKENS.finditer(text):
+        if match.group(1):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line, column = _position(text, match.start())
+                raise RecipeError(
+                    f"recipe nests more than {MAX_DEPTH} levels deep; refused", location=Location(file, line, column)
+                )
+        elif match.group(2):
+            depth = max(depth - 1, 0)
+
+
 def _too_deep(text: str, file: str) -> RecipeError:
     """Locate where nesting first exceeds MAX_DEPTH (PyYAML's event parser is not recursive)."""
     depth = 0
@@ -83,6 +102,56 @@ def _too_deep(text: str, file: str) -> RecipeError:
     except yaml.YAMLError:
         pass
     return RecipeError(f"recipe nests more than {MAX_DEPTH} levels deep; refused", location=loc)
+
+
+def _expanded_sizes(root: yaml.Node) -> dict[int, int]:
+    """Per node (by id), how many values it expands to once aliases are copied; aliases share nodes."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, int]] = [(root, 0)]
+    while stack:  # iterative post-order: a recipe may nest deep enough to exhaust Python's stack
+        node, depth = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = (
+            [v for _, v in node.value]
+            if isinstance(node, yaml.MappingNode)
+            else node.value
+            if isinstance(node, yaml.SequenceNode)
+            else []
+        )
+        todo = [c for c in children if id(c) not in sizes]
+        if todo and depth <= MAX_DEPTH:
+            stack.append((node, depth + 1))
+            stack.extend((c, depth + 1) for c in todo)
+            continue
+        sizes[id(node)] = 1 + sum(sizes.get(id(c), 1) for c in children)
+    return sizes
+
+
+def _refuse_bombs(root: yaml.Node, file: str) -> None:
+    """Refuse an alias/anchor bomb before expanding it, pointing at the smallest anchor that is too big."""
+    sizes = _expanded_sizes(root)
+    if sizes[id(root)] <= MAX_NODES:
+        return
+    node, path = root, ()
+    while True:
+        pairs = (
+            [(str(k.value), v) for k, v in node.value]
+            if isinstance(node, yaml.MappingNode)
+            else list(enumerate(node.value))
+            if isinstance(node, yaml.SequenceNode)
+            else []
+        )
+        big = next(((key, child) for key, child in pairs if sizes.get(id(child), 1) > MAX_NODES), None)
+        if big is None:
+            break
+        path = (*path, big[0])
+        node = big[1]
+    raise RecipeError(
+        f"document expands to more than {MAX_NODES} nodes (an alias/anchor bomb?); refused",
+        location=_mark(node, file),
+        path=path,
+    )
 
 
 class _Converter:
@@ -198,6 +267,7 @@ def load_text(text: str, file: str = "<recipe>") -> Document:
     """Parse YAML text into a `Document`; raises `RecipeError` on any problem."""
     if len(text.encode("utf-8", errors="replace")) > MAX_BYTES:
         raise RecipeError(f"recipe is larger than {MAX_BYTES // (1024 * 1024)} MB; refused", location=Location(file))
+    _refuse_deep_flow(text, file)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -221,6 +291,7 @@ def load_text(text: str, file: str = "<recipe>") -> Document:
         raise _too_deep(text, file) from None
     if node is None:
         raise RecipeError("recipe is empty", location=Location(file, 1, 1))
+    _refuse_bombs(node, file)
     conv = _Converter(file)
     data = conv.convert(node, ())
     return Document(data=data, file=file, value_marks=conv.value_marks, key_marks=conv.key_marks)
