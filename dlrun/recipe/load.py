@@ -319,9 +319,10 @@ def load_file(path: str | Path) -> Document:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
+        column = len(raw[raw.rfind(b"\n", 0, exc.start) + 1 : exc.start].decode("utf-8", errors="replace")) + 1
         raise RecipeError(
             f"recipe is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8",
-            location=Location(shown, line),
+            location=Location(shown, line, column),
         ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
