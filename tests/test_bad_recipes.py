@@ -1,0 +1,96 @@
+"""Every mistake in tests/bad_recipes/ gives exactly one located error line, exit code 2, no traceback.
+
+Each file holds one mistake and states its exact error in its first line:
+
+    # expect: {file}:9:14: model.layers[1].units: expected an integer, got 'ten'
+
+`{file}` stands for the path passed on the command line (`tests/bad_recipes/<name>.yaml`, run from the
+repository root). A second line `# verb: summary` picks the verb for mistakes that only Keras finds while
+building (shapes); all others use `validate`, which never imports TensorFlow.
+
+Most cases run in-process through `dlrun.cli.main` (fast); a handful run through the real subprocess.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from dlrun.cli import main
+from dlrun.errors import EXIT_USER
+
+ROOT = Path(__file__).resolve().parents[1]
+BAD = ROOT / "tests" / "bad_recipes"
+CASES = sorted(BAD.glob("*.yaml"))
+LOCATED = re.compile(r"^\{file\}:\d+:\d+: ")
+
+
+def _case(path: Path) -> tuple[str, str, str]:
+    """(relative path, verb, expected error line without the `error: ` prefix)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines and lines[0].startswith("# expect: "), f"{path.name}: first line must be `# expect: ...`"
+    verb = "validate"
+    if len(lines) > 1 and lines[1].startswith("# verb: "):
+        verb = lines[1].split()[2]
+    rel = path.relative_to(ROOT).as_posix()
+    expected = lines[0][len("# expect: ") :].replace("{file}", rel)
+    return rel, verb, expected
+
+
+def _ids(paths: list[Path]) -> list[str]:
+    return [p.stem for p in paths]
+
+
+def test_the_folder_covers_many_mistakes():
+    assert len(CASES) >= 70
+    static = [p for p in CASES if _case(p)[1] == "validate"]
+    assert len(static) >= 70
+
+
+@pytest.mark.parametrize("path", CASES, ids=_ids(CASES))
+def test_expectation_is_a_located_line(path):
+    """Every expectation names file:line:column, so every mistake is found where it was made."""
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert LOCATED.match(first[len("# expect: ") :]), first
+
+
+@pytest.mark.parametrize("path", CASES, ids=_ids(CASES))
+def test_bad_recipe_in_process(path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("NO_COLOR", "1")
+    rel, verb, expected = _case(path)
+    code = main([verb, rel])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert code == EXIT_USER, captured.err
+    assert captured.err.strip().splitlines()[-1] == f"error: {expected}"
+    assert [line for line in captured.err.splitlines() if line.startswith("error:")] == [f"error: {expected}"]
+    assert captured.out == ""
+
+
+SUBPROCESS = [
+    "yaml_python_object_apply",
+    "yaml_tab_indent",
+    "unknown_top_key",
+    "layer_type_typo",
+    "ref_cycle",
+    "type_jit_compile",
+    "build_add_shape_mismatch",
+]
+
+
+@pytest.mark.parametrize("name", SUBPROCESS)
+def test_bad_recipe_through_the_real_cli(cli, name):
+    rel, verb, expected = _case(BAD / f"{name}.yaml")
+    result = cli(verb, rel, cwd=ROOT, timeout=120)
+    assert "Traceback" not in result.stderr
+    assert result.code == EXIT_USER, result.stderr
+    if verb == "validate":
+        assert result.stderr.strip() == f"error: {expected}"  # nothing else: TensorFlow is never loaded
+    else:
+        lines = result.stderr.strip().splitlines()
+        assert lines[-1] == f"error: {expected}"
+        assert sum(line.startswith("error:") for line in lines) == 1
+    assert result.stdout == ""

@@ -1,0 +1,199 @@
+"""Hostile or broken recipe files are refused quickly, with one located line, and nothing runs or is written.
+
+Each case goes through the real `dlrun` process (`validate` and `train`), in an empty working folder, with
+`--runs` pointing into tmp_path: afterwards no runs folder exists and the working folder is still empty.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import pytest
+
+from dlrun.errors import RecipeError
+from dlrun.recipe.load import MAX_BYTES, load_file, load_text
+
+MODEL = """\
+model:
+  inputs:
+    x: {shape: [4]}
+  layers:
+    - {name: y, type: Dense, units: 1}
+compile:
+  loss: mse
+"""
+
+
+def billion_laughs() -> str:
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    names = "abcdefghi"
+    for prev, name in itertools.pairwise(names):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    return "name: bomb\n" + "\n".join(lines) + "\n" + MODEL
+
+
+def write_bytes(folder: Path, name: str, data: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(data)
+    return path
+
+
+CASES = {
+    "python_object_apply": (
+        b'name: !!python/object/apply:os.system ["touch PWNED"]\n' + MODEL.encode(),
+        ":1:7: name: YAML tag '!!python/object/apply:os.system' is not allowed in a recipe (plain values only)",
+    ),
+    "python_object_new": (
+        b"name: bad\nmodel: !!python/object/new:os.system [touch PWNED]\ncompile: {loss: mse}\n",
+        ":2:8: model: YAML tag '!!python/object/new:os.system' is not allowed in a recipe (plain values only)",
+    ),
+    "python_object_mapping": (
+        b"name: bad\ntrain: !!python/object:subprocess.Popen {args: [touch, PWNED]}\n" + MODEL.encode(),
+        ":2:8: train: YAML tag '!!python/object:subprocess.Popen' is not allowed in a recipe (plain values only)",
+    ),
+    "python_name": (
+        b"name: bad\nseed: !!python/name:os.system\n" + MODEL.encode(),
+        ":2:7: seed: YAML tag '!!python/name:os.system' is not allowed in a recipe (plain values only)",
+    ),
+    "billion_laughs": (
+        billion_laughs().encode(),
+        ":7:4: f: document expands to more than 200000 nodes (an alias/anchor bomb?); refused",
+    ),
+    "deep_nesting": (
+        b"name: deep\ndescription: " + b"[" * 200_000 + b"]" * 200_000 + b"\n",
+        ":2:114: recipe nests more than 100 levels deep; refused",
+    ),
+    "not_utf8": (
+        b"name: bad\ndescription: caf\xe9\n" + MODEL.encode(),
+        ":2:17: recipe is not valid UTF-8 (byte 0xe9 at offset 26); save it as UTF-8",
+    ),
+    "utf16": (
+        "name: bad\n".encode("utf-16"),
+        ":1:1: recipe is not valid UTF-8 (byte 0xff at offset 0); save it as UTF-8",
+    ),
+    "duplicate_keys": (
+        b"name: one\n" + MODEL.encode() + b"name: two\n",
+        ":9:1: name: duplicate key 'name' (first defined at line 1)",
+    ),
+    "nul_byte": (
+        b"name: bad\x00\n" + MODEL.encode(),
+        ":1:10: invalid YAML: character U+0000 is not allowed in YAML text",
+    ),
+}
+
+
+@pytest.mark.parametrize("verb", ["validate", "train"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_refused_quickly_with_nothing_written(cli, tmp_path, case, verb):
+    data, tail = CASES[case]
+    recipe = write_bytes(tmp_path / "in", f"{case}.yaml", data)
+    work = tmp_path / "work"
+    work.mkdir()
+    runs = tmp_path / "runs"
+    args = [verb, str(recipe)] + (["--runs", str(runs)] if verb == "train" else [])
+    started = time.monotonic()
+    result = cli(*args, cwd=work, timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.code == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"error: {recipe}{tail}"
+    assert not runs.exists()
+    assert list(work.iterdir()) == []  # no PWNED file, no runs/, no logs
+    assert elapsed < 2.0 + _startup(cli)
+
+
+_STARTUP: list[float] = []
+
+
+def _startup(cli) -> float:
+    """Seconds the interpreter and `dlrun` take to start here (the machine may be slow or busy)."""
+    if not _STARTUP:
+        started = time.monotonic()
+        cli("--version", timeout=60)
+        _STARTUP.append(time.monotonic() - started)
+    return _STARTUP[0]
+
+
+def test_fifty_megabyte_recipe_is_refused_unread(cli, tmp_path):
+    recipe = tmp_path / "huge.yaml"
+    with recipe.open("wb") as f:
+        f.write(b"name: huge\ndescription: '")
+        f.truncate(50 * 1024 * 1024)  # a 50 MB file without spending 50 MB of disk writes
+    work = tmp_path / "work"
+    work.mkdir()
+    started = time.monotonic()
+    result = cli("train", str(recipe), "--runs", str(tmp_path / "runs"), cwd=work, timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.code == 2
+    assert result.stderr.strip() == f"error: {recipe}: recipe is 52.4 MB, larger than the 5 MB limit; refused"
+    assert not (tmp_path / "runs").exists()
+    assert list(work.iterdir()) == []
+    assert elapsed < 2.0 + _startup(cli)
+
+
+def test_size_limit_also_applies_to_text(tmp_path):
+    with pytest.raises(RecipeError, match="larger than 5 MB"):
+        load_text("#" * (MAX_BYTES + 1), "big.yaml")
+
+
+def test_directory_and_missing_file(tmp_path):
+    with pytest.raises(RecipeError, match=r"is a directory, not a recipe file"):
+        load_file(tmp_path)
+    with pytest.raises(RecipeError, match=r"recipe file not found: .*nope\.yaml"):
+        load_file(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: !!python/object/apply:os.system [touch PWNED]\n",
+        "a: !!python/object/apply:os.system {args: [touch PWNED]}\n",
+        "a: !!python/object/new:os.system [touch PWNED]\n",
+        "a: !!python/module:os\n",
+        "a: !!python/name:os.system\n",
+        "a: !!python/tuple [1, 2]\n",
+        "a: !!binary aGVsbG8=\n",
+        "a: !!set {x, y}\n",
+        "a: !!omap [{x: 1}]\n",
+        "a: !!pairs [{x: 1}]\n",
+        "a: !custom 1\n",
+        "a: !<tag:example.com,2000:x> 1\n",
+        "? !!python/name:os.system\n: 1\n",
+        "a: [1, !!python/object/apply:os.system [touch PWNED]]\n",
+        "base: &b !!python/object/apply:os.system [touch PWNED]\nuse: *b\n",
+    ],
+)
+def test_no_tag_constructs_anything(text, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RecipeError, match=r"(is not allowed|is not supported) in a recipe") as info:
+        load_text(text, "r.yaml")
+    assert info.value.location is not None and info.value.location.line is not None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_alias_to_a_plain_value_is_fine():
+    doc = load_text("a: &n 3\nb: *n\nc: &m {x: 1}\nd: *m\n", "r.yaml")
+    assert doc.data == {"a": 3, "b": 3, "c": {"x": 1}, "d": {"x": 1}}
+
+
+def test_merge_key_bomb_is_refused_quickly():
+    lines = ["a: &a {k0: 0, k1: 1, k2: 2, k3: 3, k4: 4, k5: 5, k6: 6, k7: 7, k8: 8, k9: 9}"]
+    prev = "a"
+    for i in range(1, 12):
+        lines.append(f"l{i}: &l{i} {{<<: [" + ", ".join([f"*{prev}"] * 10) + "]}")
+        prev = f"l{i}"
+    started = time.monotonic()
+    with pytest.raises(RecipeError, match=r"an alias/anchor bomb"):
+        load_text("\n".join(lines) + "\n", "r.yaml")
+    assert time.monotonic() - started < 2.0
+
+
+def test_bad_merge_value_is_located():
+    with pytest.raises(RecipeError) as info:
+        load_text("a: {x: 1}\nb: {<<: 5}\n", "r.yaml")
+    assert str(info.value) == (
+        "r.yaml:2:9: b: invalid merge key `<<`: expected a mapping or list of mappings for merging, but found scalar"
+    )
