@@ -12,9 +12,7 @@ def evaluate_model(
     model: Any, prepared: Any, split: str, outputs: list[str], inputs: list[str], batch_size: int
 ) -> dict[str, float]:
     """`model.evaluate` on `split`, returned as `{metric_name: value}` (Keras' own names)."""
-    xs, ys = prepared.splits[split]
-    x = xs[inputs[0]] if len(inputs) == 1 else {k: xs[k] for k in inputs}
-    y = ys[outputs[0]] if len(outputs) == 1 else {k: ys[k] for k in outputs}
+    x, y = prepared.feed(split, inputs, outputs, batch_size, training=False)
     result = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
     return {k: float(v) for k, v in result.items()}
 

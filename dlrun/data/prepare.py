@@ -1,36 +1,99 @@
-"""Arrays -> model-ready splits: per-feature steps, validation split, inputs/targets by name.
+"""Tables -> model-ready splits: columns to named inputs and targets, steps, label encoding, weights.
 
-Statistics-bearing steps (`standardize`) are fitted on the training split only and then applied
-unchanged to validation and test, so no information leaks from held-out data.
+In-memory tables become NumPy arrays (`splits[split] = (inputs by name, targets by name)`), fed to Keras
+as arrays: the fast path. Streamed tables become tf.data pipelines (map -> [cache] -> shuffle -> batch ->
+prefetch) built by `Prepared.feed`. Statistics-bearing steps (`standardize`) and label vocabularies are
+fitted on the training split only and applied unchanged to validation and test: nothing leaks from
+held-out data. (The `preprocess:` layers, adapted by `dlrun.data.preprocess`, follow the same rule.)
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dlrun.data.sources import Splits, load_source
+from dlrun.data.sources import Tables, load_tables
+from dlrun.data.splits import apply_slices, class_labels, holdout
+from dlrun.data.tables import ArrayReader, ArrayTable, StreamTable, is_string
 from dlrun.errors import RecipeError
 from dlrun.recipe.schema import DataSpec, FeatureSpec, Step
 
+KeyPath = tuple[str | int, ...]
 
-@dataclass
-class Prepared:
-    """Model-ready arrays: `splits[split] = (inputs by name, targets by name)`, plus fitted statistics."""
-
-    splits: dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]
-    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def count(self, split: str) -> int:
-        """Number of samples in `split`."""
-        inputs = self.splits[split][0]
-        return len(next(iter(inputs.values())))
+warnings.filterwarnings("ignore", message=r"`shuffle=True` was passed, but will be ignored")
 
 
-def _apply(step: Step, x: np.ndarray, where: tuple[str | int, ...], fitted: dict[str, Any] | None) -> np.ndarray:
+# ----------------------------------------------------------------------------------------------------
+# splits
+
+
+def _nan_check(tables: Tables, spec: DataSpec) -> None:
+    """Missing columns and missing/NaN values in numeric columns a feature reads are errors (column and row named)."""
+    wheres: dict[str, KeyPath] = {}
+    for section, features in (("inputs", spec.inputs), ("targets", spec.targets)):
+        for name, feature in features.items():
+            for col in feature.columns:
+                wheres.setdefault(col, ("data", section, name, "from"))
+    if spec.sample_weight:
+        wheres.setdefault(spec.sample_weight, ("data", "sample_weight"))
+    for table in tables.values():
+        for col, where in wheres.items():
+            if col not in table.names:
+                table.column(col, where)  # raises the did-you-mean error
+        if table.streamed:
+            table.reader.check_finite(list(wheres), ("data",))
+            continue
+        for col, where in wheres.items():
+            x = table.column(col, where)
+            if x.dtype.kind != "f":
+                continue
+            bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                csv_file = table.origin.endswith((".csv", ".csv.gz"))
+                at = f"line {row + 2} of {table.origin}" if csv_file else f"row {row} of {table.origin}"
+                raise RecipeError(f"column {col!r} has a missing or NaN value at {at}", path=where)
+
+
+def stratify_labels(spec: DataSpec, table: Any) -> np.ndarray | None:
+    """Class labels of the (first) target, when `stratify` is on."""
+    if not spec.stratify:
+        return None
+    name, feature = next(iter(spec.targets.items()))
+    where: KeyPath = ("data", "targets", name)
+    cols = [table.column(c, (*where, "from")) for c in feature.columns]
+    values = cols[0] if len(cols) == 1 else np.stack([c.reshape(len(c)) for c in cols], axis=-1)
+    return class_labels(values, ("data", "stratify"))
+
+
+def load_splits(spec: DataSpec, base_dir: Path, seed: int, *, validation: bool = True) -> Tables:
+    """Source splits -> limit -> slices -> test_split -> validation_split (all seeded, optionally stratified)."""
+    tables = load_tables(spec, base_dir)
+    _nan_check(tables, spec)
+    if spec.limit is not None:
+        tables = {s: t.take(np.arange(min(spec.limit, t.count))) for s, t in tables.items()}
+    if spec.splits is not None:
+        tables = apply_slices(tables, spec.splits)
+    for key, fraction, salt in (("test", spec.test_split, 1), ("validation", spec.validation_split, 0)):
+        if fraction <= 0 or (key == "validation" and not validation):
+            continue
+        if key in tables:
+            raise RecipeError(f"the data already has a {key} split; remove {key}_split", path=("data", f"{key}_split"))
+        train = tables["train"]
+        keep, held = holdout(train.count, fraction, seed + salt, stratify_labels(spec, train), ("data", f"{key}_split"))
+        tables = {**tables, "train": train.take(keep), key: train.take(held)}
+    return tables
+
+
+# ----------------------------------------------------------------------------------------------------
+# features (NumPy)
+
+
+def _apply(step: Step, x: np.ndarray, where: KeyPath, fitted: dict[str, Any] | None) -> np.ndarray:
     if step.reshape is not None:
         try:
             return x.reshape((x.shape[0], *step.reshape))
@@ -44,8 +107,8 @@ def _apply(step: Step, x: np.ndarray, where: tuple[str | int, ...], fitted: dict
     if step.cast is not None:
         try:
             return x.astype(step.cast)
-        except TypeError:
-            raise RecipeError(f"unknown dtype {step.cast!r}", path=(*where, "cast")) from None
+        except (TypeError, ValueError):
+            raise RecipeError(f"cannot cast to {step.cast!r}", path=(*where, "cast")) from None
     if step.one_hot is not None:
         labels = x.reshape(-1).astype("int64")
         if labels.size and (labels.min() < 0 or labels.max() >= step.one_hot):
@@ -60,75 +123,449 @@ def _apply(step: Step, x: np.ndarray, where: tuple[str | int, ...], fitted: dict
     return x
 
 
-def _prepare_feature(
-    name: str, spec: FeatureSpec, arrays: dict[str, dict[str, np.ndarray]], where: tuple[str | int, ...]
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    out: dict[str, np.ndarray] = {}
-    stats: dict[str, Any] = {}
-    for data in arrays.values():
-        if spec.from_ not in data:
+def _as_dtype(x: np.ndarray, dtype: str | None, where: KeyPath) -> np.ndarray:
+    if dtype is None:
+        return x
+    if dtype == "string":
+        out = np.empty(x.shape, dtype=object)
+        out[...] = x.astype(str) if not is_string(x) else x
+        return out
+    try:
+        return x.astype(dtype)
+    except (TypeError, ValueError):
+        raise RecipeError(f"cannot read these values as {dtype}", path=(*where, "dtype")) from None
+
+
+def gather_columns(table: Any, feature: FeatureSpec, where: KeyPath) -> np.ndarray:
+    """The columns a feature reads, stacked along the last axis when there are several."""
+    cols = [_as_dtype(table.column(c, (*where, "from")), feature.dtype, where) for c in feature.columns]
+    if len(cols) == 1:
+        return cols[0]
+    if len({is_string(c) for c in cols}) > 1:
+        raise RecipeError("columns stacked into one feature must be all numeric or all text", path=(*where, "from"))
+    parts = [c.reshape(len(c), 1) if c.ndim == 1 else c for c in cols]
+    if is_string(parts[0]):
+        return np.concatenate(parts, axis=-1).astype(object)
+    return np.concatenate([p.astype("float32") for p in parts], axis=-1)
+
+
+def label_vocabulary(feature: FeatureSpec, train_values: np.ndarray) -> list[Any] | None:
+    """Class values in index order: `classes`, else sorted train values for text labels, else None."""
+    if feature.classes is not None:
+        return list(feature.classes)
+    if is_string(train_values):
+        return sorted({str(v) for v in train_values.reshape(-1)})
+    return None
+
+
+def encode_labels(x: np.ndarray, vocab: list[Any], split: str, where: KeyPath) -> np.ndarray:
+    """Labels -> class indices by the vocabulary; a label outside it is an error."""
+    index = {v: i for i, v in enumerate(vocab)}
+    index.update({str(v): i for i, v in enumerate(vocab)})
+    flat = x.reshape(-1)
+    out = np.empty(flat.shape, dtype="int64")
+    for i, v in enumerate(flat.tolist()):
+        key = v if v in index else str(v)
+        if key not in index:
             raise RecipeError(
-                f"{name!r} reads {spec.from_!r}, which the data does not have (it has: {', '.join(sorted(data))})",
-                path=(*where, "from"),
+                f"the {split} split has label {v!r}, which is not among the classes {vocab[:20]}", path=where
             )
+        out[i] = index[key]
+    return out.reshape(x.shape)
+
+
+def _fit_standardize(train_x: np.ndarray) -> dict[str, Any]:
+    x = train_x.astype("float32")
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    return {"mean": mean, "std": np.where(std == 0, 1.0, std).astype("float32")}
+
+
+def _prepare_feature(
+    feature: FeatureSpec, tables: Tables, where: KeyPath, *, target: bool, vocab: list[Any] | None
+) -> tuple[dict[str, np.ndarray], dict[str, Any], list[Any] | None]:
+    raw = {split: gather_columns(t, feature, where) for split, t in tables.items()}
+    stats: dict[str, Any] = {}
+    if target:
+        vocab = vocab if vocab is not None else label_vocabulary(feature, raw["train"])
+        if vocab is not None:
+            raw = {s: encode_labels(x, vocab, s, (*where, "from")) for s, x in raw.items()}
     fitted: list[dict[str, Any] | None] = []
-    train_x = arrays["train"][spec.from_]
-    for i, step in enumerate(spec.steps):
-        if step.standardize:
-            x = train_x.astype("float32")
-            mean = x.mean(axis=0)
-            std = x.std(axis=0)
-            std = np.where(std == 0, 1.0, std).astype("float32")
-            fitted.append({"mean": mean, "std": std})
-            stats[f"steps[{i}]"] = {"mean": mean, "std": std}
-        else:
-            fitted.append(None)
-        train_x = _apply(step, train_x, (*where, "steps", i), fitted[-1])
-    for split, data in arrays.items():
-        x = data[spec.from_]
-        for i, step in enumerate(spec.steps):
+    train_x = raw["train"]
+    for i, step in enumerate(feature.steps):
+        fit = _fit_standardize(train_x) if step.standardize else None
+        if fit is not None:
+            stats[f"steps[{i}]"] = fit
+        fitted.append(fit)
+        train_x = _apply(step, train_x, (*where, "steps", i), fit)
+    out: dict[str, np.ndarray] = {}
+    for split, x in raw.items():
+        for i, step in enumerate(feature.steps):
             x = _apply(step, x, (*where, "steps", i), fitted[i])
-        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-            raise RecipeError(f"{name!r} has NaN or infinite values in the {split} split", path=where)
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise RecipeError(f"this feature has NaN or infinite values in the {split} split", path=where)
         out[split] = x
-    return out, stats
+    return out, stats, vocab
 
 
-def _split_validation(arrays: Splits, fraction: float, seed: int) -> Splits:
-    train = arrays["train"]
-    n = len(next(iter(train.values())))
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = round(n * fraction)
-    if n_val == 0 or n_val == n:
-        raise RecipeError(
-            f"validation_split {fraction} leaves an empty split of {n} samples", path=("data", "validation_split")
+# ----------------------------------------------------------------------------------------------------
+# weights
+
+
+def class_weights(spec: DataSpec, labels: np.ndarray, vocab: list[Any] | None) -> np.ndarray:
+    """Per-class weights (index = class): `balanced` = n / (classes * count), or the given mapping."""
+    where: KeyPath = ("data", "class_weight")
+    n_classes = max(int(labels.max()) + 1 if labels.size else 0, len(vocab or []))
+    if spec.class_weight == "balanced":
+        counts = np.bincount(labels, minlength=n_classes).astype("float64")
+        weights = np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 1.0)
+        return weights.astype("float32")
+    assert isinstance(spec.class_weight, dict)
+    weights = np.ones(n_classes, dtype="float32")
+    for key, value in spec.class_weight.items():
+        if vocab is not None and str(key) in [str(v) for v in vocab]:
+            index = [str(v) for v in vocab].index(str(key))
+        elif isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+            index = int(key)
+        else:
+            raise RecipeError(f"class_weight names class {key!r}, which the labels do not have", path=(*where, key))
+        if not 0 <= index < n_classes:
+            raise RecipeError(f"class_weight names class {key!r}; the labels have {n_classes} classes", (*where, key))
+        weights[index] = value
+    return weights
+
+
+def _class_index(y: np.ndarray) -> np.ndarray:
+    if y.ndim >= 2 and y.shape[-1] > 1:
+        return y.reshape(len(y), -1).argmax(axis=1)
+    return y.reshape(len(y)).astype("int64")
+
+
+# ----------------------------------------------------------------------------------------------------
+# streamed splits
+
+
+@dataclass
+class StreamSplit:
+    """One split read from disk: a table plus how its columns become inputs, targets and weights."""
+
+    table: StreamTable
+    spec: DataSpec
+    vocab: dict[str, list[Any] | None]
+    class_weight: np.ndarray | None
+    seed: int
+    split: str
+
+    def columns(self) -> list[str]:
+        cols = [c for f in [*self.spec.inputs.values(), *self.spec.targets.values()] for c in f.columns]
+        if self.spec.sample_weight and self.split == "train":
+            cols.append(self.spec.sample_weight)
+        return list(dict.fromkeys(cols))
+
+    def _feature(self, record: dict[str, Any], feature: FeatureSpec, where: KeyPath, name: str, target: bool) -> Any:
+        import tensorflow as tf
+
+        values = []
+        for c in feature.columns:
+            v = record[c]
+            if feature.dtype == "string" and v.dtype != tf.string:
+                v = tf.strings.as_string(v)
+            elif feature.dtype not in (None, "string"):
+                v = tf.cast(v, feature.dtype)
+            values.append(v)
+        if len(values) == 1:
+            x = values[0]
+        else:
+            parts = [tf.reshape(v, [-1]) if v.shape.rank == 0 else v for v in values]
+            if parts[0].dtype != tf.string:
+                parts = [tf.cast(p, tf.float32) for p in parts]
+            x = tf.concat(parts, axis=-1)
+        vocab = self.vocab.get(name) if target else None
+        if vocab is not None:
+            keys = tf.constant([str(v) for v in vocab])
+            table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(keys, tf.range(len(vocab), dtype=tf.int64)), default_value=-1
+            )
+            x = table.lookup(x if x.dtype == tf.string else tf.strings.as_string(x))
+        for i, step in enumerate(feature.steps):
+            x = _tf_step(step, x, (*where, "steps", i))
+        return x
+
+    def example(self, record: dict[str, Any], inputs: list[str], outputs: list[str]) -> tuple[Any, ...]:
+        import tensorflow as tf
+
+        spec = self.spec
+        xs = {n: self._feature(record, spec.inputs[n], ("data", "inputs", n), n, False) for n in inputs}
+        ys = {n: self._feature(record, spec.targets[n], ("data", "targets", n), n, True) for n in outputs}
+        x = xs[inputs[0]] if len(inputs) == 1 else xs
+        y = ys[outputs[0]] if len(outputs) == 1 else ys
+        if self.split != "train" or (self.class_weight is None and not spec.sample_weight):
+            return (x, y)
+        w = tf.constant(1.0)
+        if self.class_weight is not None:
+            name, feature = next(iter(spec.targets.items()))
+            label = self._feature(record, feature.model_copy(update={"steps": []}), ("data",), name, True)
+            w = w * tf.gather(tf.constant(self.class_weight), tf.cast(tf.reshape(label, [-1])[0], tf.int32))
+        if spec.sample_weight:
+            w = w * tf.cast(record[spec.sample_weight], tf.float32)
+        return (x, y, w if len(outputs) == 1 else dict.fromkeys(outputs, w))
+
+    def cache_fits(self) -> bool:
+        if self.spec.cache != "auto":
+            return bool(self.spec.cache)
+        return self.table.count * self.table.row_bytes() <= self.spec.memory_budget_mb * 2**20 / 2
+
+    def dataset(self, inputs: list[str], outputs: list[str], batch_size: int, *, training: bool, shuffle: bool) -> Any:
+        import tensorflow as tf
+
+        cache = self.cache_fits()
+        budget_rows = int(self.spec.memory_budget_mb * 2**20 / 4 / self.table.row_bytes())
+        buffer = max(1, min(self.spec.shuffle_buffer, self.table.count, budget_rows))
+        seed = self.seed if training and shuffle and not cache else None
+        ds = self.table.dataset(self.columns(), shuffle_seed=seed, buffer_rows=buffer)
+        ds = ds.map(lambda r: self.example(r, inputs, outputs), num_parallel_calls=tf.data.AUTOTUNE)
+        if cache:
+            ds = ds.cache()
+            if training and shuffle:
+                ds = ds.shuffle(buffer, seed=self.seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def element_spec(self, inputs: list[str], outputs: list[str]) -> Any:
+        ds = self.table.dataset(self.columns()).map(lambda r: self.example(r, inputs, outputs))
+        return ds.element_spec
+
+
+def _tf_step(step: Step, x: Any, where: KeyPath) -> Any:
+    import tensorflow as tf
+
+    if step.reshape is not None:
+        return tf.reshape(x, step.reshape)
+    if step.scale is not None:
+        s = step.scale
+        return tf.cast(x, tf.float32) * (s.multiply / s.divide) + s.offset
+    if step.cast is not None:
+        return tf.cast(x, step.cast)
+    if step.one_hot is not None:
+        return tf.one_hot(tf.cast(tf.reshape(x, []), tf.int32), step.one_hot)
+    raise RecipeError(
+        "standardize is not available for data streamed from disk; use `preprocess: [{type: Normalization}]` "
+        "(adapted on the training split, and saved with the model)",
+        path=(*where, "standardize"),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# the result
+
+
+@dataclass
+class Prepared:
+    """Model-ready data: `splits[split] = (inputs by name, targets by name)` for in-memory data, or a
+    `StreamSplit` for data read from disk; plus fitted statistics, label vocabularies and weights."""
+
+    splits: dict[str, Any]
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    classes: dict[str, list[Any]] = field(default_factory=dict)
+    seed: int = 42
+    batch_size: int = 32
+    shuffle: bool = True
+
+    def count(self, split: str) -> int:
+        """Number of samples in `split`."""
+        data = self.splits[split]
+        if isinstance(data, StreamSplit):
+            return data.table.count
+        inputs = data[0]
+        return len(next(iter(inputs.values())))
+
+    def streamed(self, split: str = "train") -> bool:
+        return isinstance(self.splits[split], StreamSplit)
+
+    def feed(
+        self,
+        split: str,
+        inputs: list[str],
+        outputs: list[str],
+        batch_size: int | None = None,
+        *,
+        training: bool | None = None,
+    ) -> tuple[Any, Any]:
+        """What `model.fit`/`evaluate` take for `split`: `(x, y)` arrays, or `(tf.data.Dataset, None)`."""
+        training = split == "train" if training is None else training
+        batch = batch_size or self.batch_size
+        data = self.splits[split]
+        if isinstance(data, StreamSplit):
+            return data.dataset(inputs, outputs, batch, training=training, shuffle=self.shuffle), None
+        xs, ys = data
+        x = xs[inputs[0]] if len(inputs) == 1 else {k: xs[k] for k in inputs}
+        y = ys[outputs[0]] if len(outputs) == 1 else {k: ys[k] for k in outputs}
+        weights = self.weights.get(split) if training else None
+        has_text = any(is_string(a) for a in [*xs.values(), *ys.values()])
+        if weights is None and not has_text:
+            return x, y
+        return _array_dataset(x, y, weights, batch, shuffle=training and self.shuffle, seed=self.seed), None
+
+    def adapt_data(self, name: str, batch_size: int = 256) -> Any:
+        """The training split's raw values of input `name` (never validation/test): an array or a dataset."""
+        data = self.splits["train"]
+        if isinstance(data, StreamSplit):
+            inputs = list(data.spec.inputs)
+            outputs = list(data.spec.targets)
+            ds = data.table.dataset(data.columns()).map(lambda r: data.example(r, inputs, outputs)[0])
+            return ds.map(lambda x: x[name] if isinstance(x, dict) else x).batch(batch_size)
+        return data[0][name]
+
+    def input_spec(self, name: str, inputs: list[str], outputs: list[str]) -> tuple[tuple[int | None, ...], str]:
+        """Per-sample shape and dtype of the raw input `name` (`string` for text)."""
+        data = self.splits["train"]
+        if isinstance(data, StreamSplit):
+            x = data.element_spec(inputs, outputs)[0]
+            s = x[name] if isinstance(x, dict) else x
+            return tuple(s.shape), "string" if s.dtype.name == "string" else s.dtype.name
+        a = data[0][name]
+        return tuple(a.shape[1:]), "string" if is_string(a) else str(a.dtype)
+
+    def target_info(self, name: str, inputs: list[str], outputs: list[str]) -> dict[str, Any]:
+        """Per-sample shape, whether labels are integers, the largest label, and the class count if known."""
+        data = self.splits["train"]
+        vocab = self.classes.get(name)
+        if isinstance(data, StreamSplit):
+            y = data.element_spec(inputs, outputs)[1]
+            s = y[name] if isinstance(y, dict) else y
+            info: dict[str, Any] = {"shape": tuple(s.shape), "integer": s.dtype.is_integer, "classes": vocab}
+            feature = data.spec.targets[name]
+            if not feature.steps and len(feature.columns) == 1 and s.dtype.is_integer:
+                reader = data.table.reader
+                if vocab is None and getattr(reader, "class_names", None) is not None:
+                    info["classes"] = reader.class_names
+                if info["classes"] is not None:
+                    info["max"] = len(info["classes"]) - 1
+                else:
+                    values = data.table.column(feature.columns[0])
+                    info["max"] = int(values.max()) if values.size else 0
+            return info
+        y = data[1][name]
+        info = {"shape": tuple(y.shape[1:]), "integer": y.dtype.kind in "iu", "classes": vocab}
+        if y.size and (y.dtype.kind in "iu" or (y.dtype.kind == "f" and np.all(y == np.round(y)))):
+            info["max"] = int(y.max())
+            info["min"] = int(y.min())
+        return info
+
+
+def _array_dataset(x: Any, y: Any, w: np.ndarray | None, batch: int, *, shuffle: bool, seed: int) -> Any:
+    """In-memory arrays (with text or sample weights) as tf.data: shuffled indices gathered per batch."""
+    import tensorflow as tf
+
+    def tensor(a: np.ndarray) -> Any:
+        return tf.constant(a.astype(str) if a.dtype.kind == "O" else a) if a.dtype.kind in "OUS" else tf.constant(a)
+
+    tx = {k: tensor(v) for k, v in x.items()} if isinstance(x, dict) else tensor(x)
+    ty = {k: tensor(v) for k, v in y.items()} if isinstance(y, dict) else tensor(y)
+    tw = None if w is None else tf.constant(w.astype("float32"))
+    n = len(w) if w is not None else len(next(iter(x.values())) if isinstance(x, dict) else x)
+    ds = tf.data.Dataset.range(n)
+    if shuffle:
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch)
+
+    def take(idx: Any) -> tuple[Any, ...]:
+        def g(t: Any) -> Any:
+            return {k: tf.gather(v, idx) for k, v in t.items()} if isinstance(t, dict) else tf.gather(t, idx)
+
+        if tw is None:
+            return g(tx), g(ty)
+        wb = tf.gather(tw, idx)
+        return g(tx), g(ty), ({k: wb for k in ty} if isinstance(ty, dict) else wb)
+
+    return ds.map(take, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def prepare_tables(spec: DataSpec, tables: Tables, seed: int, vocab_from: Any | None = None) -> Prepared:
+    """Features, labels and weights for every split of `tables` (statistics from `train` only).
+
+    `vocab_from` (a table) fixes text-label vocabularies, e.g. the whole pool in cross-validation.
+    """
+    if all(not t.streamed for t in tables.values()):
+        return _prepare_arrays(spec, tables, seed, vocab_from)
+    vocab: dict[str, list[Any] | None] = {}
+    for name, feature in spec.targets.items():
+        where: KeyPath = ("data", "targets", name)
+        source = vocab_from if vocab_from is not None else tables["train"]
+        values = gather_columns(source, feature, where) if _labels_are_text(source, feature) else None
+        vocab[name] = (
+            feature.classes
+            if feature.classes is not None
+            else (label_vocabulary(feature, values) if values is not None else None)
         )
-    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-    out = dict(arrays)
-    out["train"] = {k: v[train_idx] for k, v in train.items()}
-    out["validation"] = {k: v[val_idx] for k, v in train.items()}
-    return out
+        if vocab[name] is not None:
+            for split, table in tables.items():
+                encode_labels(gather_columns(table, feature, where), vocab[name], split, (*where, "from"))
+    weights = _stream_class_weights(spec, tables["train"], vocab)
+    splits = {
+        split: StreamSplit(t if t.streamed else _as_stream(t), spec, vocab, weights, seed, split)
+        for split, t in tables.items()
+    }
+    return Prepared(splits=splits, classes={k: v for k, v in vocab.items() if v is not None}, seed=seed)
+
+
+def _labels_are_text(table: Any, feature: FeatureSpec) -> bool:
+    if feature.classes is not None:
+        return True
+    return any(table.spec(c).dtype == "string" for c in feature.columns if c in table.names)
+
+
+def _stream_class_weights(spec: DataSpec, train: Any, vocab: dict[str, list[Any] | None]) -> np.ndarray | None:
+    if spec.class_weight is None:
+        return None
+    if len(spec.targets) != 1:
+        raise RecipeError("class_weight needs exactly one target", path=("data", "class_weight"))
+    name, feature = next(iter(spec.targets.items()))
+    values = gather_columns(train, feature, ("data", "targets", name))
+    labels = encode_labels(values, vocab[name], "train", ("data",)) if vocab.get(name) else values
+    return class_weights(spec, _class_index(np.asarray(labels)), vocab.get(name))
+
+
+def _as_stream(table: ArrayTable) -> StreamTable:
+    return StreamTable(ArrayReader(table))
+
+
+def _prepare_arrays(spec: DataSpec, tables: Tables, seed: int, vocab_from: Any | None) -> Prepared:
+    splits: dict[str, Any] = {s: ({}, {}) for s in tables}
+    stats: dict[str, dict[str, Any]] = {}
+    classes: dict[str, list[Any]] = {}
+    for section, features, slot in (("inputs", spec.inputs, 0), ("targets", spec.targets, 1)):
+        for name, feature in features.items():
+            where: KeyPath = ("data", section, name)
+            vocab = None
+            if slot == 1 and vocab_from is not None:
+                vocab = label_vocabulary(feature, gather_columns(vocab_from, feature, where))
+            per_split, fitted, vocab = _prepare_feature(feature, tables, where, target=slot == 1, vocab=vocab)
+            if fitted:
+                stats[f"{section}.{name}"] = fitted
+            if vocab is not None:
+                classes[name] = vocab
+            for split, x in per_split.items():
+                splits[split][slot][name] = x
+    weights: dict[str, np.ndarray] = {}
+    if spec.class_weight is not None:
+        if len(spec.targets) != 1:
+            raise RecipeError("class_weight needs exactly one target", path=("data", "class_weight"))
+        name = next(iter(spec.targets))
+        labels = _class_index(splits["train"][1][name])
+        if labels.size and labels.min() < 0:
+            raise RecipeError("class_weight needs labels 0..K-1", path=("data", "class_weight"))
+        per_class = class_weights(spec, labels, classes.get(name))
+        weights["train"] = per_class[labels]
+    if spec.sample_weight is not None:
+        w = tables["train"].column(spec.sample_weight, ("data", "sample_weight")).astype("float32").reshape(-1)
+        if not np.isfinite(w).all() or (w < 0).any():
+            raise RecipeError("sample weights must be finite and non-negative", path=("data", "sample_weight"))
+        weights["train"] = weights["train"] * w if "train" in weights else w
+    return Prepared(splits=splits, stats=stats, weights=weights, classes=classes, seed=seed)
 
 
 def prepare(spec: DataSpec, base_dir: Path, seed: int) -> Prepared:
-    """Load the source and produce every split's inputs and targets by name."""
-    arrays = load_source(spec, base_dir)
-    if spec.limit is not None:
-        arrays = {s: {k: v[: spec.limit] for k, v in d.items()} for s, d in arrays.items()}
-    if spec.validation_split > 0:
-        if "validation" in arrays:
-            raise RecipeError(
-                "the data already has a validation split; remove validation_split", path=("data", "validation_split")
-            )
-        arrays = _split_validation(arrays, spec.validation_split, seed)
-    splits: dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {s: ({}, {}) for s in arrays}
-    stats: dict[str, dict[str, Any]] = {}
-    for section, features, slot in (("inputs", spec.inputs, 0), ("targets", spec.targets, 1)):
-        for name, feature in features.items():
-            where = ("data", section, name)
-            per_split, fitted = _prepare_feature(name, feature, arrays, where)
-            if fitted:
-                stats[f"{section}.{name}"] = fitted
-            for split, x in per_split.items():
-                splits[split][slot][name] = x
-    return Prepared(splits=splits, stats=stats)
+    """Load the source, make the splits, and produce every split's inputs and targets by name."""
+    return prepare_tables(spec, load_splits(spec, base_dir, seed), seed)

@@ -1,20 +1,47 @@
-"""Where arrays come from: `keras.datasets` names (file, cache or download) and `.npz` files.
+"""Where rows come from: `keras.datasets` names, `.npz`/`.npy`, CSV, Parquet, JSON lines, folders of
+images or text (one subfolder per class, or a `.tar.gz` of such a folder) and scikit-learn's bundled sets.
 
-Every source returns `{split: {key: array}}` with splits `train` and, where the data has one, `test`.
-For keras datasets the keys are `x` and `y`, as `load_data()` returns them.
+`load_tables` returns `{split: Table}` with splits `train` and, where the data has them, `test` and
+`validation`. Small files are read into memory (NumPy); files larger than the memory budget, and image
+folders, are streamed from disk through tf.data. For keras datasets the columns are `x` and `y`, as
+`load_data()` returns them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import tarfile
+import tempfile
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from dlrun.data.tables import (
+    ArrayTable,
+    CsvReader,
+    FileListReader,
+    JsonlReader,
+    StreamTable,
+    read_csv,
+    read_jsonl,
+    read_parquet,
+)
 from dlrun.errors import RecipeError
 from dlrun.recipe.schema import KERAS_DATASETS, DataSpec
 
 Splits = dict[str, dict[str, np.ndarray]]
+Tables = dict[str, Any]  # split -> ArrayTable | StreamTable
+
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip")
+SPLIT_FOLDERS = {"train": "train", "test": "test", "validation": "validation", "val": "validation"}
+# Reading CSV/JSON text into Python objects costs several times the file's size.
+TEXT_EXPANSION = 8
+GZIP_RATIO = 4
 
 
 def keras_cache_dir() -> Path:
@@ -23,12 +50,25 @@ def keras_cache_dir() -> Path:
     return Path(home) / "datasets"
 
 
+def dlrun_cache_dir() -> Path:
+    """Where extracted archives go: $DLRUN_CACHE_DIR, else $XDG_CACHE_HOME/dlrun, else ~/.cache/dlrun."""
+    if os.environ.get("DLRUN_CACHE_DIR"):
+        return Path(os.environ["DLRUN_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "dlrun"
+
+
 def _split_npz(file: Path) -> Splits:
     try:
         with np.load(file, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
     except (OSError, ValueError) as exc:
         raise RecipeError(f"cannot read {file}: {exc}", path=("data", "path")) from None
+    return _by_suffix(arrays)
+
+
+def _by_suffix(arrays: dict[str, np.ndarray]) -> Splits:
+    """`x_train`, `y_test`, `x_val` ... -> `{train: {x: ...}, test: {y: ...}, validation: {x: ...}}`."""
     splits: Splits = {}
     for key, value in arrays.items():
         for split in ("train", "test", "val", "validation"):
@@ -39,6 +79,16 @@ def _split_npz(file: Path) -> Splits:
         else:
             splits.setdefault("train", {})[key] = value
     return splits
+
+
+def _read_npy(file: Path) -> dict[str, np.ndarray]:
+    try:
+        array = np.load(file, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise RecipeError(f"cannot read {file}: {exc}", path=("data", "path")) from None
+    if array.dtype.names:  # a structured array: one column per field
+        return {name: np.asarray(array[name]) for name in array.dtype.names}
+    return {file.stem: array}
 
 
 def _download(name: str) -> Splits:
@@ -56,18 +106,38 @@ def _download(name: str) -> Splits:
     return {"train": {"x": x_train, "y": y_train}, "test": {"x": x_test, "y": y_test}}
 
 
+def find(raw: str, base_dir: Path, where: tuple[str | int, ...]) -> Path:
+    """A path from the recipe: relative to the recipe's folder, else to $DLRUN_DATA_DIR; must exist."""
+    path = Path(raw).expanduser()
+    candidates = [path] if path.is_absolute() else [base_dir / path]
+    if not path.is_absolute() and os.environ.get("DLRUN_DATA_DIR"):
+        data_dir = Path(os.environ["DLRUN_DATA_DIR"])
+        candidates += [data_dir / path, data_dir / path.name]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate.resolve()
+    raise RecipeError(f"data file not found: {candidates[0]}", path=where)
+
+
 def resolve_path(spec: DataSpec, base_dir: Path) -> Path | None:
-    """The file a data spec reads, or None when Keras must download it."""
+    """The one file a data spec reads (for fingerprints), or None (a download, a folder, several files)."""
+    if spec.source == "sklearn":
+        return None
     if spec.path is not None:
-        file = Path(spec.path).expanduser()
-        file = file if file.is_absolute() else base_dir / file
+        file = find(spec.path, base_dir, ("data", "path"))
         if file.is_dir() and spec.source in KERAS_DATASETS:
             file = file / f"{spec.source}.npz"
-        if not file.is_file():
-            raise RecipeError(f"data file not found: {file}", path=("data", "path"))
-        return file
-    if spec.source == "npz":
-        raise RecipeError("source `npz` needs `path:`", path=("data", "path"))
+            if not file.is_file():
+                raise RecipeError(f"data file not found: {file}", path=("data", "path"))
+        if spec.files is not None:
+            if not file.is_dir():
+                raise RecipeError("with `files`, `path` must be a folder", path=("data", "path"))
+            return find(spec.files["train"], file, ("data", "files", "train"))
+        return file if file.is_file() else None
+    if spec.files is not None:
+        return find(spec.files["train"], base_dir, ("data", "files", "train"))
+    if spec.source not in KERAS_DATASETS:
+        raise RecipeError(f"source `{spec.source}` needs `path:` (or `files:`)", path=("data", "path"))
     candidates = []
     if os.environ.get("DLRUN_DATA_DIR"):
         candidates.append(Path(os.environ["DLRUN_DATA_DIR"]) / f"{spec.source}.npz")
@@ -75,14 +145,249 @@ def resolve_path(spec: DataSpec, base_dir: Path) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def load_source(spec: DataSpec, base_dir: Path) -> Splits:
-    """Load the arrays a data spec names."""
+def absolute_data_paths(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """The data section with `path`/`files` made absolute (a run folder's recipe must find the data)."""
+    out = dict(data)
+    if out.get("source") in KERAS_DATASETS and out.get("path") is None:
+        spec = DataSpec.model_validate(data)
+        file = resolve_path(spec, base_dir)
+        if file is not None:
+            out["path"] = str(file)
+        return out
+    if isinstance(out.get("path"), str):
+        out["path"] = str(find(out["path"], base_dir, ("data", "path")))
+    elif isinstance(out.get("files"), dict):
+        out["files"] = {k: str(find(v, base_dir, ("data", "files", k))) for k, v in out["files"].items()}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# folders and archives
+
+
+def extract(archive: Path) -> Path:
+    """Unpack an archive once into the cache (keyed by path, size and mtime); returns the folder."""
+    stat = archive.stat()
+    key = hashlib.sha256(f"{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    name = archive.name
+    for ext in ARCHIVES:
+        name = name.removesuffix(ext)
+    target = dlrun_cache_dir() / "extracted" / f"{name}-{key}"
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        if archive.name.endswith(".zip"):
+            with zipfile.ZipFile(archive) as zf:
+                for member in zf.namelist():
+                    if member.startswith("/") or ".." in Path(member).parts:
+                        raise RecipeError(f"{archive.name} has an unsafe member {member!r}", path=("data", "path"))
+                zf.extractall(tmp)
+        else:
+            with tarfile.open(archive) as tf:
+                tf.extractall(tmp, filter="data")
+        try:
+            tmp.rename(target)
+        except OSError:  # another process extracted it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except (tarfile.TarError, zipfile.BadZipFile, OSError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RecipeError(f"cannot extract {archive}: {exc}", path=("data", "path")) from None
+    return target
+
+
+def _folder_root(folder: Path) -> Path:
+    """Descend through lone wrapper folders (archives often put their content in one)."""
+    while True:
+        entries = [e for e in folder.iterdir() if not e.name.startswith(".")]
+        if len(entries) != 1 or not entries[0].is_dir() or entries[0].name in SPLIT_FOLDERS:
+            return folder
+        inner = [e for e in entries[0].iterdir() if not e.name.startswith(".")]
+        if not inner or not all(e.is_dir() for e in inner):
+            return folder
+        folder = entries[0]
+
+
+def _list_class_folder(kind: str, folder: Path, spec: DataSpec, class_names: list[str] | None) -> FileListReader:
+    """Files of a class-per-subfolder layout: listed by keras' dataset utilities, loaded lazily."""
+    channels = {"rgb": 3, "grayscale": 1, "rgba": 4}[spec.color_mode]
+    size = (spec.image_size[0], spec.image_size[1])
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if class_names is not None and classes != class_names:
+        raise RecipeError(f"{folder} has classes {classes}, the train folder has {class_names}", path=("data", "path"))
+    if not classes:
+        raise RecipeError(f"{folder} has no class subfolders (expected <class>/<file>)", path=("data", "path"))
+    if kind == "images":
+        import keras
+
+        ds = keras.utils.image_dataset_from_directory(
+            str(folder),
+            labels="inferred",
+            batch_size=None,
+            shuffle=False,
+            image_size=size,
+            verbose=False,
+            color_mode=spec.color_mode,
+        )
+        paths = list(ds.file_paths)
+        classes = list(ds.class_names)
+    else:  # the layout keras.utils.text_dataset_from_directory reads: <class>/*.txt
+        paths = [str(p) for c in classes for p in sorted((folder / c).rglob("*.txt"))]
+    if not paths:
+        raise RecipeError(f"{folder} has no {kind} files in its class folders", path=("data", "path"))
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.array([index[Path(p).relative_to(folder).parts[0]] for p in paths], dtype="int64")
+    path_array = np.empty(len(paths), dtype=object)
+    path_array[:] = paths
+    return FileListReader(kind, path_array, labels, classes, folder.name, size, channels)
+
+
+def _load_folder(spec: DataSpec, folder: Path) -> Tables:
+    if folder.is_file():
+        if not folder.name.endswith(ARCHIVES):
+            raise RecipeError(f"source {spec.source} reads a folder or an archive, not {folder.name}", ("data", "path"))
+        folder = extract(folder)
+    folder = _folder_root(folder)
+    split_dirs = {SPLIT_FOLDERS[d.name]: d for d in folder.iterdir() if d.is_dir() and d.name in SPLIT_FOLDERS}
+    if "train" not in split_dirs:
+        split_dirs = {"train": folder}
+    train = _list_class_folder(spec.source, split_dirs["train"], spec, None)
+    readers = {"train": train}
+    for split, d in split_dirs.items():
+        if split != "train":
+            readers[split] = _list_class_folder(spec.source, d, spec, train.class_names)
+    tables: Tables = {}
+    for split, reader in readers.items():
+        table = StreamTable(reader)
+        if spec.source == "text" and not _stream(spec, sum(os.path.getsize(p) for p in reader.paths)):
+            data = {"text": reader.column("text", ("data",)), "label": reader.labels, "path": reader.paths}
+            table = ArrayTable(data, reader.origin)
+        tables[split] = table
+    return tables
+
+
+# ----------------------------------------------------------------------------------------------------
+# files
+
+
+def _stream(spec: DataSpec, nbytes: float) -> bool:
+    if spec.stream != "auto":
+        return bool(spec.stream)
+    return nbytes * TEXT_EXPANSION > spec.memory_budget_mb * 2**20
+
+
+def _file_bytes(file: Path) -> float:
+    return file.stat().st_size * (GZIP_RATIO if file.suffix == ".gz" else 1)
+
+
+def _dtypes(spec: DataSpec) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for feature in [*spec.inputs.values(), *spec.targets.values()]:
+        if feature.dtype is not None:
+            out.update(dict.fromkeys(feature.columns, feature.dtype))
+    return out
+
+
+def _read_table(spec: DataSpec, file: Path) -> Any:
+    if not file.is_file():
+        raise RecipeError(f"source {spec.source} reads a file, but {file} is a folder", path=("data", "path"))
+    if spec.source == "csv":
+        if _stream(spec, _file_bytes(file)):
+            return StreamTable(CsvReader(file, spec.delimiter, _dtypes(spec)))
+        return read_csv(file, spec.delimiter, _dtypes(spec), spec.limit)
+    if spec.source == "jsonl":
+        if _stream(spec, _file_bytes(file)):
+            return StreamTable(JsonlReader(file))
+        return read_jsonl(file, spec.limit)
+    if spec.source == "parquet":
+        return read_parquet(file, spec.limit)
+    raise AssertionError(spec.source)
+
+
+def _sklearn(name: str) -> Tables:
+    try:
+        import sklearn.datasets as skd
+    except ImportError:
+        raise RecipeError("source sklearn needs scikit-learn: pip install scikit-learn", ("data", "source")) from None
+    bunch = getattr(skd, f"load_{name}")()
+    x = np.asarray(bunch.data, dtype="float32")
+    y = np.asarray(bunch.target)
+    y = y.astype("float32") if y.dtype.kind == "f" else y.astype("int64")
+    data: dict[str, np.ndarray] = {"x": x, "y": y}
+    for j, feature in enumerate(getattr(bunch, "feature_names", None) or []):
+        data[str(feature)] = x[:, j]
+    target_names = getattr(bunch, "target_names", None)
+    if y.ndim == 2 and target_names is not None:
+        for j, t in enumerate(target_names):
+            data[str(t)] = y[:, j]
+    return {"train": ArrayTable(data, f"sklearn {name}")}
+
+
+def load_tables(spec: DataSpec, base_dir: Path) -> Tables:
+    """The source's natural splits as tables."""
+    if spec.source == "sklearn":
+        assert spec.name is not None
+        return _sklearn(spec.name)
+    if spec.source in ("images", "text"):
+        if spec.files is not None:
+            root = find(spec.path, base_dir, ("data", "path")) if spec.path else base_dir
+            tables: Tables = {}
+            for split, rel in spec.files.items():
+                folder_tables = _load_folder(spec, find(rel, root, ("data", "files", split)))
+                tables[split] = folder_tables["train"]
+            return tables
+        if spec.path is None:
+            raise RecipeError(f"source {spec.source} needs `path:` (a folder or .tar.gz)", path=("data", "path"))
+        return _load_folder(spec, find(spec.path, base_dir, ("data", "path")))
+    if spec.files is not None:
+        root = find(spec.path, base_dir, ("data", "path")) if spec.path else base_dir
+        tables = {}
+        for split, rel in spec.files.items():
+            file = find(rel, root, ("data", "files", split))
+            tables[split] = _one_file(spec, file, split)
+        return tables
     file = resolve_path(spec, base_dir)
     if file is None:
-        return _download(spec.source)
-    splits = _split_npz(file)
-    if spec.source in KERAS_DATASETS and not {"x", "y"} <= set(splits.get("train", {})):
-        raise RecipeError(
-            f"{file} is not in keras.datasets format (x_train, y_train, x_test, y_test)", path=("data", "path")
-        )
-    return splits
+        if spec.source in KERAS_DATASETS:
+            return {k: ArrayTable(v, spec.source) for k, v in _download(spec.source).items()}
+        raise RecipeError(f"source {spec.source} needs a file", path=("data", "path"))
+    if spec.source in KERAS_DATASETS or spec.source == "npz":
+        splits = _split_npz(file)
+        if spec.source in KERAS_DATASETS and not {"x", "y"} <= set(splits.get("train", {})):
+            raise RecipeError(
+                f"{file} is not in keras.datasets format (x_train, y_train, x_test, y_test)", path=("data", "path")
+            )
+        return {k: ArrayTable(v, file.name) for k, v in splits.items()}
+    if spec.source == "npy":
+        return {k: ArrayTable(v, file.name) for k, v in _npy(file).items()}
+    return {"train": _read_table(spec, file)}
+
+
+def _npy(path: Path) -> Splits:
+    if path.is_dir():
+        arrays: dict[str, np.ndarray] = {}
+        for f in sorted(path.glob("*.npy")):
+            arrays.update(_read_npy(f))
+        if not arrays:
+            raise RecipeError(f"{path} has no .npy files", path=("data", "path"))
+        return _by_suffix(arrays)
+    return {"train": _read_npy(path)}
+
+
+def _one_file(spec: DataSpec, file: Path, split: str) -> Any:
+    if spec.source in KERAS_DATASETS or spec.source == "npz":
+        splits = _split_npz(file)
+        return ArrayTable(splits.get(split) or splits["train"], file.name)
+    if spec.source == "npy":
+        splits = _npy(file)
+        return ArrayTable(splits.get(split) or splits["train"], file.name)
+    return _read_table(spec, file)
+
+
+def load_source(spec: DataSpec, base_dir: Path) -> Splits:
+    """The natural splits as arrays (in-memory sources only; streamed tables are read whole)."""
+    out: Splits = {}
+    for split, table in load_tables(spec, base_dir).items():
+        out[split] = dict(table.data) if isinstance(table, ArrayTable) else {}
+    return out

@@ -166,6 +166,10 @@ class ModelSpec(GraphSpec):
 # data
 
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "imdb", "reuters", "boston_housing")
+FILE_SOURCES = ("npz", "npy", "csv", "parquet", "jsonl", "images", "text")
+DATA_SOURCES = (*KERAS_DATASETS, *FILE_SOURCES, "sklearn")
+SKLEARN_DATASETS = ("iris", "digits", "wine", "breast_cancer", "diabetes", "linnerud")
+SPLIT_NAMES = ("train", "validation", "test")
 
 
 class ScaleStep(Strict):
@@ -177,7 +181,10 @@ class ScaleStep(Strict):
 
 
 class Step(Strict):
-    """One preprocessing step; exactly one key is set."""
+    """One array step applied before the model (it does not travel with the saved model; `preprocess` does).
+
+    Exactly one key is set. `standardize` is fitted on the training split only.
+    """
 
     reshape: list[int] | None = None
     scale: ScaleStep | None = None
@@ -198,26 +205,91 @@ class Step(Strict):
 
 
 class FeatureSpec(Strict):
-    """Where one model input (or output target) comes from, and how it is prepared."""
+    """Where one model input (or output target) comes from, and how it is prepared.
 
-    from_: str = Field(alias="from", description="Array key, column name or dataset field.")
+    `from` names an array key, a table column, a JSON field, or (folders) `image`/`text`/`label`; a list of
+    columns is stacked into one input along the last axis. `steps` change the arrays before the model;
+    `preprocess` is a list of Keras layers (`{type: Normalization}`, `StringLookup`, `TextVectorization`,
+    `RandomFlip`, ..., plus `MinMaxScaling` and `{type: preprocess_input, application: <Model>}`) that are
+    adapted on the training split and become part of the saved model, so `predict` takes raw data.
+    """
+
+    from_: str | list[str] = Field(alias="from", description="Array key, column name(s) or dataset field.")
+    dtype: str | None = Field(default=None, description="Read the column(s) as this dtype (e.g. string).")
+    classes: list[str | int] | None = Field(
+        default=None, description="Targets: the label values in class-index order (default: sorted)."
+    )
     steps: list[Step] = Field(default_factory=list)
+    preprocess: list[Component] = Field(
+        default_factory=list, description="Keras preprocessing layers that travel with the model (inputs only)."
+    )
+
+    @field_validator("from_")
+    @classmethod
+    def _columns(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise PydanticCustomError("empty_from", "`from` needs at least one column")
+        return value
+
+    @property
+    def columns(self) -> list[str]:
+        """The source columns/keys this feature reads."""
+        return list(self.from_) if isinstance(self.from_, list) else [self.from_]
 
 
 class DataSpec(Strict):
-    """Data: a `keras.datasets` name or a file, mapped by name onto model inputs and outputs."""
+    """Data: a dataset name or files, mapped by name onto model inputs and outputs.
 
-    source: str = Field(description="A keras.datasets name (mnist, ...) or `npz`.")
-    path: str | None = Field(default=None, description="Explicit file; relative to the recipe.")
+    Sources: keras.datasets names (mnist, ...); files `npz`, `npy`, `csv`, `parquet`, `jsonl` (`.gz` too);
+    folders `images` / `text` (one subfolder per class, optionally under `train/` and `test/`; a `.tar.gz`
+    of such a folder works too); `sklearn` bundled datasets (`name: iris`).
+    """
+
+    source: str = Field(description="A keras.datasets name, a file/folder kind, or `sklearn`.")
+    path: str | None = Field(
+        default=None,
+        description="File, folder or archive; relative to the recipe (then $DLRUN_DATA_DIR). A folder when "
+        "`files` is given.",
+    )
+    files: dict[str, str] | None = Field(
+        default=None, description="One file per split (`{train: a.csv, test: b.csv}`), relative to `path`."
+    )
+    name: str | None = Field(default=None, description="`source: sklearn`: the dataset (iris, digits, ...).")
     inputs: dict[Name, FeatureSpec] = Field(min_length=1)
     targets: dict[Name, FeatureSpec] = Field(min_length=1)
+    splits: dict[str, str] | None = Field(
+        default=None,
+        description="Splits by slice of the source's splits: `{train: 'train[:80%]', validation: "
+        "'train[80%:]', test: test}` (in file order).",
+    )
     validation_split: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    test_split: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        default=0.0, description="Hold out this fraction of train as the test split (when the source has none)."
+    )
+    stratify: bool = Field(default=False, description="Keep class proportions in validation/test splits and folds.")
     limit: Annotated[int, Field(ge=1)] | None = Field(default=None, description="Use only the first N samples.")
+    class_weight: Literal["balanced"] | dict[int | str, float] | None = Field(
+        default=None, description="`balanced` or `{label: weight}` for the (single) target."
+    )
+    sample_weight: str | None = Field(default=None, description="Column/key holding per-sample weights.")
+    image_size: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [256, 256], min_length=2, max_length=2, description="Images: resize to [h, w]."
+    )
+    color_mode: Literal["rgb", "grayscale", "rgba"] = "rgb"
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    stream: bool | Literal["auto"] = Field(
+        default="auto", description="Read from disk batch by batch (auto: when the data exceeds memory_budget_mb)."
+    )
+    memory_budget_mb: Annotated[float, Field(gt=0)] = 1024
+    cache: bool | Literal["auto"] = Field(
+        default="auto", description="Keep decoded file data in memory after the first epoch (auto: if it fits)."
+    )
+    shuffle_buffer: Annotated[int, Field(ge=1)] = 10000
 
     @field_validator("source")
     @classmethod
     def _known_source(cls, value: str) -> str:
-        allowed = (*KERAS_DATASETS, "npz")
+        allowed = DATA_SOURCES
         if value not in allowed:
             close = difflib.get_close_matches(value, allowed, n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -227,6 +299,33 @@ class DataSpec(Strict):
                 {"value": repr(value), "hint": hint, "known": ", ".join(allowed)},
             )
         return value
+
+    @field_validator("files", "splits")
+    @classmethod
+    def _split_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key in value or {}:
+            if key not in SPLIT_NAMES:
+                raise PydanticCustomError(
+                    "split_name", "unknown split {key}; splits are train, validation, test", {"key": repr(key)}
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataSpec:
+        if self.source == "sklearn":
+            if self.name not in SKLEARN_DATASETS:
+                raise PydanticCustomError(
+                    "sklearn_name",
+                    "source sklearn needs `name:` one of {known}",
+                    {"known": ", ".join(SKLEARN_DATASETS)},
+                )
+        elif self.name is not None:
+            raise PydanticCustomError("name_unused", "`name` is only for source: sklearn")
+        if self.files is not None and "train" not in self.files:
+            raise PydanticCustomError("files_train", "`files` needs a train file")
+        if self.splits is not None and "train" not in self.splits:
+            raise PydanticCustomError("splits_train", "`splits` needs a train split")
+        return self
 
 
 # ----------------------------------------------------------------------------------------------------

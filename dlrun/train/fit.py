@@ -234,17 +234,16 @@ def _stages(loaded: LoadedRecipe) -> list[StageSpec]:
 
 
 def _fit_inputs(prepared: Any, split: str, outputs: list[str], inputs: list[str]) -> tuple[Any, Any]:
-    xs, ys = prepared.splits[split]
-    x = xs[inputs[0]] if len(inputs) == 1 else {k: xs[k] for k in inputs}
-    y = ys[outputs[0]] if len(outputs) == 1 else {k: ys[k] for k in outputs}
-    return x, y
+    return prepared.feed(split, inputs, outputs)  # arrays, or a tf.data pipeline (y None) for file data
 
 
 def _resolved_document(loaded: LoadedRecipe, data_file: Path | None) -> dict[str, Any]:
     doc = loaded.resolved()
     doc.pop("$schema", None)
-    if data_file is not None and isinstance(doc.get("data"), dict):
-        doc["data"]["path"] = str(data_file)
+    if isinstance(doc.get("data"), dict):
+        from dlrun.data.sources import absolute_data_paths
+
+        doc["data"] = absolute_data_paths(doc["data"], loaded.base_dir)
     return doc
 
 
@@ -262,6 +261,7 @@ def train(
     With `resume`, continue the interrupted run in that folder from its last completed epoch.
     """
     from dlrun.data.prepare import prepare
+    from dlrun.data.preprocess import attach_preprocessing
     from dlrun.data.sources import resolve_path
     from dlrun.graph.build import build_graph
 
@@ -273,6 +273,7 @@ def train(
     prepared = prepare(recipe.data, loaded.base_dir, recipe.seed)
     seed_everything(recipe.seed, deterministic=recipe.train.deterministic)
     model = build_graph(loaded.graph, importer, doc=loaded.doc, base_dir=loaded.base_dir)
+    model = attach_preprocessing(model, loaded, prepared, importer)  # raw inputs -> preprocess -> model
     state = ResumeState(RunDir.open(resume)) if resume is not None else None
     if state is not None:
         run = state.run

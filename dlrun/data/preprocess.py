@@ -1,0 +1,375 @@
+"""Preprocessing that travels with the model: Keras preprocessing layers declared per input.
+
+```yaml
+data:
+  inputs:
+    petal:
+      from: [petal length (cm), petal width (cm)]
+      preprocess: [{type: Normalization}]          # z-score, statistics from the training split only
+    review:
+      from: text
+      preprocess: [{type: TextVectorization, max_tokens: 20000, output_mode: multi_hot}]
+    image:
+      from: image
+      preprocess:
+        - {type: RandomFlip, mode: horizontal}      # augmentation: active in training only
+        - {type: preprocess_input, application: MobileNetV2}
+```
+
+`attach_preprocessing` builds these layers, adapts the ones that learn from data (Normalization,
+StringLookup, IntegerLookup, TextVectorization, Discretization, `MinMaxScaling`) on the training split
+only, and returns one flat functional model `raw inputs -> preprocessing -> the recipe's layers`: the
+model that is trained, saved and loaded, so `predict` takes raw data (text, uint8 pixels, categories).
+It also checks the data against the model: feature shapes against model inputs, labels against output
+units.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import re
+from typing import Any
+
+import numpy as np
+
+from dlrun.errors import RecipeError
+from dlrun.recipe.schema import Component
+
+KeyPath = tuple[str | int, ...]
+
+# layers that learn from data, and the arguments that make `adapt` unnecessary
+ADAPTABLE = {
+    "Normalization": ("mean", "variance"),
+    "StringLookup": ("vocabulary",),
+    "IntegerLookup": ("vocabulary",),
+    "TextVectorization": ("vocabulary",),
+    "Discretization": ("bin_boundaries",),
+}
+SPECIAL = ("MinMaxScaling", "preprocess_input")
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name.split(":")[-1].split(".")[-1]).lower()
+
+
+class Step:
+    """One preprocessing item: how to apply it to a tensor, and the Keras layer behind it (if any)."""
+
+    def __init__(self, comp: Component, where: KeyPath, layer: Any = None, fn: Any = None) -> None:
+        self.comp = comp
+        self.where = where
+        self.layer = layer
+        self.fn = fn
+
+    def __call__(self, x: Any, training: bool | None = None) -> Any:
+        if self.fn is not None:
+            return self.fn(x)
+        if training is None:
+            return self.layer(x)
+        return self.layer(x, training=training)
+
+
+def _keras_layer(comp: Component, name: str, importer: Any, where: KeyPath, **extra: Any) -> Any:
+    import keras
+
+    kwargs = {**comp.kwargs, **extra}
+    if ":" in comp.type:
+        if importer is None:
+            raise RecipeError(f"custom layer {comp.type!r} needs an importer", path=(*where, "type"))
+        cls = importer.load(comp.type, (*where, "type"))
+    else:
+        cls = getattr(keras.layers, comp.type, None)
+        if not isinstance(cls, type) or not issubclass(cls, keras.layers.Layer):
+            known = [n for n in dir(keras.layers) if n[:1].isupper()] + list(SPECIAL)
+            close = difflib.get_close_matches(comp.type, known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise RecipeError(f"unknown preprocessing layer {comp.type!r}{hint}", path=(*where, "type"))
+    kwargs.setdefault("name", name)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"{comp.type}: {str(exc).splitlines()[0]}", path=where) from None
+
+
+def _needs_adapt(step: Step) -> bool:
+    if step.layer is None or not hasattr(step.layer, "adapt"):
+        return False
+    preset = ADAPTABLE.get(step.comp.type)
+    if preset is None:
+        return not getattr(step.layer, "is_adapted", False)
+    return not any(step.comp.kwargs.get(k) is not None for k in preset)
+
+
+# ----------------------------------------------------------------------------------------------------
+# preprocess_input of a keras.applications model, as layers
+
+
+def application_affine(application: str, channels: int, where: KeyPath) -> tuple[bool, np.ndarray, np.ndarray]:
+    """`keras.applications.<module>.preprocess_input` measured as `out = diag(scale) @ [flip](x) + offset`.
+
+    Every application's preprocess_input is affine per channel (tf: x/127.5-1; torch: ImageNet mean/std;
+    caffe: RGB->BGR and mean subtraction; identity for models that preprocess inside). Probing it gives
+    layers (Rescaling/Normalization and a channel flip) that save with the model, no Lambda code.
+    """
+    import keras
+
+    fn = getattr(keras.applications, application, None)
+    module = inspect.getmodule(fn) if fn is not None else None
+    pre = getattr(module, "preprocess_input", None)
+    if pre is None:
+        known = [n for n in dir(keras.applications) if n[:1].isupper()]
+        close = difflib.get_close_matches(application, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise RecipeError(f"unknown keras.applications model {application!r}{hint}", path=(*where, "application"))
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.asarray(pre(x.copy().reshape(1, 1, 1, channels)), dtype="float64").reshape(channels)
+
+    offset = run(np.zeros(channels, dtype="float32"))
+    matrix = np.stack([run(np.eye(channels, dtype="float32")[c] * 100) - offset for c in range(channels)], axis=1) / 100
+    flip = False
+    if not np.allclose(matrix, np.diag(np.diag(matrix)), atol=1e-6):
+        flipped = matrix[:, ::-1]
+        if not np.allclose(flipped, np.diag(np.diag(flipped)), atol=1e-6):
+            raise RecipeError(
+                f"{application}'s preprocess_input is not a per-channel affine map; write its layers yourself",
+                path=where,
+            )
+        flip, matrix = True, flipped
+    probe = np.random.default_rng(0).uniform(0, 255, channels).astype("float32")
+    expected = np.diag(matrix) * (probe[::-1] if flip else probe) + offset
+    if not np.allclose(run(probe), expected, rtol=1e-4, atol=1e-3):
+        raise RecipeError(f"{application}'s preprocess_input is not affine; write its layers yourself", path=where)
+    return flip, np.diag(matrix).astype("float32"), offset.astype("float32")
+
+
+def _preprocess_input_steps(comp: Component, name: str, channels: int | None, where: KeyPath) -> list[Step]:
+    import keras
+
+    application = comp.kwargs.get("application")
+    if not isinstance(application, str):
+        raise RecipeError("preprocess_input needs `application: <keras.applications model>`", path=where)
+    unknown = set(comp.kwargs) - {"application"}
+    if unknown:
+        raise RecipeError(f"preprocess_input takes only `application` (got {sorted(unknown)})", path=where)
+    if channels is None:
+        raise RecipeError("preprocess_input needs images with a known channel count", path=where)
+    flip, scale, offset = application_affine(application, channels, where)
+    steps = []
+    if flip:
+        steps.append(Step(comp, where, fn=lambda x: keras.ops.flip(x, axis=-1)))
+    if np.allclose(scale, 1) and np.allclose(offset, 0):
+        return steps
+    if np.allclose(scale, scale[0]) and np.allclose(offset, offset[0]):
+        layer = keras.layers.Rescaling(float(scale[0]), float(offset[0]), name=name)
+    else:
+        layer = keras.layers.Normalization(axis=-1, mean=-offset / scale, variance=1.0 / scale**2, name=name)
+    steps.append(Step(comp, where, layer=layer))
+    return steps
+
+
+# ----------------------------------------------------------------------------------------------------
+# adapting on the training split
+
+
+def _as_batches(data: Any, batch: int = 256) -> Any:
+    import tensorflow as tf
+
+    if isinstance(data, tf.data.Dataset):
+        return data
+    if data.dtype.kind == "O":
+        data = data.astype(str)
+    return tf.data.Dataset.from_tensor_slices(data).batch(batch)
+
+
+def _min_max(ds: Any, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    lo = hi = None
+    for batch in ds:
+        b = np.asarray(batch, dtype="float64")
+        axes = tuple(range(b.ndim - 1)) if rank >= 1 else None
+        bl, bh = b.min(axis=axes), b.max(axis=axes)
+        lo = bl if lo is None else np.minimum(lo, bl)
+        hi = bh if hi is None else np.maximum(hi, bh)
+    if lo is None:
+        raise RecipeError("MinMaxScaling: the training split is empty")
+    return np.asarray(lo), np.asarray(hi)
+
+
+def build_input_steps(
+    name: str, comps: list[Component], data: Any, raw: Any, importer: Any, used: set[str]
+) -> tuple[list[Step], Any]:
+    """Build and adapt (on `data`, the training split only) the preprocessing of one input, in order.
+
+    Returns the steps and their output on the symbolic input `raw`.
+    """
+    import keras
+    import tensorflow as tf
+
+    steps: list[Step] = []
+    current = _as_batches(data)
+    sym = raw
+    channels = raw.shape[-1] if len(raw.shape) > 1 else None
+    for i, comp in enumerate(comps):
+        where: KeyPath = ("data", "inputs", name, "preprocess", i)
+        base = f"{name}_{_snake(comp.type)}"
+        layer_name = base if base not in used else f"{base}_{i}"
+        used.add(layer_name)
+        if comp.type == "preprocess_input":
+            new = _preprocess_input_steps(comp, layer_name, channels, where)
+        elif comp.type == "MinMaxScaling":
+            if comp.kwargs:
+                raise RecipeError("MinMaxScaling takes no arguments", path=where)
+            rank = len(current.element_spec.shape) - 1
+            lo, hi = _min_max(current, rank)
+            span = np.where(hi - lo > 0, hi - lo, 1.0)
+            axis = -1 if rank >= 1 else None
+            layer = keras.layers.Normalization(axis=axis, mean=lo, variance=span**2, name=layer_name)
+            new = [Step(comp, where, layer=layer)]
+        else:
+            extra: dict[str, Any] = {}
+            if comp.type == "CategoryEncoding" and "num_tokens" not in comp.kwargs:
+                previous = next((s.layer for s in reversed(steps) if hasattr(s.layer, "vocabulary_size")), None)
+                if previous is None:
+                    raise RecipeError("CategoryEncoding needs `num_tokens` (or a lookup layer before it)", where)
+                extra["num_tokens"] = int(previous.vocabulary_size())
+            step = Step(comp, where, layer=_keras_layer(comp, layer_name, importer, where, **extra))
+            if _needs_adapt(step):
+                try:
+                    step.layer.adapt(current)
+                except (TypeError, ValueError, tf.errors.InvalidArgumentError) as exc:
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    raise RecipeError(f"adapting {comp.type} on the training split failed: {first}", where) from None
+            new = [step]
+        for step in new:
+            steps.append(step)
+            sym = step(sym)  # builds the layer outside tf.data's graph
+            current = current.map(lambda b, s=step: s(b, training=False) if s.layer is not None else s(b))
+        channels = sym.shape[-1] if len(sym.shape) > 1 else None
+    return steps, sym
+
+
+# ----------------------------------------------------------------------------------------------------
+# checks: data vs model
+
+
+def _loss_name(loaded: Any, output: str) -> str:
+    loss = loaded.recipe.compile.loss
+    comp = loss.get(output) if isinstance(loss, dict) else loss
+    return (comp.type if comp is not None else "").lower().replace("_", "")
+
+
+def check_targets(model: Any, loaded: Any, prepared: Any, inputs: list[str], outputs: list[str]) -> None:
+    """Target shapes and label ranges against each output's units and loss."""
+    for output, tensor in zip(outputs, model.outputs, strict=True):
+        where: KeyPath = ("data", "targets", output)
+        units = tensor.shape[-1] if len(tensor.shape) > 1 else None
+        info = prepared.target_info(output, inputs, outputs)
+        shape = tuple(info["shape"])
+        loss = _loss_name(loaded, output)
+        out_shape = tuple(tensor.shape[1:])
+        if shape and shape[-1] not in (None, 1) and units is not None and shape[-1] != units:
+            raise RecipeError(
+                f"targets have {shape[-1]} values per sample (shape {shape}) but output {output!r} has "
+                f"{units} units (shape {out_shape})",
+                path=where,
+            )
+        top = info.get("max")
+        if top is None or units is None or not (not shape or shape == (1,)):
+            continue
+        count = len(info["classes"]) if info.get("classes") else top + 1
+        if "sparse" in loss and count > units:
+            raise RecipeError(
+                f"labels have {count} classes (0..{count - 1}) but output {output!r} has {units} units",
+                path=where,
+            )
+        if "categorical" in loss and "sparse" not in loss and units > 1:
+            raise RecipeError(
+                f"{loss} needs one-hot targets of {units} values; add `steps: [one_hot: {units}]` to this "
+                "target or use sparse_categorical_crossentropy",
+                path=where,
+            )
+        if "binary" in loss and units == 1 and (top > 1 or info.get("min", 0) < 0):
+            raise RecipeError(f"binary labels must be 0 or 1; this target goes up to {top}", path=where)
+
+
+def _compatible(got: tuple, want: tuple) -> bool:
+    if got == () and want == (1,):
+        return True
+    if len(got) != len(want):
+        return False
+    return all(g is None or w is None or g == w for g, w in zip(got, want, strict=True))
+
+
+def _check_input(name: str, tensor: Any, core_input: Any, had_preprocess: bool) -> None:
+    where: KeyPath = ("data", "inputs", name)
+    got, want = tuple(tensor.shape[1:]), tuple(core_input.shape[1:])
+    if str(tensor.dtype) == "string" and str(core_input.dtype) != "string":
+        raise RecipeError(
+            f"input {name!r} receives text; add a preprocess layer that turns text into numbers "
+            "(TextVectorization, StringLookup, Hashing)",
+            path=where,
+        )
+    if not _compatible(got, want):
+        after = "after preprocessing " if had_preprocess else ""
+        raise RecipeError(
+            f"the data gives samples of shape {got} {after}but model input {name!r} expects {want}",
+            path=where,
+        )
+
+
+# ----------------------------------------------------------------------------------------------------
+# the wrapped model
+
+
+def input_names(model: Any) -> list[str]:
+    """The model's input names in the model's own order."""
+    return [t._keras_history[0].name for t in model.inputs]
+
+
+def attach_preprocessing(model: Any, loaded: Any, prepared: Any, importer: Any = None) -> Any:
+    """The model to train: `raw inputs -> preprocessing (adapted on train) -> model`, after checking the
+    data against the model. Also records the recipe's batch size and shuffle flag in `prepared` for its
+    tf.data pipelines. Returns `model` itself when no input declares `preprocess`."""
+    import keras
+
+    recipe = loaded.recipe
+    spec = recipe.data
+    prepared.batch_size = recipe.train.batch_size
+    prepared.shuffle = recipe.train.shuffle
+    names = input_names(model)
+    outputs = list(loaded.graph.outputs)
+    check_targets(model, loaded, prepared, names, outputs)
+    core = dict(zip(names, model.inputs, strict=True))
+    raw: dict[str, Any] = {}
+    pre: dict[str, Any] = {}
+    used = {layer.name for layer in model.layers}
+    for name in names:
+        shape, dtype = prepared.input_spec(name, names, outputs)
+        comps = spec.inputs[name].preprocess
+        if not comps:
+            if dtype != "string" and _compatible(shape, tuple(core[name].shape[1:])):
+                continue
+            probe = keras.KerasTensor((None, *shape), dtype=dtype)
+            _check_input(name, probe, core[name], False)
+        if dtype != "string" and shape == ():
+            shape = (1,)  # a single numeric column: Keras layers want a feature axis
+        data = prepared.adapt_data(name)
+        if shape == (1,) and not isinstance(data, np.ndarray):
+            data = data.map(lambda b: keras.ops.reshape(b, (-1, 1)))
+        elif shape == (1,) and data.ndim == 1:
+            data = data.reshape(-1, 1)
+        raw[name] = keras.Input(shape=shape, dtype=dtype, name=name)
+        _, x = build_input_steps(name, comps, data, raw[name], importer, used)
+        _check_input(name, x, core[name], bool(comps))
+        pre[name] = x
+    if not raw:
+        return model
+    for name in names:
+        if name not in raw:
+            raw[name] = pre[name] = keras.Input(
+                shape=tuple(core[name].shape[1:]), dtype=core[name].dtype, name=f"{name}"
+            )
+    flat = model._run_through_graph([pre[n] for n in names], operation_fn=lambda op: op)
+    ins = [raw[n] for n in names]
+    return keras.Model(ins[0] if len(ins) == 1 else ins, flat, name=model.name)

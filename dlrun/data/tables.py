@@ -1,0 +1,520 @@
+"""Tables: the rows of one split, either in memory (NumPy columns) or streamed from files (tf.data).
+
+Every source yields `{split: Table}`. A table has named columns and a row count, and can be subset by
+row indices (`take`), which is how splits, slices and folds are made without copying files. In-memory
+tables hold NumPy arrays (strings as `object` arrays); streamed tables hold a reader (CSV, a list of
+image/text files, JSON lines) plus the row indices they cover, and produce an unbatched `tf.data`
+dataset of `{column: tensor}` records on demand.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import gzip
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlrun.errors import RecipeError
+
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Column:
+    """Per-sample dtype and shape of a column (`string` for text)."""
+
+    dtype: str
+    shape: tuple[int | None, ...]
+
+
+def is_string(array: np.ndarray) -> bool:
+    """Whether a NumPy array holds text."""
+    return array.dtype.kind in ("U", "S", "O")
+
+
+def missing_column(name: str, known: list[str], where: KeyPath, origin: str) -> RecipeError:
+    """The did-you-mean error for a column that the data does not have."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+    return RecipeError(f"{origin} has no column {name!r}{hint}; it has: {shown}", path=where)
+
+
+class ArrayTable:
+    """Rows held in memory as NumPy columns."""
+
+    streamed = False
+
+    def __init__(self, data: dict[str, np.ndarray], origin: str) -> None:
+        lengths = {len(v) for v in data.values()}
+        if len(lengths) > 1:
+            sizes = ", ".join(f"{k}: {len(v)}" for k, v in data.items())
+            raise RecipeError(f"{origin}: columns have different lengths ({sizes})", path=("data", "path"))
+        self.data = data
+        self.origin = origin
+        self.count = lengths.pop() if lengths else 0
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.data)
+
+    def column(self, name: str, where: KeyPath = ("data",)) -> np.ndarray:
+        if name not in self.data:
+            raise missing_column(name, self.names, where, self.origin)
+        return self.data[name]
+
+    def spec(self, name: str) -> Column:
+        x = self.data[name]
+        return Column("string" if is_string(x) else str(x.dtype), tuple(x.shape[1:]))
+
+    def take(self, indices: np.ndarray) -> ArrayTable:
+        return ArrayTable({k: v[indices] for k, v in self.data.items()}, self.origin)
+
+
+class StreamTable:
+    """Rows read from disk on demand: a reader plus the (sorted) row indices this table covers."""
+
+    streamed = True
+
+    def __init__(self, reader: Any, indices: np.ndarray | None = None) -> None:
+        self.reader = reader
+        self.indices = indices
+        self.origin = reader.origin
+        self.count = reader.count if indices is None else len(indices)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.reader.columns)
+
+    def column(self, name: str, where: KeyPath = ("data",)) -> np.ndarray:
+        """All values of one column (a light pass over the file, or free for folder labels)."""
+        if name not in self.reader.columns:
+            raise missing_column(name, self.names, where, self.origin)
+        values = self.reader.column(name, where)
+        return values if self.indices is None else values[self.indices]
+
+    def spec(self, name: str) -> Column:
+        return self.reader.columns[name]
+
+    def take(self, indices: np.ndarray) -> StreamTable:
+        base = np.arange(self.reader.count) if self.indices is None else self.indices
+        return StreamTable(self.reader, np.sort(base[indices]))
+
+    def row_bytes(self) -> float:
+        """Decoded bytes per row (for cache and shuffle-buffer sizing)."""
+        total = 0.0
+        for col in self.reader.columns.values():
+            n = math.prod(d or 1 for d in col.shape)
+            total += n * (64 if col.dtype == "string" else 4)
+        return max(total, 1.0)
+
+    def dataset(self, columns: list[str], *, shuffle_seed: int | None = None, buffer_rows: int = 10000) -> Any:
+        """Unbatched tf.data records `{column: tensor}` of this table's rows (shuffled when a seed is given)."""
+        return self.reader.dataset(columns, self.indices, shuffle_seed, buffer_rows)
+
+
+# ----------------------------------------------------------------------------------------------------
+# CSV
+
+
+def open_text(file: Path) -> io.TextIOBase:
+    """A text handle on a plain or gzip-compressed file."""
+    if file.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(file, "rb"), encoding="utf-8", newline="")
+    return file.open("r", encoding="utf-8", newline="")
+
+
+def _to_float(value: str) -> float:
+    return float(value) if value.strip() else math.nan
+
+
+def _parses_as_float(values: list[str]) -> bool:
+    try:
+        for v in values:
+            if v.strip():
+                float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _column_array(name: str, values: list[str], dtype: str | None, origin: str) -> np.ndarray:
+    if dtype == "string" or (dtype is None and not _parses_as_float(values)):
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        return out
+    try:
+        array = np.array([_to_float(v) for v in values], dtype="float64")
+    except ValueError:
+        bad = next(v for v in values if not _parses_as_float([v]))
+        raise RecipeError(f"{origin}: column {name!r} has non-numeric value {bad!r}", path=("data",)) from None
+    if dtype is not None:
+        return array.astype(dtype)
+    if np.isfinite(array).all() and (array == np.round(array)).all() and _looks_integer(values):
+        return array.astype("int64")
+    return array.astype("float32")
+
+
+def _looks_integer(values: list[str]) -> bool:
+    return all("." not in v and "e" not in v.lower() for v in values[:1000] if v.strip())
+
+
+def read_csv(file: Path, delimiter: str, dtypes: dict[str, str], limit: int | None = None) -> ArrayTable:
+    """A whole CSV file in memory: numeric columns as float32/int64, others as strings."""
+    with open_text(file) as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise RecipeError(f"{file} is empty", path=("data", "path")) from None
+        columns: list[list[str]] = [[] for _ in header]
+        for i, row in enumerate(reader):
+            if limit is not None and i >= limit:
+                break
+            if len(row) != len(header):
+                if not row:
+                    continue
+                raise RecipeError(
+                    f"{file.name} line {i + 2} has {len(row)} fields, the header has {len(header)}",
+                    path=("data", "path"),
+                )
+            for col, value in zip(columns, row, strict=True):
+                col.append(value)
+    data = {
+        name: _column_array(name, values, dtypes.get(name), file.name)
+        for name, values in zip(header, columns, strict=True)
+    }
+    return ArrayTable(data, file.name)
+
+
+class CsvReader:
+    """A CSV file streamed with `tf.data.experimental.CsvDataset` (parsed in C++, bounded memory)."""
+
+    def __init__(self, file: Path, delimiter: str, dtypes: dict[str, str], sample_rows: int = 2000) -> None:
+        self.file = file
+        self.delimiter = delimiter
+        self.origin = file.name
+        sample: list[list[str]] = []
+        with open_text(file) as fh:
+            reader = csv.reader(fh, delimiter=delimiter)
+            try:
+                self.header = next(reader)
+            except StopIteration:
+                raise RecipeError(f"{file} is empty", path=("data", "path")) from None
+            count = 0
+            for row in reader:
+                if not row:
+                    continue
+                if len(sample) < sample_rows:
+                    sample.append(row)
+                count += 1
+        self.count = count
+        self.columns: dict[str, Column] = {}
+        for j, name in enumerate(self.header):
+            values = [r[j] for r in sample if j < len(r)]
+            given = dtypes.get(name)
+            numeric = given != "string" and (given is not None or _parses_as_float(values))
+            self.columns[name] = Column(given or ("float32" if numeric else "string"), ())
+        self._cache: dict[str, np.ndarray] = {}
+
+    def column(self, name: str, where: KeyPath) -> np.ndarray:
+        """One column's values for the whole file (read in one pass; memory: that column only)."""
+        if name not in self._cache:
+            j = self.header.index(name)
+            values: list[str] = []
+            with open_text(self.file) as fh:
+                reader = csv.reader(fh, delimiter=self.delimiter)
+                next(reader)
+                values = [row[j] for row in reader if row]
+            array = _column_array(name, values, self.columns[name].dtype, self.origin)
+            self._cache[name] = array
+        return self._cache[name]
+
+    def check_finite(self, names: list[str], where: KeyPath) -> None:
+        """NaN or empty numeric fields are errors (named by column and line)."""
+        numeric = [n for n in names if self.columns[n].dtype != "string"]
+        if not numeric:
+            return
+        idx = [self.header.index(n) for n in numeric]
+        with open_text(self.file) as fh:
+            reader = csv.reader(fh, delimiter=self.delimiter)
+            next(reader)
+            for line, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                for name, j in zip(numeric, idx, strict=True):
+                    value = row[j].strip() if j < len(row) else ""
+                    if not value or value.lower() in ("nan", "inf", "-inf", "+inf"):
+                        raise RecipeError(
+                            f"column {name!r} has a missing or NaN value at line {line} of {self.origin}", path=where
+                        )
+
+    def dataset(self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int) -> Any:
+        import tensorflow as tf
+
+        cols = sorted({self.header.index(c) for c in columns})
+        names = [self.header[j] for j in cols]
+        defaults = [
+            tf.constant([], dtype=tf.string if self.columns[n].dtype == "string" else tf.float32) for n in names
+        ]
+        ds = tf.data.experimental.CsvDataset(
+            str(self.file),
+            defaults,
+            header=True,
+            field_delim=self.delimiter,
+            select_cols=cols,
+            compression_type="GZIP" if self.file.suffix == ".gz" else None,
+        )
+        ds = ds.map(lambda *fields: dict(zip(names, fields, strict=True)), num_parallel_calls=tf.data.AUTOTUNE)
+        for n in names:
+            dtype = self.columns[n].dtype
+            if dtype not in ("string", "float32"):
+                ds = ds.map(lambda r, n=n, dtype=dtype: {**r, n: tf.cast(r[n], dtype)})
+        if indices is not None and len(indices) < self.count:
+            mask = np.zeros(self.count, dtype=bool)
+            mask[indices] = True
+            keep = tf.constant(mask)
+            ds = ds.enumerate().filter(lambda i, r: keep[i]).map(lambda i, r: r)
+        if shuffle_seed is not None:
+            ds = ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+        return ds
+
+
+# ----------------------------------------------------------------------------------------------------
+# JSON lines
+
+
+def _json_rows(file: Path, limit: int | None = None) -> Any:
+    with open_text(file) as fh:
+        for i, line in enumerate(fh):
+            if limit is not None and i >= limit:
+                return
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RecipeError(f"{file.name} line {i + 1} is not JSON: {exc.msg}", path=("data", "path")) from None
+            if not isinstance(row, dict):
+                raise RecipeError(f"{file.name} line {i + 1} is not a JSON object", path=("data", "path"))
+            yield row
+
+
+def _json_array(name: str, values: list[Any], origin: str) -> np.ndarray:
+    if all(isinstance(v, str) for v in values):
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        return out
+    if any(v is None for v in values):
+        return np.array([math.nan if v is None else v for v in values], dtype="float32")
+    try:
+        array = np.asarray(values)
+    except ValueError:
+        raise RecipeError(f"{origin}: field {name!r} has values of different shapes", path=("data",)) from None
+    if array.dtype.kind == "f":
+        return array.astype("float32")
+    if array.dtype.kind in "iub":
+        return array.astype("int64")
+    out = np.empty(len(values), dtype=object)
+    out[:] = [str(v) for v in values]
+    return out
+
+
+def read_jsonl(file: Path, limit: int | None = None) -> ArrayTable:
+    """A JSON-lines file (optionally .gz) in memory, one column per field."""
+    columns: dict[str, list[Any]] = {}
+    for n, row in enumerate(_json_rows(file, limit)):
+        for key in row:
+            if key not in columns:
+                columns[key] = [None] * n
+        for key, values in columns.items():
+            values.append(row.get(key))
+    return ArrayTable({k: _json_array(k, v, file.name) for k, v in columns.items()}, file.name)
+
+
+class JsonlReader:
+    """JSON lines streamed through a Python generator (bounded memory; slower than CSV)."""
+
+    def __init__(self, file: Path, sample_rows: int = 200) -> None:
+        self.file = file
+        self.origin = file.name
+        sample = []
+        count = 0
+        for row in _json_rows(file):
+            if len(sample) < sample_rows:
+                sample.append(row)
+            count += 1
+        self.count = count
+        self.columns: dict[str, Column] = {}
+        for key in sample[0] if sample else {}:
+            values = [r.get(key) for r in sample]
+            array = _json_array(key, values, self.origin)
+            self.columns[key] = Column("string" if is_string(array) else str(array.dtype), tuple(array.shape[1:]))
+        self._cache: dict[str, np.ndarray] = {}
+
+    def column(self, name: str, where: KeyPath) -> np.ndarray:
+        if name not in self._cache:
+            self._cache[name] = _json_array(name, [r.get(name) for r in _json_rows(self.file)], self.origin)
+        return self._cache[name]
+
+    def check_finite(self, names: list[str], where: KeyPath) -> None:
+        for name in names:
+            if self.columns[name].dtype != "string":
+                values = self.column(name, where)
+                if not np.isfinite(values.astype("float64")).all():
+                    raise RecipeError(f"field {name!r} has missing or NaN values in {self.origin}", path=where)
+
+    def dataset(self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int) -> Any:
+        import tensorflow as tf
+
+        keep = None if indices is None else set(indices.tolist())
+        specs = {
+            c: tf.TensorSpec(
+                self.columns[c].shape, tf.string if self.columns[c].dtype == "string" else self.columns[c].dtype
+            )
+            for c in columns
+        }
+
+        def rows() -> Any:
+            for i, row in enumerate(_json_rows(self.file)):
+                if keep is None or i in keep:
+                    yield {c: row.get(c) for c in columns}
+
+        ds = tf.data.Dataset.from_generator(rows, output_signature=specs)
+        if shuffle_seed is not None:
+            ds = ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+        return ds
+
+
+# ----------------------------------------------------------------------------------------------------
+# Parquet (optional: needs pyarrow)
+
+
+def read_parquet(file: Path, limit: int | None = None) -> ArrayTable:
+    """A Parquet file in memory through pyarrow (`pip install 'dlrun[tables]'`)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise RecipeError(
+            "source parquet needs pyarrow: pip install 'dlrun[tables]' (or convert the file to CSV)",
+            path=("data", "source"),
+        ) from None
+    table = pq.read_table(file)
+    if limit is not None:
+        table = table.slice(0, limit)
+    data: dict[str, np.ndarray] = {}
+    for name in table.column_names:
+        values = table.column(name).to_pylist()
+        data[name] = _json_array(name, values, file.name)
+    return ArrayTable(data, file.name)
+
+
+# ----------------------------------------------------------------------------------------------------
+# folders of files (one subfolder per class)
+
+
+class FileListReader:
+    """Image or text files with integer labels (from their class folder), loaded per row by tf.data."""
+
+    def __init__(
+        self,
+        kind: str,
+        paths: np.ndarray,
+        labels: np.ndarray,
+        class_names: list[str],
+        origin: str,
+        image_size: tuple[int, int] = (256, 256),
+        channels: int = 3,
+    ) -> None:
+        self.kind = kind
+        self.paths = paths
+        self.labels = labels.astype("int64")
+        self.class_names = class_names
+        self.origin = origin
+        self.count = len(paths)
+        self.image_size = image_size
+        self.channels = channels
+        content = Column("float32", (*image_size, channels)) if kind == "images" else Column("string", ())
+        self.columns = {
+            "image" if kind == "images" else "text": content,
+            "label": Column("int64", ()),
+            "path": Column("string", ()),
+        }
+
+    def column(self, name: str, where: KeyPath) -> np.ndarray:
+        if name == "label":
+            return self.labels
+        if name == "path":
+            return self.paths
+        if name == "text":
+            out = np.empty(self.count, dtype=object)
+            out[:] = [Path(p).read_text(encoding="utf-8", errors="replace") for p in self.paths]
+            return out
+        raise RecipeError(f"column {name!r} of an image folder is only available as a stream", path=where)
+
+    def check_finite(self, names: list[str], where: KeyPath) -> None:
+        return None
+
+    def load(self, path: Any) -> Any:
+        import tensorflow as tf
+
+        raw = tf.io.read_file(path)
+        if self.kind == "text":
+            return raw
+        image = tf.io.decode_image(raw, channels=self.channels, expand_animations=False)
+        image = tf.image.resize(image, self.image_size, method="bilinear")
+        image.set_shape((*self.image_size, self.channels))
+        return image
+
+    def dataset(self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int) -> Any:
+        import tensorflow as tf
+
+        idx = np.arange(self.count) if indices is None else indices
+        ds = tf.data.Dataset.from_tensor_slices({"path": self.paths[idx].astype(str), "label": self.labels[idx]})
+        if shuffle_seed is not None:  # shuffling file names is cheap: the whole split, before decoding
+            ds = ds.shuffle(len(idx), seed=shuffle_seed, reshuffle_each_iteration=True)
+        content = "image" if self.kind == "images" else "text"
+
+        def record(r: dict[str, Any]) -> dict[str, Any]:
+            out = {k: r[k] for k in ("path", "label") if k in columns}
+            if content in columns:
+                out[content] = self.load(r["path"])
+            return out
+
+        return ds.map(record, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+class ArrayReader:
+    """In-memory columns read like a stream (when other splits of the same data are streamed)."""
+
+    def __init__(self, table: ArrayTable) -> None:
+        self.table = table
+        self.origin = table.origin
+        self.count = table.count
+        self.columns = {name: table.spec(name) for name in table.names}
+
+    def column(self, name: str, where: KeyPath) -> np.ndarray:
+        return self.table.column(name, where)
+
+    def check_finite(self, names: list[str], where: KeyPath) -> None:
+        return None
+
+    def dataset(self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int) -> Any:
+        import tensorflow as tf
+
+        idx = np.arange(self.count) if indices is None else indices
+        data = {}
+        for c in columns:
+            a = self.table.data[c][idx]
+            data[c] = a.astype(str) if a.dtype.kind == "O" else a
+        ds = tf.data.Dataset.from_tensor_slices(data)
+        if shuffle_seed is not None:
+            ds = ds.shuffle(min(buffer, len(idx)), seed=shuffle_seed, reshuffle_each_iteration=True)
+        return ds
