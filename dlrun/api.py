@@ -9,7 +9,6 @@ metrics = dlrun.evaluate(result.run.path)
 
 from __future__ import annotations
 
-import json
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,6 +62,24 @@ def evaluate(run: str | Path, *, split: str | None = None, trust: bool = False, 
     return evaluate_run(Path(run), split=split, trust=trust, unsafe=unsafe)
 
 
+def export(
+    run: str | Path,
+    fmt: str,
+    *,
+    output: Path | None = None,
+    overwrite: bool = False,
+    trust: bool = False,
+    unsafe: bool = False,
+) -> dict[str, Any]:
+    """Export a run's model (keras, savedmodel, tflite, onnx) and verify it against the Keras model."""
+    from dlrun.evaluate import load_run_for_inference
+    from dlrun.export import export_model
+
+    model, run_dir = load_run_for_inference(Path(run), trust=trust, unsafe=unsafe)
+    target = output or run_dir.path / "export" / ("model" if fmt != "savedmodel" else "savedmodel")
+    return export_model(model, fmt, Path(target), overwrite=overwrite)
+
+
 def plot(model: Any, file: Path, *, expand: bool = False) -> None:
     """Draw the model with keras.utils.plot_model (needs pydot and graphviz)."""
     import keras
@@ -76,13 +93,10 @@ def plot(model: Any, file: Path, *, expand: bool = False) -> None:
 
 
 def json_schema_text() -> str:
-    """The recipe format's JSON Schema."""
-    from dlrun.recipe.schema import Recipe
+    """The recipe format's JSON Schema, enriched for editors (the text of `docs/recipe.schema.json`)."""
+    from dlrun.docs import schema_text
 
-    schema = Recipe.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "dlrun recipe"
-    return json.dumps(schema, indent=2) + "\n"
+    return schema_text()
 
 
 def write_crash_log(text: str) -> Path:

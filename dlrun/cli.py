@@ -178,6 +178,7 @@ def eval_(
         _emit(result)
     else:
         _metrics_table(f"{run}: {result['split']} ({result['samples']} samples)", result["metrics"], result["outputs"])
+        _report_tables(result.get("reports", {}))
 
 
 @app.command()
@@ -192,6 +193,93 @@ def schema(
         from dlrun.train.rundir import atomic_write_text
 
         atomic_write_text(output, text)
+
+
+@app.command("export")
+def export_(
+    run: Annotated[Path, typer.Argument(help="Run folder.", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", help="keras, savedmodel, tflite or onnx.")] = "keras",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Target (default: RUN/export/model.*).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export.")] = False,
+    trust: TrustOpt = False,
+    unsafe: Annotated[
+        bool, typer.Option("--unsafe", help="Load models with Lambda code (trusted files only).")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export a run's model and verify it by loading it back and comparing outputs on a sample batch."""
+    result = api.export(run, fmt, output=output, overwrite=overwrite, trust=trust, unsafe=unsafe)
+    if json_out:
+        _emit(result)
+    else:
+        console.print(f"{result['path']}: verified ({fmt}, max difference {result['max_abs_difference']:.2g})")
+
+
+@app.command("runs")
+def runs_(
+    root: Annotated[Path, typer.Argument(help="Folder holding run folders.")] = Path("runs"),
+    json_out: JsonOpt = False,
+) -> None:
+    """List runs with their status and key metrics, newest first."""
+    from dlrun.runs import list_runs
+
+    rows = list_runs(root)
+    if json_out:
+        _emit(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"runs in {root}", title_justify="left")
+    for header in ("name", "started", "status", "epochs", "metrics", "folder"):
+        table.add_column(header)
+    for r in rows:
+        shown = " · ".join(f"{k} {v:.4f}" for k, v in list(r["metrics"].items())[:4])
+        table.add_row(r["name"], r["started"], r["status"], str(r["epochs"]), shown, r["run"])
+    console.print(table)
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Two or more run folders.", show_default=False)],
+    json_out: JsonOpt = False,
+) -> None:
+    """Show how the runs' recipes differ and their metrics side by side."""
+    from dlrun.runs import compare_runs
+
+    result = compare_runs(runs)
+    if json_out:
+        _emit(result)
+        return
+    from rich.table import Table
+
+    table = Table(title="differences", title_justify="left")
+    table.add_column("key")
+    for i, _ in enumerate(result["runs"]):
+        table.add_column(f"run {i + 1}")
+    for key, values in result["differences"].items():
+        table.add_row(key, *[str(v) for v in values])
+    for key, values in result["metrics"].items():
+        table.add_row(f"[bold]{key}[/bold]", *["" if v is None else f"{v:.4f}" for v in values])
+    console.print(table)
+    for i, path in enumerate(result["runs"]):
+        console.print(f"run {i + 1}: {path}")
+
+
+def _report_tables(reports: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    for output, rep in reports.items():
+        if rep.get("kind") == "regression":
+            console.print(f"{output}: MAE {rep['mae']:.4f} · RMSE {rep['rmse']:.4f} · R² {rep['r2']:.4f}")
+            continue
+        table = Table(title=f"{output}: accuracy {rep['accuracy']:.4f}", title_justify="left")
+        for header in ("class", "precision", "recall", "f1", "support"):
+            table.add_column(header, justify="left" if header == "class" else "right")
+        for name, c in rep["classes"].items():
+            table.add_row(name, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", str(c["support"]))
+        m = rep["macro"]
+        table.add_row("macro avg", f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", "")
+        console.print(table)
 
 
 def _metrics_table(title: str, metrics: dict[str, float], outputs: list[str]) -> None:

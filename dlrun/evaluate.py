@@ -33,6 +33,22 @@ def load_run_model(path: Path, custom_objects: dict[str, Any], *, unsafe: bool =
         raise RecipeError(f"cannot load {path}: {text.splitlines()[0] if text else type(exc).__name__}") from None
 
 
+def load_run_for_inference(run_path: Path, *, trust: bool = False, unsafe: bool = False) -> tuple[Any, Any]:
+    """A finished run's model (custom components imported under the recipe's allow-list) and its RunDir."""
+    from dlrun.components import Importer
+    from dlrun.recipe.compose import load_recipe
+    from dlrun.train.rundir import RunDir
+
+    run = RunDir.open(run_path)
+    if not run.model.is_file():
+        raise RecipeError(f"{run_path} has no model.keras (training did not finish?)")
+    loaded = load_recipe(run.recipe)
+    importer = Importer(loaded.recipe.imports, loaded.base_dir, trust=trust)
+    for ref in _custom_refs(loaded):
+        importer.load(ref)
+    return load_run_model(run.model, importer.custom_objects(), unsafe=unsafe), run
+
+
 def evaluate_run(
     run_path: Path, *, split: str | None = None, trust: bool = False, unsafe: bool = False
 ) -> dict[str, Any]:
@@ -61,15 +77,39 @@ def evaluate_run(
     metrics = evaluate_model(
         model, prepared, chosen, graph.outputs, list(graph.inputs), recipe.eval.batch_size or recipe.train.batch_size
     )
+    batch = recipe.eval.batch_size or recipe.train.batch_size
+    reports = prediction_reports(model, prepared, chosen, graph.outputs, list(graph.inputs), batch)
+    from dlrun.report import save_plots
+
+    plots = save_plots(run.path, run.read_json("history.json"), reports)
     result = {
         "run": str(run_path),
         "split": chosen,
         "samples": prepared.count(chosen),
         "outputs": graph.outputs,
         "metrics": metrics,
+        "reports": reports,
+        "plots": [p.name for p in plots],
     }
     run.write_json("eval.json", result)
     return result
+
+
+def prediction_reports(
+    model: Any, prepared: Any, split: str, outputs: list[str], inputs: list[str], batch_size: int
+) -> dict[str, dict[str, Any]]:
+    """Per output: a classification report (per-class P/R/F1, confusion matrix) or regression report."""
+    from dlrun.report import report
+
+    xs, ys = prepared.splits[split]
+    x = xs[inputs[0]] if len(inputs) == 1 else {k: xs[k] for k in inputs}
+    predicted = model.predict(x, batch_size=batch_size, verbose=0)
+    if len(outputs) == 1:
+        predicted = {outputs[0]: predicted}
+    elif isinstance(predicted, list | tuple):
+        predicted = dict(zip(outputs, predicted, strict=True))
+    names = getattr(prepared, "class_names", None) or {}
+    return {o: report(ys[o], predicted[o], names.get(o)) for o in outputs}
 
 
 def _custom_refs(loaded: Any) -> list[str]:

@@ -1,0 +1,71 @@
+"""Listing and comparing run folders: what ran, how it ended, what it scored, how recipes differ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dlrun.errors import RecipeError
+from dlrun.train.rundir import RunDir
+
+
+def status(run: RunDir) -> str:
+    """finished, interrupted (resumable), failed or running/unknown."""
+    if run.model.is_file():
+        return "finished"
+    if (run.path / "error.log").is_file():
+        return "failed"
+    if (run.path / "resume" / "state.json").is_file():
+        return "interrupted"
+    return "incomplete"
+
+
+def list_runs(root: Path) -> list[dict[str, Any]]:
+    """Every run folder under `root`, newest first, with status, epochs and evaluation metrics."""
+    rows = []
+    for recipe in sorted(root.glob("*/*/recipe.yaml"), key=lambda p: p.parent.name, reverse=True):
+        run = RunDir(recipe.parent)
+        history = run.read_json("history.json") or {}
+        evaluation = run.read_json("eval.json") or {}
+        rows.append({
+            "run": str(run.path),
+            "name": run.path.parent.name,
+            "started": run.path.name,
+            "status": status(run),
+            "epochs": len(history.get("epoch", [])),
+            "metrics": evaluation.get("metrics", {}),
+        })  # fmt: skip
+    return rows
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings/lists -> {'a.b[0].c': value}."""
+    out: dict[str, Any] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(data, list) and any(isinstance(v, dict | list) for v in data):
+        for i, value in enumerate(data):
+            out.update(flatten(value, f"{prefix}[{i}]"))
+    else:
+        out[prefix] = data
+    return out
+
+
+def compare_runs(paths: list[Path]) -> dict[str, Any]:
+    """Recipe keys whose values differ between runs, and every run's metrics side by side."""
+    if len(paths) < 2:
+        raise RecipeError("compare needs at least two run folders")
+    runs = [RunDir.open(p) for p in paths]
+    flat = [flatten(yaml.safe_load(r.recipe.read_text(encoding="utf-8"))) for r in runs]
+    keys = sorted(set().union(*flat))
+    differences = {k: [f.get(k) for f in flat] for k in keys if len({repr(f.get(k)) for f in flat}) > 1}
+    metrics = [(r.read_json("eval.json") or {}).get("metrics", {}) for r in runs]
+    names = sorted(set().union(*metrics))
+    return {
+        "runs": [str(r.path) for r in runs],
+        "differences": differences,
+        "metrics": {m: [mt.get(m) for mt in metrics] for m in names},
+    }

@@ -1,0 +1,85 @@
+"""After training: eval reports and plots, export round trips, runs listing and comparison."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dlrun import api
+from dlrun.report import classification_report, regression_report
+from tests.test_lifecycle import _recipe
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("trained")
+    recipe = _recipe(tmp, epochs=2, n=600)
+    first = api.train(api.load_recipe(recipe), runs_root=tmp / "runs", quiet=True)
+    second = api.train(api.load_recipe(recipe, overrides=["train.batch_size=64"]), runs_root=tmp / "runs", quiet=True)
+    return tmp, first, second
+
+
+def test_classification_report_matches_hand_computed_numbers():
+    y_true = np.eye(3)[[0, 0, 1, 1, 2, 2]]
+    y_pred = np.eye(3)[[0, 1, 1, 1, 2, 0]]
+    rep = classification_report(y_true, y_pred, ["a", "b", "c"])
+    assert rep["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert rep["accuracy"] == pytest.approx(4 / 6)
+    assert rep["classes"]["b"] == {"precision": pytest.approx(2 / 3), "recall": 1.0, "f1": pytest.approx(0.8),
+                                   "support": 2}  # fmt: skip
+
+
+def test_regression_report():
+    rep = regression_report(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0]))
+    assert rep["mae"] == pytest.approx(1 / 3) and rep["rmse"] == pytest.approx(np.sqrt(1 / 3))
+    assert rep["r2"] == pytest.approx(1 - 1 / 2)
+
+
+def test_eval_adds_reports_and_plots(cli, trained):
+    _, first, _ = trained
+    result = cli("eval", str(first.run.path), "--json")
+    assert result.code == 0, result.stderr
+    data = json.loads(result.stdout)
+    rep = data["reports"]["y"]
+    assert rep["kind"] == "classification" and len(rep["confusion_matrix"]) == 3
+    assert sum(map(sum, rep["confusion_matrix"])) == data["samples"]
+    assert rep["accuracy"] == pytest.approx(data["metrics"]["accuracy"], abs=1e-6)
+    assert set(data["plots"]) == {"learning_curves.png", "confusion_y.png"}
+    assert (first.run.path / "confusion_y.png").read_bytes()[:4] == b"\x89PNG"
+    table = cli("eval", str(first.run.path))
+    assert "macro avg" in table.stdout
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        "keras",
+        "savedmodel",
+        pytest.param("tflite", marks=pytest.mark.slow),
+        pytest.param("onnx", marks=pytest.mark.slow),
+    ],
+)
+def test_export_round_trips(cli, trained, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("tf2onnx")
+    tmp, first, _ = trained
+    target = tmp / f"export-{fmt}"
+    result = cli("export", str(first.run.path), "--format", fmt, "--output", str(target), "--json")
+    assert result.code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["verified"] and data["max_abs_difference"] < 1e-4
+    again = cli("export", str(first.run.path), "--format", fmt, "--output", str(target))
+    assert again.code == 2 and "exists; pass --overwrite" in again.stderr
+
+
+def test_runs_lists_and_compare_shows_differences(cli, trained):
+    tmp, first, second = trained
+    listing = json.loads(cli("runs", str(tmp / "runs"), "--json").stdout)
+    assert {r["run"] for r in listing} >= {str(first.run.path), str(second.run.path)}
+    assert all(r["status"] == "finished" and r["epochs"] == 2 for r in listing)
+    diff = json.loads(cli("compare", str(first.run.path), str(second.run.path), "--json").stdout)
+    assert diff["differences"] == {"train.batch_size": [32, 64]}
+    assert set(diff["metrics"]) == {"accuracy", "loss"}
