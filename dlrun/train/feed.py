@@ -51,6 +51,8 @@ def train_feed(
     """Arrays for Keras' own shuffling, or (deterministic, TensorFlow) a per-epoch seeded stream."""
     import keras
 
+    if y is None:  # already a pipeline (file-backed data): it batches and shuffles itself
+        return Feed(x, None, None, None, False, None)
     n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
     steps = -(-n // batch_size)
     if not deterministic or keras.backend.backend() != "tensorflow":
