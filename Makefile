@@ -1,6 +1,6 @@
 PY ?= python3
 
-.PHONY: install lint format test test-all bench catalog
+.PHONY: install lint format test test-all bench catalog docs
 
 install:
 	$(PY) -m pip install -e '.[dev]'
@@ -24,3 +24,6 @@ bench:
 
 catalog:
 	$(PY) -m dlrun.graph.catalog --write
+
+docs:
+	$(PY) -m dlrun.docs --write

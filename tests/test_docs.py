@@ -1,0 +1,91 @@
+"""The checked-in editor schema and recipe reference are current, and the schema accepts every recipe."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from dlrun import docs
+from tests.conftest import RECIPES, ROOT
+
+
+@pytest.mark.parametrize("path", [docs.SCHEMA_FILE, docs.REFERENCE_FILE], ids=lambda p: p.name)
+def test_generated_docs_are_current(path):
+    expected = docs.generated()[path]
+    assert path.is_file(), f"{path.relative_to(ROOT)} is missing: run `make docs`"
+    assert path.read_text(encoding="utf-8") == expected, f"{path.relative_to(ROOT)} is stale: run `make docs`"
+
+
+def test_schema_command_prints_the_editor_schema(cli):
+    result = cli("schema")
+    assert result.code == 0, result.stderr
+    assert result.stdout == docs.SCHEMA_FILE.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def validator():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(docs.SCHEMA_FILE.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _errors(validator, data):
+    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message[:200]}" for e in validator.iter_errors(data)]
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_recipe_validates_against_the_editor_schema(validator, recipe):
+    assert recipe.read_text(encoding="utf-8").startswith("# yaml-language-server: $schema=../docs/recipe.schema.json")
+    assert _errors(validator, yaml.safe_load(recipe.read_text(encoding="utf-8"))) == []
+
+
+def test_editor_schema_completes_layer_types_and_checks_their_arguments(validator):
+    schema = json.loads(docs.SCHEMA_FILE.read_text(encoding="utf-8"))
+    type_options = schema["$defs"]["LayerNode"]["properties"]["type"]["anyOf"]
+    assert "Conv2D" in type_options[0]["enum"] and "applications.Xception" in type_options[1]["enum"]
+    bad = {
+        "name": "x",
+        "model": {
+            "inputs": {"a": {"shape": [3]}},
+            "layers": [{"type": "Dense", "units": "ten"}, {"type": "Dense"}, {"type": "my_block", "size": 3}],
+        },
+        "compile": {"loss": "mse"},
+    }
+    errors = _errors(validator, bad)
+    assert any(e.startswith("model.layers.0.units") for e in errors), errors
+    assert any("'units' is a required property" in e for e in errors), errors
+    assert not any(e.startswith("model.layers.2") for e in errors), errors  # user-defined names stay open
+
+
+def test_editor_schema_accepts_the_loader_shorthands(validator):
+    recipe = {
+        "name": "x",
+        "blocks": {"b": {"params": {"f": 8}, "layers": [{"type": "Dense", "units": "${f}"}]}},
+        "model": {
+            "inputs": {"a": {"shape": [3]}},
+            "layers": [{"name": "h", "type": "b", "inputs": "a"}, {"name": "y", "type": "Dense", "units": 1}],
+            "outputs": "y",
+        },
+        "compile": {
+            "optimizer": {"type": "Adam", "learning_rate": {"type": "ExponentialDecay", "initial_learning_rate": 0.1}},
+            "loss": "mse",
+            "metrics": {"y": "mae"},
+        },
+        "train": {"callbacks": ["TerminateOnNaN", {"type": "EarlyStopping", "patience": 2}]},
+    }
+    assert _errors(validator, recipe) == []
+
+
+def test_reference_documents_every_section_and_key():
+    from dlrun.recipe.schema import Recipe, TrainSpec
+
+    text = docs.REFERENCE_FILE.read_text(encoding="utf-8")
+    for key in Recipe.model_fields:
+        alias = Recipe.model_fields[key].alias or key
+        assert f"| `{alias}` |" in text
+    for key in TrainSpec.model_fields:
+        assert f"| `{key}` |" in text
+    assert "## LayerNode" in text and "`Conv2D`" in text
