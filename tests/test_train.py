@@ -136,3 +136,14 @@ def test_run_folders_are_never_reused(tmp_path):
     first = api.train(loaded, runs_root=tmp_path / "runs", quiet=True).run.path
     second = api.train(loaded, runs_root=tmp_path / "runs", quiet=True).run.path
     assert first != second and first.parent == second.parent
+
+
+def test_fast_defaults_change_no_results(tmp_path):
+    """steps_per_execution 'auto' (32 steps per call) gives the same training as one step per call."""
+    fast = api.train(_toy(tmp_path), runs_root=tmp_path / "fast", quiet=True)
+    slow_recipe = api.load_recipe(tmp_path / "recipe.yaml", overrides=["compile.steps_per_execution=1"])
+    slow = api.train(slow_recipe, runs_root=tmp_path / "slow", quiet=True)
+    for key in ("loss", "val_loss", "accuracy"):
+        np.testing.assert_allclose(fast.history[key], slow.history[key], rtol=1e-5, atol=1e-6)
+    for a, b in zip(fast.model.get_weights(), slow.model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
