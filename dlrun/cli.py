@@ -330,3 +330,34 @@ def main(argv: list[str] | None = None) -> int:
 def entry() -> None:
     """Console-script entry point."""
     sys.exit(main())
+
+
+@app.command()
+def cv(
+    recipe: RecipeArg,
+    folds: Annotated[int, typer.Option("--folds", "-k", help="Number of folds (K).")] = 5,
+    set_: SetOpt = None,
+    runs: Annotated[Path, typer.Option("--runs", help="Folder that holds run folders.")] = Path("runs"),
+    trust: TrustOpt = False,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """K-fold cross-validation: train on K-1 folds, score the held-out one; mean and std of every metric."""
+    from dlrun.data.cv import cross_validate
+
+    loaded = api.load_recipe(recipe, overrides=set_ or ())
+    result = cross_validate(loaded, folds, runs_root=runs, trust=trust, quiet=quiet or json_out)
+    if json_out:
+        _emit(result)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{loaded.recipe.name}: {folds}-fold cross-validation ({result['samples']} samples)")
+    table.add_column("metric")
+    table.add_column("mean", justify="right")
+    table.add_column("std", justify="right")
+    table.add_column("folds", justify="right")
+    for name, m in result["metrics"].items():
+        table.add_row(name, f"{m['mean']:.4f}", f"{m['std']:.4f}", " ".join(f"{v:.4f}" for v in m["folds"]))
+    console.print(table)
+    console.print(f"report: {result['run']}/cv.json")
