@@ -195,6 +195,28 @@ def schema(
         atomic_write_text(output, text)
 
 
+@app.command()
+def init(
+    template: Annotated[
+        str, typer.Option("--template", "-t", help="mlp, cnn, multi-input, multi-output, transfer or text.")
+    ] = "mlp",
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="File to write (never overwritten); '-' for stdout.")
+    ] = Path("recipe.yaml"),
+    name: Annotated[str | None, typer.Option("--name", help="The recipe's `name:` (default: the template's).")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write a commented starter recipe that passes `dlrun check` as written."""
+    from dlrun import starter
+
+    if str(output) == "-":
+        console.print(starter.render(template, recipe_name=name), end="", markup=False)
+        return
+    written = starter.write(template, output, recipe_name=name)
+    if not quiet:
+        err_console.print(f"wrote {written} (template {template}); next: dlrun check {written}", markup=False)
+
+
 @app.command("export")
 def export_(
     run: Annotated[Path, typer.Argument(help="Run folder.", show_default=False)],
