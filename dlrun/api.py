@@ -26,12 +26,20 @@ def load_recipe(source: str | Path | LoadedRecipe, overrides: list[str] | tuple[
     return _load(source, overrides)
 
 
+def _activated(loaded: LoadedRecipe) -> LoadedRecipe:
+    """Select the recipe's backend and dtype policy before Keras is imported."""
+    from dlrun.backend import activate
+
+    activate(loaded.recipe)
+    return loaded
+
+
 def build(loaded: LoadedRecipe | str | Path, *, trust: bool = False) -> Any:
     """Build the model and keep per-node tensors and layers (`Built`)."""
     from dlrun.components import Importer
     from dlrun.graph.build import build_traced
 
-    loaded = load_recipe(loaded)
+    loaded = _activated(load_recipe(loaded))
     importer = Importer(loaded.recipe.imports, loaded.base_dir, trust=trust)
     return build_traced(loaded.graph, importer, doc=loaded.doc, base_dir=loaded.base_dir)
 
@@ -45,14 +53,14 @@ def check(loaded: LoadedRecipe | str | Path, *, trust: bool = False, batch: int 
     """Build, compile and run one training step on random data shaped from the declared inputs."""
     from dlrun.train.check import check_recipe
 
-    return check_recipe(load_recipe(loaded), trust=trust, batch=batch)
+    return check_recipe(_activated(load_recipe(loaded)), trust=trust, batch=batch)
 
 
 def train(loaded: LoadedRecipe | str | Path, **kwargs: Any) -> Any:
     """Train a recipe (see `dlrun.train.fit.train` for options); returns a `TrainResult`."""
     from dlrun.train.fit import train as _train
 
-    return _train(load_recipe(loaded), **kwargs)
+    return _train(_activated(load_recipe(loaded)), **kwargs)
 
 
 def evaluate(run: str | Path, *, split: str | None = None, trust: bool = False, unsafe: bool = False) -> dict[str, Any]:
@@ -106,3 +114,46 @@ def write_crash_log(text: str) -> Path:
     file = folder / f"crash-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S-%f')}.log"
     file.write_text(text, encoding="utf-8")
     return file
+
+
+def tune(
+    recipe: str | Path,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    trials: int | None = None,
+    study_dir: str | Path | None = None,
+    timeout: float | None = None,
+    trust: bool = False,
+    quiet: bool = True,
+) -> Any:
+    """Run (or resume) the recipe's `search:` study with Optuna; returns a `TuneResult` (leaderboard, best)."""
+    from dlrun.tune.study import run_study
+
+    folder = Path(study_dir) if study_dir is not None else None
+    return run_study(
+        Path(recipe), overrides=overrides, trials=trials, study_dir=folder, timeout=timeout, trust=trust, quiet=quiet
+    )
+
+
+def ensemble(
+    runs: list[str | Path],
+    *,
+    weights: str | list[float] | None = None,
+    method: str = "mean",
+    split: str | None = None,
+    export: str | Path | None = None,
+    trust: bool = False,
+    unsafe: bool = False,
+) -> dict[str, Any]:
+    """Score the mean (or majority-vote) ensemble of finished runs beside each member; optionally export it."""
+    from dlrun.ensemble import ensemble_runs
+
+    return ensemble_runs(
+        [Path(r) for r in runs],
+        weights=weights,
+        method=method,
+        split=split,
+        export=Path(export) if export is not None else None,
+        trust=trust,
+        unsafe=unsafe,
+    )

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import signal
+import tempfile
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dlrun.backend import is_chief, strategy_scope
 from dlrun.components import Importer, make
 from dlrun.console import make_progress_callback, say
 from dlrun.errors import RecipeError, RunInterrupted
@@ -32,7 +34,6 @@ from dlrun.train.rundir import (
     environment,
     file_fingerprint,
 )
-
 
 # Steps per compiled call when the recipe says "auto": the per-call Python overhead dominates small models
 # on CPU (about 2x on the seeds' MLP); results are the same steps in the same order.
@@ -63,6 +64,18 @@ def seed_everything(seed: int, *, deterministic: bool) -> None:
 def per_output(value: Any, outputs: list[str], factory: Any) -> dict[str, Any]:
     """Expand a value given for all outputs into one fresh object per output."""
     return {out: factory(value) for out in outputs}
+
+
+def _auto_steps() -> int:
+    """32 steps per call, except under a tf.distribute strategy (Keras' multi-step loop fails there)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if tf.distribute.has_strategy():
+            return 1
+    return AUTO_STEPS_PER_EXECUTION
 
 
 def compile_model(
@@ -102,9 +115,7 @@ def compile_model(
         loss_weights=weights,
         metrics=metrics,
         jit_compile=spec.jit_compile,
-        steps_per_execution=AUTO_STEPS_PER_EXECUTION
-        if spec.steps_per_execution == "auto"
-        else spec.steps_per_execution,
+        steps_per_execution=_auto_steps() if spec.steps_per_execution == "auto" else spec.steps_per_execution,
     )
 
 
@@ -279,8 +290,41 @@ def train(
     data_file = resolve_path(recipe.data, loaded.base_dir)
     prepared = prepare(recipe.data, loaded.base_dir, recipe.seed)
     seed_everything(recipe.seed, deterministic=recipe.train.deterministic)
-    model = build_graph(loaded.graph, importer, doc=loaded.doc, base_dir=loaded.base_dir)
-    model = attach_preprocessing(model, loaded, prepared, importer)  # raw inputs -> preprocess -> model
+    scope = strategy_scope(recipe)
+    scope.__enter__()  # build, compile and fit under the distribution strategy (if any)
+    try:
+        model = build_graph(loaded.graph, importer, doc=loaded.doc, base_dir=loaded.base_dir)
+        model = attach_preprocessing(model, loaded, prepared, importer)  # raw inputs -> preprocess -> model
+        return _train_model(
+            loaded,
+            model,
+            prepared,
+            importer,
+            data_file,
+            runs_root=runs_root,
+            quiet=quiet,
+            overrides=overrides,
+            resume=resume,
+        )
+    finally:
+        scope.__exit__(None, None, None)
+
+
+def _train_model(
+    loaded: LoadedRecipe,
+    model: Any,
+    prepared: Any,
+    importer: Importer,
+    data_file: Path | None,
+    *,
+    runs_root: Path,
+    quiet: bool,
+    overrides: tuple[str, ...],
+    resume: Path | None,
+) -> TrainResult:
+    recipe = loaded.recipe
+    if not is_chief():
+        runs_root = Path(tempfile.mkdtemp(prefix="dlrun-worker-"))  # only the chief keeps a run folder
     state = ResumeState(RunDir.open(resume)) if resume is not None else None
     if state is not None:
         run = state.run

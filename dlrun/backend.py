@@ -1,0 +1,115 @@
+"""The execution environment a recipe asks for: Keras backend, dtype policy, distribution strategy.
+
+The backend must be chosen before Keras is first imported, so `activate` runs before anything heavy;
+it refuses clearly when Keras is already loaded with another backend or the backend is not installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from dlrun.errors import RecipeError
+from dlrun.recipe.schema import Recipe
+
+_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+def wanted_backend(recipe: Recipe) -> str:
+    """The recipe's backend, else $KERAS_BACKEND, else tensorflow."""
+    return recipe.backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
+
+
+def activate(recipe: Recipe) -> str:
+    """Select backend and dtype policy for this process (before Keras is imported); returns the backend."""
+    backend = wanted_backend(recipe)
+    if importlib.util.find_spec(_MODULES[backend]) is None:
+        raise RecipeError(f"backend {backend!r} is not installed (pip install {_MODULES[backend]})", path=("backend",))
+    if "keras" in sys.modules:
+        import keras
+
+        current = keras.backend.backend()
+        if current != backend:
+            raise RecipeError(
+                f"Keras is already running with the {current!r} backend in this process; run with "
+                f"KERAS_BACKEND={backend} (or in a new process) to use {backend!r}",
+                path=("backend",),
+            )
+    else:
+        os.environ["KERAS_BACKEND"] = backend
+    distribute = recipe.train.distribute
+    if distribute is not None and distribute.cpu_devices and backend == "tensorflow":
+        _split_cpu(distribute.cpu_devices)
+    if distribute is not None and distribute.cpu_devices and backend == "jax":
+        os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={distribute.cpu_devices}")
+    import keras
+
+    keras.mixed_precision.set_global_policy(recipe.train.precision)
+    return backend
+
+
+def _split_cpu(count: int) -> None:
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    current = tf.config.get_logical_device_configuration(cpu)
+    if current is not None and len(current) == count:
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError:
+        raise RecipeError(
+            "train.distribute.cpu_devices must be set before TensorFlow starts; run in a new process",
+            path=("train", "distribute", "cpu_devices"),
+        ) from None
+
+
+@contextlib.contextmanager
+def strategy_scope(recipe: Recipe) -> Iterator[Any]:
+    """The scope in which to build and compile the model (a no-op without `train.distribute`)."""
+    distribute = recipe.train.distribute
+    if distribute is None:
+        yield None
+        return
+    import keras
+
+    backend = keras.backend.backend()
+    if distribute.strategy == "data_parallel":
+        if backend != "jax":
+            raise RecipeError("strategy data_parallel (keras.distribution) needs the jax backend",
+                              path=("train", "distribute", "strategy"))  # fmt: skip
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        yield None
+        return
+    if backend != "tensorflow":
+        raise RecipeError(f"strategy {distribute.strategy} needs the tensorflow backend; use data_parallel with jax",
+                          path=("train", "distribute", "strategy"))  # fmt: skip
+    import tensorflow as tf
+
+    if distribute.strategy == "mirrored":
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        if "TF_CONFIG" not in os.environ:
+            raise RecipeError("strategy multi_worker needs TF_CONFIG describing the cluster (see README)",
+                              path=("train", "distribute", "strategy"))  # fmt: skip
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    with strategy.scope():
+        yield strategy
+
+
+def is_chief() -> bool:
+    """Whether this process writes the run folder (always, except non-chief multi-worker processes)."""
+    import json
+
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = config.get("task") or {}
+    if not task:
+        return True
+    cluster = config.get("cluster") or {}
+    if "chief" in cluster:
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
