@@ -98,7 +98,7 @@ def save_plots(folder: Path, history: dict[str, list[float]] | None, reports: di
         return []
     written: list[Path] = []
     if history and history.get("epoch"):
-        metrics = sorted({k.removeprefix("val_") for k in history if k not in ("epoch", "learning_rate")})
+        metrics = sorted({k.removeprefix("val_") for k in history if k not in ("epoch", "seconds", "learning_rate")})
         fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
         for ax, name in zip(axes[0], metrics, strict=True):
             for key, style in ((name, "-"), (f"val_{name}", "--")):

@@ -12,6 +12,7 @@ import json
 import math
 import signal
 import tempfile
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -570,9 +571,13 @@ class _HistoryWriter:
         import keras
 
         class HistoryWriter(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                self.started = time.perf_counter()
+
             def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
                 logs = dict(logs or {})
                 history.setdefault("epoch", []).append(epoch + 1)
+                history.setdefault("seconds", []).append(round(time.perf_counter() - self.started, 4))
                 for key, value in logs.items():
                     history.setdefault(key, []).append(float(value))
                 keys = list(history)
