@@ -99,17 +99,24 @@ def prediction_reports(
     model: Any, prepared: Any, split: str, outputs: list[str], inputs: list[str], batch_size: int
 ) -> dict[str, dict[str, Any]]:
     """Per output: a classification report (per-class P/R/F1, confusion matrix) or regression report."""
+    import numpy as np
+
     from dlrun.report import report
 
-    xs, ys = prepared.splits[split]
-    x = xs[inputs[0]] if len(inputs) == 1 else {k: xs[k] for k in inputs}
-    predicted = model.predict(x, batch_size=batch_size, verbose=0)
+    x, y = prepared.feed(split, inputs, outputs, batch_size, training=False)
+    if y is None:  # a tf.data pipeline: predictions and targets come from the same (unshuffled) batches
+        parts = [batch[1] for batch in x.as_numpy_iterator()]
+        y = {o: np.concatenate([p[o] if isinstance(p, dict) else p for p in parts]) for o in outputs}
+        predicted = model.predict(x.map(lambda *batch: batch[0]), verbose=0)
+    else:
+        predicted = model.predict(x, batch_size=batch_size, verbose=0)
+        y = y if isinstance(y, dict) else {outputs[0]: y}
     if len(outputs) == 1:
-        predicted = {outputs[0]: predicted}
+        predicted = {outputs[0]: predicted[outputs[0]] if isinstance(predicted, dict) else predicted}
     elif isinstance(predicted, list | tuple):
         predicted = dict(zip(outputs, predicted, strict=True))
-    names = getattr(prepared, "class_names", None) or {}
-    return {o: report(ys[o], predicted[o], names.get(o)) for o in outputs}
+    names = getattr(prepared, "classes", None) or {}
+    return {o: report(y[o], predicted[o], [str(c) for c in names[o]] if names.get(o) else None) for o in outputs}
 
 
 def _custom_refs(loaded: Any) -> list[str]:
