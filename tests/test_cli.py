@@ -89,6 +89,7 @@ def test_train_then_eval_on_real_mnist(cli, shared_data, tmp_path):
     assert out["metrics"]["accuracy"] > 0.8  # 3000 samples, 2 epochs: ~0.88
     for name in ("recipe.yaml", "run.json", "data.json", "history.csv", "history.json", "model.keras", "eval.json"):
         assert (run / name).is_file(), name
+    assert any((run / "tensorboard").rglob("*.tfevents.*"))  # TensorBoard logs by default
     history = (run / "history.csv").read_text().splitlines()
     assert history[0].startswith("epoch,") and len(history) == 3
     assert json.loads((run / "data.json").read_text())["files"][0]["sha256"]

@@ -7,6 +7,7 @@ resolved recipe, environment, history, checkpoints, TensorBoard logs, the model 
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import io
 import json
 import math
@@ -256,6 +257,19 @@ def _fit_inputs(prepared: Any, split: str, outputs: list[str], inputs: list[str]
     return prepared.feed(split, inputs, outputs)  # arrays, or a tf.data pipeline (y None) for file data
 
 
+def _copy_local_code(loaded: LoadedRecipe, run: RunDir) -> None:
+    """Copy the recipe's local `.py` imports into the run folder, so the run replays and loads on its own."""
+    for entry in loaded.recipe.imports:
+        module = entry.split(":")[0]
+        if not module.endswith(".py"):
+            continue  # an installed package: the environment provides it
+        source = (loaded.base_dir / module).resolve()
+        target = (run.path / module).resolve()
+        if source.is_file() and run.path.resolve() in target.parents:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(target, source.read_bytes())
+
+
 def _resolved_document(loaded: LoadedRecipe, data_file: Path | None) -> dict[str, Any]:
     doc = loaded.resolved()
     doc.pop("$schema", None)
@@ -335,6 +349,7 @@ def _train_model(
         run = RunDir.create(runs_root, recipe.name)
         state = ResumeState(run)
         atomic_write_text(run.recipe, dump_yaml(_resolved_document(loaded, data_file)))
+        _copy_local_code(loaded, run)
         run.write_json(
             "run.json",
             {"source": loaded.source, "overrides": list(overrides), "seed": recipe.seed, "environment": environment()},
@@ -372,6 +387,13 @@ def _fit_stages(
     x, y = _fit_inputs(prepared, "train", outputs, inputs)
     validation = _fit_inputs(prepared, "validation", outputs, inputs) if "validation" in prepared.splits else None
     base_callbacks = make_callbacks(recipe.train.callbacks, run, importer, ("train", "callbacks"))
+    tensorboard_installed = importlib.util.find_spec("tensorboard") is not None
+    if (
+        recipe.train.tensorboard
+        and tensorboard_installed
+        and not any(c.type == "TensorBoard" for c in recipe.train.callbacks)
+    ):
+        base_callbacks += make_callbacks([Component(type="TensorBoard")], run, importer, ("train", "tensorboard"))
     history: dict[str, list[float]] = state.history() if resuming else {}
     start = state.epoch() if resuming else 0
     stages = _stages(loaded)
