@@ -341,8 +341,13 @@ class CompileSpec(Strict):
     loss: Component | dict[str, Component]
     loss_weights: dict[str, float] | None = None
     metrics: list[Component] | dict[str, list[Component]] = Field(default_factory=list)
-    jit_compile: bool | Literal["auto"] = "auto"
-    steps_per_execution: Annotated[int, Field(ge=1)] = 1
+    jit_compile: bool | Literal["auto"] = Field(
+        default="auto", description="XLA compilation; 'auto' lets Keras decide per backend."
+    )
+    steps_per_execution: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default="auto",
+        description="Training steps per compiled call; 'auto' runs 32 per call (same numbers, less overhead).",
+    )
 
     @field_validator("loss", mode="before")
     @classmethod
@@ -384,7 +389,26 @@ class TrainSpec(Strict):
     callbacks: list[Component] = Field(default_factory=list)
     stages: list[StageSpec] = Field(default_factory=list)
     restore_best: bool = Field(default=True, description="Load the best checkpoint's weights at the end.")
-    deterministic: bool = False
+    deterministic: bool = Field(
+        default=False, description="Deterministic ops and per-epoch seeded order: identical reruns and resumes."
+    )
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        default="float32", description="Keras dtype policy for layers (mixed precision keeps float32 variables)."
+    )
+    distribute: DistributeSpec | None = None
+    tensorboard: bool = Field(default=True, description="Write TensorBoard logs to <run>/tensorboard.")
+
+
+class DistributeSpec(Strict):
+    """Data-parallel training on an existing engine."""
+
+    strategy: Literal["mirrored", "multi_worker", "data_parallel"] = Field(
+        description="tf.distribute.MirroredStrategy, MultiWorkerMirroredStrategy (TF_CONFIG), "
+        "or keras.distribution.DataParallel (JAX)."
+    )
+    cpu_devices: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        default=None, description="Split the CPU into this many logical devices (testing without GPUs)."
+    )
 
 
 class EvalSpec(Strict):
@@ -417,3 +441,6 @@ class Recipe(Strict):
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     expect: ExpectSpec | None = None
+    backend: Literal["tensorflow", "jax", "torch"] | None = Field(
+        default=None, description="Keras backend; default: $KERAS_BACKEND, else tensorflow."
+    )
