@@ -45,7 +45,7 @@ def _nan_check(tables: Tables, spec: DataSpec) -> None:
             if col not in table.names:
                 table.column(col, where)  # raises the did-you-mean error
         if table.streamed:
-            table.reader.check_finite(list(wheres), ("data",))
+            table.reader.check_finite(wheres)
             continue
         for col, where in wheres.items():
             x = table.column(col, where)

@@ -352,13 +352,16 @@ def attach_preprocessing(model: Any, loaded: Any, prepared: Any, importer: Any =
                 continue
             probe = keras.KerasTensor((None, *shape), dtype=dtype)
             _check_input(name, probe, core[name], False)
-        if dtype != "string" and shape == ():
-            shape = (1,)  # a single numeric column: Keras layers want a feature axis
         data = prepared.adapt_data(name)
-        if shape == (1,) and not isinstance(data, np.ndarray):
-            data = data.map(lambda b: keras.ops.reshape(b, (-1, 1)))
-        elif shape == (1,) and data.ndim == 1:
-            data = data.reshape(-1, 1)
+        if shape == () and dtype != "string":  # one numeric column: layers want a feature axis; Keras
+            # expands (n,) arrays to (n, 1). Text stays scalar, as TextVectorization and lookups expect.
+            shape = (1,)
+            if isinstance(data, np.ndarray):
+                data = data.reshape(-1, 1)
+            else:
+                import tensorflow as tf
+
+                data = data.map(lambda b: tf.reshape(b, (-1, 1)))
         raw[name] = keras.Input(shape=shape, dtype=dtype, name=name)
         _, x = build_input_steps(name, comps, data, raw[name], importer, used)
         _check_input(name, x, core[name], bool(comps))

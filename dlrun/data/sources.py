@@ -347,6 +347,9 @@ def load_tables(spec: DataSpec, base_dir: Path) -> Tables:
             file = find(rel, root, ("data", "files", split))
             tables[split] = _one_file(spec, file, split)
         return tables
+    if spec.source == "npy" and spec.path is not None:  # a .npy file or a folder of them
+        target = find(spec.path, base_dir, ("data", "path"))
+        return {k: ArrayTable(v, target.name) for k, v in _npy(target).items()}
     file = resolve_path(spec, base_dir)
     if file is None:
         if spec.source in KERAS_DATASETS:

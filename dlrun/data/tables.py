@@ -195,7 +195,11 @@ def read_csv(file: Path, delimiter: str, dtypes: dict[str, str], limit: int | No
 
 
 class CsvReader:
-    """A CSV file streamed with `tf.data.experimental.CsvDataset` (parsed in C++, bounded memory)."""
+    """A CSV file streamed with `tf.data.experimental.CsvDataset` (parsed in C++, bounded memory).
+
+    Column types come from the first rows; the row count and the NaN check take one pass over the file
+    (memory: one row at a time); a single column (labels, weights) can be read whole.
+    """
 
     def __init__(self, file: Path, delimiter: str, dtypes: dict[str, str], sample_rows: int = 2000) -> None:
         self.file = file
@@ -208,14 +212,12 @@ class CsvReader:
                 self.header = next(reader)
             except StopIteration:
                 raise RecipeError(f"{file} is empty", path=("data", "path")) from None
-            count = 0
             for row in reader:
-                if not row:
-                    continue
-                if len(sample) < sample_rows:
+                if row:
                     sample.append(row)
-                count += 1
-        self.count = count
+                if len(sample) >= sample_rows:
+                    break
+        self._count: int | None = None
         self.columns: dict[str, Column] = {}
         for j, name in enumerate(self.header):
             values = [r[j] for r in sample if j < len(r)]
@@ -224,37 +226,65 @@ class CsvReader:
             self.columns[name] = Column(given or ("float32" if numeric else "string"), ())
         self._cache: dict[str, np.ndarray] = {}
 
-    def column(self, name: str, where: KeyPath) -> np.ndarray:
-        """One column's values for the whole file (read in one pass; memory: that column only)."""
-        if name not in self._cache:
-            j = self.header.index(name)
-            values: list[str] = []
-            with open_text(self.file) as fh:
-                reader = csv.reader(fh, delimiter=self.delimiter)
-                next(reader)
-                values = [row[j] for row in reader if row]
-            array = _column_array(name, values, self.columns[name].dtype, self.origin)
-            self._cache[name] = array
-        return self._cache[name]
+    @property
+    def count(self) -> int:
+        if self._count is None:
+            self._scan({})
+        assert self._count is not None
+        return self._count
 
-    def check_finite(self, names: list[str], where: KeyPath) -> None:
-        """NaN or empty numeric fields are errors (named by column and line)."""
-        numeric = [n for n in names if self.columns[n].dtype != "string"]
-        if not numeric:
-            return
-        idx = [self.header.index(n) for n in numeric]
+    def _rows(self) -> Any:
         with open_text(self.file) as fh:
             reader = csv.reader(fh, delimiter=self.delimiter)
             next(reader)
             for line, row in enumerate(reader, start=2):
-                if not row:
-                    continue
-                for name, j in zip(numeric, idx, strict=True):
-                    value = row[j].strip() if j < len(row) else ""
-                    if not value or value.lower() in ("nan", "inf", "-inf", "+inf"):
-                        raise RecipeError(
-                            f"column {name!r} has a missing or NaN value at line {line} of {self.origin}", path=where
-                        )
+                if row:
+                    yield line, row
+
+    def _scan(self, numeric: dict[str, KeyPath]) -> None:
+        idx = [self.header.index(n) for n in numeric]
+        width = len(self.header)
+        count = 0
+        for line, row in self._rows():
+            count += 1
+            if len(row) != width:
+                raise RecipeError(
+                    f"{self.origin} line {line} has {len(row)} fields, the header has {width}", path=("data", "path")
+                )
+            for name, j in zip(numeric, idx, strict=True):
+                value = row[j].strip().lower()
+                if not value or value in ("nan", "inf", "-inf", "+inf"):
+                    raise RecipeError(
+                        f"column {name!r} has a missing or NaN value at line {line} of {self.origin}",
+                        path=numeric[name],
+                    )
+        self._count = count
+
+    def check_finite(self, wheres: dict[str, KeyPath]) -> None:
+        """One pass: count the rows; NaN or empty numeric fields are errors (named by column and line)."""
+        self._scan({n: w for n, w in wheres.items() if self.columns[n].dtype != "string"})
+
+    def column(self, name: str, where: KeyPath) -> np.ndarray:
+        """One column's values for the whole file (one pass; memory: that column only)."""
+        if name in self._cache:
+            return self._cache[name]
+        j = self.header.index(name)
+        dtype = self.columns[name].dtype
+        if dtype == "string":
+            out = np.empty(self.count, dtype=object)
+            out[:] = [row[j] for _, row in self._rows()]
+        else:
+            parts: list[np.ndarray] = []
+            chunk: list[float] = []
+            for _, row in self._rows():
+                chunk.append(_to_float(row[j]))
+                if len(chunk) >= 65536:
+                    parts.append(np.asarray(chunk, dtype="float64"))
+                    chunk = []
+            parts.append(np.asarray(chunk, dtype="float64"))
+            out = np.concatenate(parts).astype(dtype)
+        self._cache[name] = out
+        return out
 
     def dataset(self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int) -> Any:
         import tensorflow as tf
@@ -364,12 +394,16 @@ class JsonlReader:
             self._cache[name] = _json_array(name, [r.get(name) for r in _json_rows(self.file)], self.origin)
         return self._cache[name]
 
-    def check_finite(self, names: list[str], where: KeyPath) -> None:
-        for name in names:
+    def check_finite(self, wheres: dict[str, KeyPath]) -> None:
+        for name, where in wheres.items():
             if self.columns[name].dtype != "string":
                 values = self.column(name, where)
-                if not np.isfinite(values.astype("float64")).all():
-                    raise RecipeError(f"field {name!r} has missing or NaN values in {self.origin}", path=where)
+                bad = ~np.isfinite(values.astype("float64").reshape(len(values), -1)).all(axis=1)
+                if bad.any():
+                    line = int(np.flatnonzero(bad)[0]) + 1
+                    raise RecipeError(
+                        f"field {name!r} has a missing or NaN value at line {line} of {self.origin}", where
+                    )
 
     def dataset(self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int) -> Any:
         import tensorflow as tf
@@ -459,7 +493,7 @@ class FileListReader:
             return out
         raise RecipeError(f"column {name!r} of an image folder is only available as a stream", path=where)
 
-    def check_finite(self, names: list[str], where: KeyPath) -> None:
+    def check_finite(self, wheres: dict[str, KeyPath]) -> None:
         return None
 
     def load(self, path: Any) -> Any:
@@ -503,7 +537,7 @@ class ArrayReader:
     def column(self, name: str, where: KeyPath) -> np.ndarray:
         return self.table.column(name, where)
 
-    def check_finite(self, names: list[str], where: KeyPath) -> None:
+    def check_finite(self, wheres: dict[str, KeyPath]) -> None:
         return None
 
     def dataset(self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int) -> Any:
