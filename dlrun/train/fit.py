@@ -359,6 +359,9 @@ def _train_model(
                 "data.json",
                 {"files": [file_fingerprint(data_file)], "samples": {s: prepared.count(s) for s in prepared.splits}},
             )
+        from dlrun.predict import save_fitted
+
+        save_fitted(run, loaded, prepared)  # classes.json (+ preprocessing.npz): what `dlrun predict` needs
     say(f"run folder: {run.path}" + (f" (resuming after epoch {state.epoch()})" if resume else ""), quiet=quiet)
     try:
         return _fit_stages(loaded, model, prepared, run, state, importer, quiet=quiet, resuming=resume is not None)
@@ -457,6 +460,7 @@ def _fit_stages(
                 )
             except Exception as exc:
                 _raise_if_out_of_memory(exc, recipe.train.batch_size)
+                _raise_if_multi_worker_unsupported(exc, recipe)
                 raise
             epoch = first + len(hist.epoch)
             if guard.failure is not None:
@@ -492,6 +496,17 @@ def _raise_if_out_of_memory(exc: Exception, batch_size: int) -> None:
         raise RecipeError(
             f"out of memory while training with batch_size {batch_size}; lower train.batch_size "
             "(e.g. --set train.batch_size=" + str(max(1, batch_size // 2)) + ") or use a smaller model/input"
+        ) from None
+
+
+def _raise_if_multi_worker_unsupported(exc: Exception, recipe: Any) -> None:
+    distribute = recipe.train.distribute
+    if distribute is not None and distribute.strategy == "multi_worker" and "PerReplica" in str(exc):
+        raise RecipeError(
+            "MultiWorkerMirroredStrategy fails inside this Keras version's fit (PerReplica values reach "
+            "convert_to_tensor; a plain Keras script fails the same way); for several machines use "
+            "`strategy: data_parallel` with the jax backend (see README)",
+            path=("train", "distribute", "strategy"),
         ) from None
 
 
