@@ -70,7 +70,7 @@ def _with_extends(doc: Document, depth: int = 0) -> Document:
         raise doc.error(f"`extends` chains deeper than {MAX_EXTENDS} files (a loop?)", ("extends",))
     parents = doc.data.pop("extends")
     parents = [parents] if isinstance(parents, str) else parents
-    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+    if not isinstance(parents, list) or not parents or not all(isinstance(p, str) and p for p in parents):
         raise doc.error("`extends` takes a file name or a list of them", ("extends",))
     here = Path(doc.file).parent
     merged: Document | None = None
@@ -91,9 +91,14 @@ def _with_extends(doc: Document, depth: int = 0) -> Document:
     return merged
 
 
+def _override_location(text: str) -> Location:
+    """Where an override's errors point: `--set KEY=VALUE`, kept on one line whatever the value holds."""
+    return Location(f"--set {text if text.isprintable() else repr(text)}")
+
+
 def parse_override(text: str) -> tuple[KeyPath, Any]:
     """`a.b[0].c=value` -> (('a', 'b', 0, 'c'), value parsed as a YAML scalar/flow value)."""
-    where = Location(f"--set {text}")
+    where = _override_location(text)
     if "=" not in text:
         raise RecipeError("expected KEY.PATH=VALUE", location=where)
     key, _, raw = text.partition("=")
@@ -122,7 +127,7 @@ def parse_override(text: str) -> tuple[KeyPath, Any]:
 def apply_override(doc: Document, text: str) -> None:
     """Apply one `--set` to the document; errors (now and in later validation) point at the override."""
     path, value = parse_override(text)
-    where = Location(f"--set {text}")
+    where = _override_location(text)
     node = doc.data
     for i, part in enumerate(path):
         here = path[: i + 1]
@@ -218,14 +223,14 @@ def _is_path(expr: str) -> bool:
 
 def _in_block_use(data: dict[str, Any], at: KeyPath) -> bool:
     """Whether `at` lies in a node that uses a block (its `${}` are evaluated per copy)."""
-    blocks = data.get("blocks") or {}
-    if len(at) < 3 or at[1] != "layers" or not isinstance(at[2], int):
+    blocks = data.get("blocks")
+    if not isinstance(blocks, dict) or len(at) < 3 or at[1] != "layers" or not isinstance(at[2], int):
         return False
     try:
         node = data["model"]["layers"][at[2]]
     except (KeyError, IndexError, TypeError):
         return False
-    return isinstance(node, dict) and node.get("type") in blocks
+    return isinstance(node, dict) and isinstance(node.get("type"), str) and node["type"] in blocks
 
 
 def compose(doc: Document, overrides: list[str] | tuple[str, ...] = ()) -> Document:
