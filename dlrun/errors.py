@@ -38,6 +38,8 @@ def format_path(path: tuple[str | int, ...]) -> str:
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not part or " " in part or not part.isprintable():
+            out += f"[{part!r}]"  # a key with spaces or control characters: keep the line one line
         else:
             out += f".{part}" if out else str(part)
     return out
