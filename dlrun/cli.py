@@ -287,6 +287,69 @@ def compare(
         console.print(f"run {i + 1}: {path}")
 
 
+@app.command()
+def tune(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    trials: Annotated[
+        int | None,
+        typer.Option("--trials", "-n", help="Trials the study should hold in total (default: search.trials)."),
+    ] = None,
+    study_dir: Annotated[
+        Path | None,
+        typer.Option("--study-dir", help="Study folder (default: studies/<name>); an existing one is resumed."),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Start no new trial after this many seconds.")
+    ] = None,
+    check_only: Annotated[
+        bool, typer.Option("--check", help="Only check the search section (paths and values); train nothing.")
+    ] = False,
+    trust: TrustOpt = False,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Search the recipe's `search:` space with Optuna; each trial is a run under <study-dir>/trials/."""
+    if check_only:
+        from dlrun.tune.study import load_space
+
+        _, space = load_space(recipe, tuple(set_ or ()))
+        info = {"recipe": str(recipe), "valid": True, "parameters": [p.key for p in space.params]}
+        if json_out:
+            _emit(info)
+        else:
+            console.print(f"{recipe}: search ok ({len(space.params)} parameters: {', '.join(info['parameters'])})")
+        return
+    from dlrun.tune.study import render_leaderboard
+
+    result = api.tune(
+        recipe,
+        overrides=set_ or (),
+        trials=trials,
+        study_dir=study_dir,
+        timeout=timeout,
+        trust=trust,
+        quiet=quiet or json_out,
+    )
+    if json_out:
+        _emit(
+            {
+                "study": str(result.study_dir),
+                "metric": result.metric,
+                "goal": result.goal,
+                "ran": result.ran,
+                "best": result.best,
+                "best_recipe": None if result.best_recipe is None else str(result.best_recipe),
+                "trials": result.rows,
+            }
+        )
+        return
+    console.print(render_leaderboard(result))
+    console.print(f"leaderboard: {result.study_dir / 'leaderboard.csv'}")
+    if result.best_recipe is not None:
+        console.print(f"best: trial {result.best['trial']} -> {result.best_recipe}")
+
+
 def _report_tables(reports: dict[str, Any]) -> None:
     from rich.table import Table
 

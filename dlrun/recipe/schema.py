@@ -14,6 +14,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from dlrun.tune.space import SearchSpec
+
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=128)]
 
@@ -444,3 +446,4 @@ class Recipe(Strict):
     backend: Literal["tensorflow", "jax", "torch"] | None = Field(
         default=None, description="Keras backend; default: $KERAS_BACKEND, else tensorflow."
     )
+    search: SearchSpec | None = Field(default=None, description="Hyperparameter search for `dlrun tune`.")

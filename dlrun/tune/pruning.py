@@ -1,0 +1,60 @@
+"""The per-epoch link between a training run and its Optuna trial (reporting and pruning).
+
+`dlrun.tune.study` adds `TrialReporter` to a trial's callbacks in memory only (the run's recipe.yaml does
+not mention it, so the run replays as a plain `dlrun train`). Outside a study it does nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+
+
+@dataclass
+class TrialLink:
+    """The trial being trained, and what its epochs reported."""
+
+    trial: Any  # optuna.Trial
+    metric: str
+    maximize: bool
+    at: str  # "best" or "last"
+    values: list[float] = field(default_factory=list)
+    pruned_at: int | None = None
+    missing: list[str] | None = None  # the log keys, when `metric` is not among them
+
+    def score(self) -> float | None:
+        """The objective so far: the best or the last finite epoch value."""
+        finite = [v for v in self.values if math.isfinite(v)]
+        if not finite:
+            return None
+        if self.at == "last":
+            return finite[-1]
+        return max(finite) if self.maximize else min(finite)
+
+
+ACTIVE: TrialLink | None = None
+
+
+class TrialReporter(keras.callbacks.Callback):
+    """Reports the objective after each epoch; stops training when Optuna's pruner says so."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        link = ACTIVE
+        if link is None:
+            return
+        logs = logs or {}
+        if link.metric not in logs:
+            link.missing = sorted(logs)
+            self.model.stop_training = True
+            return
+        link.values.append(float(logs[link.metric]))
+        score = link.score()
+        if score is None:
+            return
+        link.trial.report(score, epoch + 1)
+        if link.trial.should_prune():
+            link.pruned_at = epoch + 1
+            self.model.stop_training = True

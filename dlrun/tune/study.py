@@ -1,0 +1,532 @@
+"""`dlrun tune`: run a recipe's `search:` as an Optuna study in a study folder, resumable.
+
+Study folder layout:
+  study.json         what the study asks (space + objective, and their sha256), the recipe and overrides
+  study.journal      Optuna's journal storage: every trial, its state, parameters and per-epoch values
+  trials/NNNN/<ts>/  each trial's ordinary run folder (recipe.yaml replays it with `dlrun train`)
+  leaderboard.csv    all trials, best first (also .json); rewritten after every trial
+  best.yaml          the best complete trial's resolved recipe, without `search:`
+
+Why Optuna: a trial is a recipe plus `--set` overrides, and Optuna's define-by-run `trial.suggest_*`
+maps each recipe path to a value directly (conditional parameters are plain `if`s); its journal storage
+lets a study resume after a crash or with a larger budget; failed and pruned trials are kept with their
+state; TPE, CMA-ES and QMC samplers and median/Hyperband pruning come with it.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import io
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from dlrun.console import say
+from dlrun.errors import RecipeError, RunInterrupted
+from dlrun.recipe.compose import LoadedRecipe, load_recipe
+from dlrun.recipe.schema import Component
+from dlrun.train.rundir import atomic_write_text
+from dlrun.tune.space import Space, _label, check_space
+
+STUDY_NAME = "dlrun"
+REPORTER = "dlrun.tune.pruning:TrialReporter"
+
+
+class TrialFailed(Exception):
+    """A trial's training failed (recorded as an Optuna FAIL trial; the study goes on)."""
+
+
+@dataclass
+class TuneResult:
+    """What a `dlrun tune` session left in the study folder."""
+
+    study_dir: Path
+    metric: str
+    goal: str
+    rows: list[dict[str, Any]]  # every trial, best first
+    ran: int  # trials run in this session
+    best: dict[str, Any] | None = None
+    best_recipe: Path | None = None
+    keys: list[str] = field(default_factory=list)
+
+
+def load_space(recipe: Path, overrides: tuple[str, ...] | list[str] = ()) -> tuple[LoadedRecipe, Space]:
+    """Load the recipe and check its `search:` section (paths, `when`, every value through validation)."""
+    base = load_recipe(recipe, overrides)
+    spec = base.recipe.search
+    if spec is None:
+        raise RecipeError(
+            "this recipe has no `search:` section; add one, e.g. "
+            "`search: {space: {compile.optimizer.learning_rate: {float: [1.0e-4, 1.0e-1], log: true}}}`",
+            location=base.doc.locate(()),
+        )
+    space = check_space(base.doc, base.recipe, spec, lambda extra: load_recipe(recipe, [*overrides, *extra]))
+    return base, space
+
+
+def run_study(
+    recipe: Path,
+    *,
+    overrides: tuple[str, ...] | list[str] = (),
+    trials: int | None = None,
+    study_dir: Path | None = None,
+    timeout: float | None = None,
+    trust: bool = False,
+    quiet: bool = False,
+) -> TuneResult:
+    """Run (or continue) the study until it holds `trials` finished trials (default: `search.trials`)."""
+    try:
+        import optuna
+    except ImportError:
+        raise RecipeError("dlrun tune needs Optuna: pip install 'dlrun[tune]' (or pip install optuna)") from None
+
+    overrides = tuple(overrides)
+    base, space = load_space(recipe, overrides)
+    spec = space.spec
+    assert spec is not None
+    target = trials if trials is not None else spec.trials
+    if target < 1:
+        raise RecipeError(f"--trials must be at least 1, got {target}")
+    folder = study_dir if study_dir is not None else Path("studies") / base.recipe.name
+    folder.mkdir(parents=True, exist_ok=True)
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / "study.journal")))
+    study = optuna.create_study(
+        storage=storage,
+        study_name=STUDY_NAME,
+        direction=spec.objective.goal,
+        pruner=_pruner(spec, base),
+        load_if_exists=True,
+    )
+    _check_same_question(folder, base, space, study, recipe, overrides)
+    _fail_stale(study, storage)
+    done = sum(1 for t in study.get_trials(deepcopy=False) if _counts(t))
+    study.sampler = _sampler(spec, base, offset=len(study.get_trials(deepcopy=False)))
+    remaining = max(0, target - done)
+    if done:
+        say(f"study {folder}: {done} trial(s) done, {remaining} to go", quiet=quiet)
+    objective = _Objective(recipe, overrides, space, folder, trust=trust, quiet=quiet, target=target, done=done)
+    objective.doc = base.doc
+    try:
+        if remaining:
+            study.optimize(
+                objective,
+                n_trials=remaining,
+                timeout=timeout,
+                catch=(TrialFailed,),
+                callbacks=[objective.after],
+                gc_after_trial=True,
+            )
+    finally:
+        result = write_results(study, space, folder)
+    result.ran = objective.ran
+    if not any(r["state"] == "complete" for r in result.rows) and result.rows:
+        errors = [r["error"] for r in result.rows if r.get("error")]
+        if errors:
+            raise RecipeError(f"no trial completed; the first failure: {errors[0]}")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------
+# samplers, pruners, resume checks
+
+
+def _sampler(spec: Any, base: LoadedRecipe, *, offset: int) -> Any:
+    import optuna
+
+    # A resumed study must not replay the first session's random draws: offset the seed by the trials held.
+    seed = (spec.seed if spec.seed is not None else base.recipe.seed) + offset
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.sampler == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    if spec.sampler == "cmaes":
+        try:
+            import cmaes  # noqa: F401
+        except ImportError:
+            raise base.doc.error(
+                "sampler cmaes needs the `cmaes` package: pip install cmaes", ("search", "sampler")
+            ) from None
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _pruner(spec: Any, base: LoadedRecipe) -> Any:
+    import optuna
+
+    if spec.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if spec.pruner == "hyperband":
+        epochs = sum(s.epochs for s in base.recipe.train.stages) or base.recipe.train.epochs
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1))
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+
+
+def _counts(trial: Any) -> bool:
+    """Whether a stored trial counts towards --trials (interrupted or aborted ones are redone)."""
+    import optuna
+
+    state = optuna.trial.TrialState
+    if trial.state in (state.COMPLETE, state.PRUNED):
+        return True
+    return trial.state == state.FAIL and not trial.user_attrs.get("interrupted")
+
+
+def _fail_stale(study: Any, storage: Any) -> None:
+    """Trials left RUNNING by a killed process become FAIL (interrupted); they do not count."""
+    import optuna
+
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if not running:
+        return
+    study_id = storage.get_study_id_from_name(STUDY_NAME)
+    for t in running:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_user_attr(trial_id, "interrupted", True)
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+
+
+def _recipe_digest(base: LoadedRecipe) -> str:
+    doc = base.resolved()
+    doc.pop("search", None)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def _check_same_question(
+    folder: Path, base: LoadedRecipe, space: Space, study: Any, recipe: Path, overrides: tuple[str, ...]
+) -> None:
+    """A study answers one question: refuse a changed space/objective once it holds results."""
+    import optuna
+
+    file = folder / "study.json"
+    info = {
+        "recipe": str(recipe),
+        "overrides": list(overrides),
+        "fingerprint": space.fingerprint(),
+        "question": space.describe(),
+        "recipe_sha256": _recipe_digest(base),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if file.is_file():
+        stored = json.loads(file.read_text(encoding="utf-8"))
+        held = study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        )
+        if stored.get("fingerprint") != info["fingerprint"] and held:
+            raise RecipeError(
+                f"the search space changed since the study in {folder} began ({_differences(stored['question'], info['question'])}); "
+                "its trials would not be comparable. Restore the search section, or start a new study with "
+                "another --study-dir",
+                location=base.doc.locate(("search",)),
+                path=("search",),
+            )
+        if stored.get("fingerprint") == info["fingerprint"]:
+            if stored.get("recipe_sha256") != info["recipe_sha256"]:
+                say(f"warning: the recipe outside `search:` changed since the study in {folder} began")
+            return
+        info["created"] = stored.get("created", info["created"])
+    atomic_write_text(file, json.dumps(info, indent=2, default=str) + "\n")
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+    notes = []
+    old_space, new_space = old.get("space", {}), new.get("space", {})
+    for key in new_space:
+        if key not in old_space:
+            notes.append(f"{key} added")
+        elif old_space[key] != new_space[key]:
+            notes.append(f"{key} changed")
+    notes += [f"{key} removed" for key in old_space if key not in new_space]
+    if old.get("objective") != new.get("objective"):
+        notes.append("objective changed")
+    return ", ".join(notes) or "changed"
+
+
+# ----------------------------------------------------------------------------------------------------
+# one trial
+
+
+class _Objective:
+    """Trains one trial: the recipe plus this trial's values as `--set` overrides, as an ordinary run."""
+
+    def __init__(
+        self,
+        recipe: Path,
+        overrides: tuple[str, ...],
+        space: Space,
+        folder: Path,
+        *,
+        trust: bool,
+        quiet: bool,
+        target: int,
+        done: int,
+    ) -> None:
+        self.recipe, self.overrides, self.space, self.folder = recipe, overrides, space, folder
+        self.trust, self.quiet, self.target, self.done = trust, quiet, target, done
+        self.ran = 0
+        self.doc: Any = None  # the recipe document, to locate errors in `search:`
+
+    def __call__(self, trial: Any) -> float:
+        import optuna
+
+        from dlrun import api
+        from dlrun.tune import pruning
+
+        objective = self.space.spec.objective
+        values = self.space.suggest(trial)
+        extra = self.space.overrides(values)
+        trial.set_user_attr("values", values)
+        trial.set_user_attr("overrides", extra)
+        try:
+            loaded = load_recipe(self.recipe, [*self.overrides, *extra])
+        except RecipeError as exc:
+            trial.set_user_attr("error", str(exc))
+            raise TrialFailed(str(exc)) from None
+        _detach_search(loaded, trial.number)
+        link = pruning.TrialLink(trial, objective.metric, objective.goal == "maximize", objective.at)
+        pruning.ACTIVE = link
+        try:
+            result = api.train(
+                loaded,
+                runs_root=self.folder / "trials",
+                trust=self.trust,
+                quiet=True,
+                overrides=(*self.overrides, *extra),
+            )
+        except (RunInterrupted, KeyboardInterrupt):
+            trial.set_user_attr("interrupted", True)
+            self._record_run(trial)
+            raise
+        except RecipeError as exc:
+            trial.set_user_attr("error", str(exc))
+            self._record_run(trial)
+            raise TrialFailed(str(exc)) from None
+        except Exception as exc:
+            log = getattr(exc, "dlrun_log", None)
+            text = f"{type(exc).__name__}: {exc}".splitlines()[0] + (f" (traceback: {log})" if log else "")
+            trial.set_user_attr("error", text)
+            self._record_run(trial)
+            raise TrialFailed(text) from None
+        finally:
+            pruning.ACTIVE = None
+            _release_models()
+        trial.set_user_attr("run", self._relative(result.run.path))
+        trial.set_user_attr("epochs", len(result.history.get("epoch", [])))
+        trial.set_user_attr("eval", result.metrics)
+        if link.missing is not None:
+            trial.set_user_attr("interrupted", True)  # a configuration error, not this trial's fault
+            raise self._metric_error(link.missing, loaded)
+        if link.pruned_at is not None:
+            trial.set_user_attr("pruned_at", link.pruned_at)
+            raise optuna.TrialPruned(f"pruned after epoch {link.pruned_at}")
+        score = link.score()
+        if score is None:
+            trial.set_user_attr("error", f"{objective.metric} was never finite")
+            raise TrialFailed(f"{objective.metric} was never finite")
+        return score
+
+    def _record_run(self, trial: Any) -> None:
+        runs = sorted((self.folder / "trials" / f"{trial.number:04d}").glob("*"))
+        if runs:
+            trial.set_user_attr("run", self._relative(runs[-1]))
+
+    def _relative(self, path: Path) -> str:
+        """Run folders are recorded relative to the study folder (a moved study still finds them)."""
+        try:
+            return str(Path(path).resolve().relative_to(self.folder.resolve()))
+        except ValueError:
+            return str(path)
+
+    def _metric_error(self, logged: list[str], loaded: LoadedRecipe) -> RecipeError:
+        metric = self.space.spec.objective.metric
+        close = difflib.get_close_matches(metric, logged, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        note = ""
+        if metric.startswith("val_") and not any(k.startswith("val_") for k in logged):
+            note = "; the data has no validation split: set data.validation_split (e.g. 0.2) or data.splits"
+        return RecipeError(
+            f"objective metric {metric!r} is not logged by training{hint}; logged: {', '.join(logged)}{note}",
+            location=self.doc.locate(("search", "objective", "metric")),
+            path=("search", "objective", "metric"),
+        )
+
+    def after(self, study: Any, trial: Any) -> None:
+        """After each trial: one status line, and the leaderboard files rewritten."""
+        self.ran += 1
+        state = _state_name(trial)
+        value = _value(trial)
+        metric = self.space.spec.objective.metric
+        shown = f"{metric} {value:.4f}" if value is not None else ""
+        values = " · ".join(f"{_short(k)} {_fmt(v)}" for k, v in (trial.user_attrs.get("values") or {}).items())
+        epochs = trial.user_attrs.get("epochs")
+        extra = f" · {epochs} epochs" if epochs else ""
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        error = f" · {trial.user_attrs['error']}" if state == "failed" and trial.user_attrs.get("error") else ""
+        say(
+            f"trial {trial.number} ({self.done + self.ran}/{self.target}): {state} {shown} · {values}{extra}"
+            f" · {seconds:.1f} s{error}",
+            quiet=self.quiet,
+        )
+        write_results(study, self.space, self.folder)
+
+
+def _release_models() -> None:
+    """Free the finished trial's graph state so a long study does not grow (or retrace) trial after trial."""
+    import keras
+
+    keras.backend.clear_session()
+
+
+def _detach_search(loaded: LoadedRecipe, number: int) -> None:
+    """Make a loaded trial recipe an ordinary one: no `search:`, its own run folder, the trial reporter.
+
+    Only the in-memory recipe gets the run folder name and reporter callback; the run's recipe.yaml (from
+    the document) stays the user's recipe with this trial's values.
+    """
+    loaded.doc.data.pop("search", None)
+    recipe = loaded.recipe
+    recipe.search = None
+    recipe.name = f"{number:04d}"
+    recipe.imports = [*recipe.imports, REPORTER.split(":")[0]]
+    recipe.train = recipe.train.model_copy(update={"callbacks": [*recipe.train.callbacks, Component(type=REPORTER)]})
+
+
+# ----------------------------------------------------------------------------------------------------
+# leaderboard and best recipe
+
+
+def _state_name(trial: Any) -> str:
+    import optuna
+
+    state = optuna.trial.TrialState
+    if trial.state == state.FAIL:
+        return "interrupted" if trial.user_attrs.get("interrupted") else "failed"
+    return {state.COMPLETE: "complete", state.PRUNED: "pruned", state.RUNNING: "running"}.get(trial.state, "waiting")
+
+
+def _value(trial: Any) -> float | None:
+    if trial.value is not None:
+        return float(trial.value)
+    if trial.intermediate_values:
+        return float(trial.intermediate_values[max(trial.intermediate_values)])
+    return None
+
+
+def _short(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return _label(value)
+
+
+def leaderboard(study: Any, space: Space) -> list[dict[str, Any]]:
+    """Every trial as a row, best first: complete (by objective), pruned (by last value), then the rest."""
+    metric = space.spec.objective.metric
+    maximize = space.spec.objective.goal == "maximize"
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        values = t.user_attrs.get("values") or {}
+        row: dict[str, Any] = {"rank": None, "trial": t.number, "state": _state_name(t), metric: _value(t)}
+        for p in space.params:
+            row[p.key] = values.get(p.key)
+        row["epochs"] = t.user_attrs.get("epochs")
+        row["seconds"] = round(t.duration.total_seconds(), 2) if t.duration else None
+        row["run"] = t.user_attrs.get("run")
+        row["error"] = t.user_attrs.get("error")
+        rows.append(row)
+    order = {"complete": 0, "pruned": 1, "running": 2, "failed": 3, "interrupted": 4, "waiting": 5}
+
+    def key(row: dict[str, Any]) -> tuple[int, float, int]:
+        value = row[metric]
+        score = value if value is not None and math.isfinite(value) else math.inf * (-1 if maximize else 1)
+        return order[row["state"]], -score if maximize else score, row["trial"]
+
+    rows.sort(key=key)
+    for i, row in enumerate(r for r in rows if r["state"] == "complete"):
+        row["rank"] = i + 1
+    return rows
+
+
+def write_results(study: Any, space: Space, folder: Path) -> TuneResult:
+    """Write leaderboard.csv/.json and best.yaml; return them as a `TuneResult`."""
+    metric = space.spec.objective.metric
+    rows = leaderboard(study, space)
+    result = TuneResult(
+        study_dir=folder,
+        metric=metric,
+        goal=space.spec.objective.goal,
+        rows=rows,
+        ran=0,
+        keys=[p.key for p in space.params],
+    )
+    atomic_write_text(
+        folder / "leaderboard.json",
+        json.dumps({"metric": metric, "goal": result.goal, "trials": rows}, indent=2, default=str) + "\n",
+    )
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+    atomic_write_text(folder / "leaderboard.csv", buffer.getvalue())
+    best = next((r for r in rows if r["state"] == "complete"), None)
+    if best is not None and best["run"] and (folder / best["run"] / "recipe.yaml").is_file():
+        result.best = best
+        result.best_recipe = folder / "best.yaml"
+        text = (folder / best["run"] / "recipe.yaml").read_text(encoding="utf-8")
+        values = ", ".join(f"{k}={_fmt(best[k])}" for k in result.keys if best.get(k) is not None)
+        header = (
+            f"# best trial of the study in {folder}: trial {best['trial']}, {metric} = {best[metric]:.6g} "
+            f"({result.goal})\n# values: {values}\n# replay: dlrun train best.yaml\n"
+        )
+        atomic_write_text(result.best_recipe, header + text)
+    return result
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return value
+
+
+def render_leaderboard(result: TuneResult, *, limit: int | None = None) -> Any:
+    """A rich table of the leaderboard (best first)."""
+    from rich.table import Table
+
+    done = [r for r in result.rows if r["state"] in ("complete", "pruned", "failed")]
+    title = f"{result.study_dir}: {len(done)} trials, {result.metric} ({result.goal})"
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("trial", justify="right")
+    table.add_column("state")
+    table.add_column(result.metric, justify="right")
+    for key in result.keys:
+        table.add_column(key, justify="right")
+    table.add_column("epochs", justify="right")
+    table.add_column("s", justify="right")
+    for row in result.rows[:limit]:
+        value = row[result.metric]
+        table.add_row(
+            str(row["rank"] or ""),
+            str(row["trial"]),
+            row["state"],
+            "" if value is None else f"{value:.4f}",
+            *("" if row[k] is None else _fmt(row[k]) for k in result.keys),
+            "" if row["epochs"] is None else str(row["epochs"]),
+            "" if row["seconds"] is None else f"{row['seconds']:.1f}",
+        )
+    return table
