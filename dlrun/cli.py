@@ -350,6 +350,65 @@ def tune(
         console.print(f"best: trial {result.best['trial']} -> {result.best_recipe}")
 
 
+@app.command()
+def ensemble(
+    runs: Annotated[list[Path], typer.Argument(help="Two or more run folders.", show_default=False)],
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="One weight per run, e.g. 2,1,1 (default: equal).")
+    ] = None,
+    method: Annotated[str, typer.Option("--method", help="mean (of predictions) or vote (majority class).")] = "mean",
+    split: Annotated[str | None, typer.Option("--split", help="test, validation or train.")] = None,
+    export: Annotated[
+        Path | None, typer.Option("--export", help="Write the mean ensemble as one Keras model (FILE.keras).")
+    ] = None,
+    trust: TrustOpt = False,
+    unsafe: Annotated[
+        bool, typer.Option("--unsafe", help="Load models with Lambda code (trusted files only).")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Score the ensemble of several runs beside each member on the test split; optionally export it."""
+    result = api.ensemble(runs, weights=weights, method=method, split=split, export=export, trust=trust, unsafe=unsafe)
+    if json_out:
+        _emit(result)
+        return
+    from dlrun.ensemble import render_table
+
+    console.print(render_table(result))
+    if result["export"]:
+        console.print(f"exported: {result['export']}")
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run folder.", show_default=False)],
+    input_: Annotated[
+        Path,
+        typer.Option(
+            "--input", "-i", help="Raw data: .npz, .npy, .csv, .jsonl, .parquet, an image or a folder of images."
+        ),
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="OUT.csv or OUT.json (default: RUN/predictions/<input>.csv).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Default: the recipe's.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
+    trust: TrustOpt = False,
+    unsafe: Annotated[
+        bool, typer.Option("--unsafe", help="Load models with Lambda code (trusted files only).")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Predict with a run's model on raw data (the recipe's steps applied); class names where the data has them."""
+    result = api.predict(
+        run, input_, output=output, batch_size=batch_size, overwrite=overwrite, trust=trust, unsafe=unsafe
+    )
+    if json_out:
+        _emit(result)
+    else:
+        console.print(f"{result['output']}: {result['count']} predictions", markup=False)
+
+
 def _report_tables(reports: dict[str, Any]) -> None:
     from rich.table import Table
 
