@@ -92,3 +92,17 @@ def test_mixed_precision_policy_trains(cli, tmp_path):
     )
     out = _train(cli, tmp_path, write_recipe(tmp_path, text))
     assert out["metrics"]["accuracy"] > 0.6
+
+
+@pytest.mark.slow
+def test_jax_data_parallel_on_two_cpu_devices_matches_single_device(cli, tmp_path):
+    pytest.importorskip("jax")
+    _data(tmp_path)
+    single = _train(cli, tmp_path, write_recipe(tmp_path, RECIPE), {"KERAS_BACKEND": "jax"})
+    text = RECIPE.replace(
+        "train: {epochs: 8, batch_size: 32}",
+        "train: {epochs: 8, batch_size: 32, distribute: {strategy: data_parallel, cpu_devices: 2}}",
+    )
+    parallel = _train(cli, tmp_path, write_recipe(tmp_path, text, "dp.yaml"), {"KERAS_BACKEND": "jax"})
+    assert len(json.loads(Path(parallel["run"], "run.json").read_text())["environment"]["devices"]) == 2
+    assert abs(parallel["metrics"]["accuracy"] - single["metrics"]["accuracy"]) < 0.04

@@ -91,6 +91,16 @@ def environment() -> dict[str, Any]:
 
         env["tensorflow"] = tf.__version__
         env["devices"] = [d.name for d in tf.config.list_logical_devices()]
+    elif env["backend"] == "jax":
+        import jax
+
+        env["jax"] = jax.__version__
+        env["devices"] = [str(d) for d in jax.devices()]
+    elif env["backend"] == "torch":
+        import torch
+
+        env["torch"] = torch.__version__
+        env["devices"] = ["cuda"] if torch.cuda.is_available() else ["cpu"]
     return env
 
 
