@@ -88,6 +88,20 @@ def export(
     return export_model(model, fmt, Path(target), overwrite=overwrite)
 
 
+def eject(loaded: LoadedRecipe | str | Path) -> str:
+    """Plain Keras Python that builds the recipe's model: `build_model()` and `compile_model(model)`."""
+    from dlrun.graph.eject import eject as _eject
+
+    return _eject(load_recipe(loaded))
+
+
+def import_model(model: str | Path, *, name: str | None = None) -> tuple[dict[str, Any], str]:
+    """A recipe for a saved Keras functional or Sequential model: (document, YAML text)."""
+    from dlrun.graph.import_ import import_model as _import
+
+    return _import(Path(model), name=name)
+
+
 def plot(model: Any, file: Path, *, expand: bool = False) -> None:
     """Draw the model with keras.utils.plot_model (needs pydot and graphviz)."""
     import keras

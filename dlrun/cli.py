@@ -217,6 +217,45 @@ def init(
         err_console.print(f"wrote {written} (template {template}); next: dlrun check {written}", markup=False)
 
 
+@app.command("import")
+def import_(
+    model: Annotated[Path, typer.Argument(help="A saved Keras model (.keras): functional or Sequential.")],
+    name: Annotated[str | None, typer.Option("--name", help="The recipe's name (default: the model's).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the recipe to this new file instead of stdout.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Turn a saved Keras model into a recipe (loaded with safe_mode: no Lambda code runs)."""
+    document, text = api.import_model(model, name=name)
+    if json_out:
+        _emit(document)
+    elif output is None:
+        console.print(text, end="", markup=False, emoji=False)
+    else:
+        from dlrun.starter import write_new
+
+        write_new(output, text)
+
+
+@app.command()
+def eject(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the code to this new file instead of stdout.")
+    ] = None,
+) -> None:
+    """Write plain Keras Python (functional API) that builds the recipe's model."""
+    code = api.eject(api.load_recipe(recipe, overrides=set_ or ()))
+    if output is None:
+        console.print(code, end="", markup=False, emoji=False)
+    else:
+        from dlrun.starter import write_new
+
+        write_new(output, code)
+
+
 @app.command("export")
 def export_(
     run: Annotated[Path, typer.Argument(help="Run folder.", show_default=False)],

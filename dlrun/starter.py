@@ -53,7 +53,11 @@ def render(name: str, output: Path | None = None, *, recipe_name: str | None = N
 
 def write(name: str, output: Path, *, recipe_name: str | None = None) -> Path:
     """Write the starter recipe to `output`; never overwrites an existing file."""
-    text = render(name, output, recipe_name=recipe_name)
+    return write_new(output, render(name, output, recipe_name=recipe_name))
+
+
+def write_new(output: Path, text: str) -> Path:
+    """Write `text` to a file that must not exist yet (`init`, `import -o`, `eject -o`)."""
     if output.exists():
         raise RecipeError(f"{output} already exists; choose another --output or remove it first")
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,640 @@
+"""`dlrun import`: a saved Keras functional or Sequential model -> a readable recipe.
+
+The model file is loaded with `safe_mode=True` (no Lambda code runs) and read through `get_config()`:
+model inputs from its InputLayers; one node per layer call, `type` = the Keras class name and only the
+arguments that differ from the constructor's defaults (each candidate simplification is verified by
+rebuilding the layer and comparing configs); `inputs` only where a node does not take the previous one;
+`share:` for the second and later calls of a layer; nested functional/Sequential models as
+`model.submodels`; a `compile:` section from the model's compile config (or a placeholder loss chosen from
+the output activations, so the recipe validates); `expect:` with the parameter counts and output shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dlrun.errors import RecipeError
+from dlrun.graph import catalog
+from dlrun.recipe.schema import NAME_PATTERN
+
+MODEL_CLASSES = ("Functional", "Sequential", "Model")
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
+def _canon(value: Any) -> Any:
+    """JSON-comparable form of a config (tuples -> lists; registered_name noise dropped)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def _short_float(value: float) -> float:
+    """0.0010000000474974513 (a float32 read back) -> 0.001."""
+    import numpy as np
+
+    single = np.float32(value)
+    if float(single) == value:
+        return float(str(single))
+    return value
+
+
+def _simpler(value: Any) -> list[Any]:
+    """Candidate shorter spellings of one argument value, most readable first."""
+    out: list[Any] = []
+    if isinstance(value, dict) and "class_name" in value and "config" in value:
+        config = value.get("config") or {}
+        module = str(value.get("module") or "")
+        if value["class_name"] == "DTypePolicy" and isinstance(config, dict) and "name" in config:
+            out.append(config["name"])
+        elif not any(v is not None for v in config.values()):
+            out.append(_snake(value["class_name"]))
+        if module.startswith("keras"):
+            out.append({"class_name": value["class_name"], "config": config})
+    elif (
+        isinstance(value, list | tuple) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        if len(set(value)) == 1:
+            out.append(value[0])
+    elif isinstance(value, float):
+        short = _short_float(value)
+        if short != value:
+            out.append(short)
+    return out
+
+
+def minimal_kwargs(
+    cls: Any, config: dict[str, Any], defaults: dict[str, Any], *, drop: tuple[str, ...], ignore: tuple[str, ...] = ()
+) -> dict:
+    """The arguments of `cls` that rebuild `config`: defaults dropped, values shortened, all verified.
+
+    `drop` keys are passed as they are and left out of the result (a layer's name); `ignore` keys are
+    not compared (an optimizer's automatic name). `defaults` are the catalog's constructor defaults. When
+    the class cannot rebuild its own config from its constructor, only the defaults are dropped (unverified).
+    """
+    base = {k: v for k, v in config.items() if k not in drop}
+
+    def canon(cfg: dict[str, Any]) -> Any:
+        return _canon({k: v for k, v in cfg.items() if k not in ignore})
+
+    try:
+        reference = canon(cls.from_config(config).get_config())
+    except Exception:
+        reference = None
+
+    def same(kwargs: dict[str, Any]) -> bool:
+        try:
+            return canon(cls(**{k: config[k] for k in drop if k in config}, **kwargs).get_config()) == reference
+        except Exception:
+            return False
+
+    def is_default(key: str, value: Any) -> bool:
+        if key == "trainable" and value is True:
+            return True
+        if key == "dtype" and isinstance(value, dict) and (value.get("config") or {}).get("name") == "float32":
+            return True
+        if key in defaults and _canon(defaults[key]) == _canon(value):
+            return True
+        return key in defaults and isinstance(value, dict) and _simpler(value)[:1] == [defaults[key]]
+
+    if reference is None or not same(base):
+        return _canon({k: v for k, v in base.items() if not is_default(k, v)})
+    kwargs = {k: v for k, v in base.items() if not is_default(k, v)}
+    if not same(kwargs):
+        kwargs = dict(base)
+    for key in list(kwargs):
+        trial = {k: v for k, v in kwargs.items() if k != key}
+        if same(trial):
+            kwargs = trial
+    for key, value in list(kwargs.items()):
+        for alternative in _simpler(value):
+            trial = {**kwargs, key: alternative}
+            if same(trial):
+                kwargs = trial
+                break
+    return _canon(kwargs)
+
+
+def _layer_defaults(class_name: str) -> dict[str, Any]:
+    entry = catalog.entry("layers", class_name) or {"params": {}}
+    return {k: p["default"] for k, p in entry["params"].items() if not p["required"]}
+
+
+# ----------------------------------------------------------------------------------------------------
+# the graph
+
+
+@dataclass
+class _Call:
+    layer: str  # Keras layer name
+    index: int  # node index of this call
+    refs: list[tuple[str, int, int]]  # (layer, node index, tensor index) of its inputs
+    multi: bool  # inputs given as a list
+    call: dict[str, Any]
+    deps: list[tuple[str, int]] = field(default_factory=list)
+
+
+def _history(tensor: Any, where: str) -> tuple[str, int, int]:
+    if isinstance(tensor, dict) and tensor.get("class_name") == "__keras_tensor__":
+        layer, node, index = tensor["config"]["keras_history"]
+        return str(layer), int(node), int(index)
+    raise RecipeError(f"{where}: a call argument that is not a tensor ({str(tensor)[:60]}); recipes pass tensors only")
+
+
+def _is_tensor(value: Any) -> bool:
+    if isinstance(value, dict):
+        return value.get("class_name") == "__keras_tensor__" or any(_is_tensor(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_is_tensor(v) for v in value)
+    return False
+
+
+def _call_kwargs(class_name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Call arguments worth writing: not None and not the `call` signature's default (Keras records those)."""
+    import inspect
+
+    import keras
+
+    try:
+        params = inspect.signature(getattr(keras.layers, class_name).call).parameters
+    except (AttributeError, TypeError, ValueError):
+        params = {}
+    out = {}
+    for key, value in kwargs.items():
+        default = params[key].default if key in params else inspect.Parameter.empty
+        if value is None or (default is not inspect.Parameter.empty and default == value):
+            continue
+        out[key] = value
+    return out
+
+
+def _ref_list(value: Any) -> list[tuple[str, int, int]]:
+    """`input_layers` / `output_layers`: one [name, node, index] triple, a list of them, or a dict."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
+        return [(value[0], int(value[1]), int(value[2]))]
+    return [(str(v[0]), int(v[1]), int(v[2])) for v in value]
+
+
+class _Converter:
+    def __init__(self) -> None:
+        self.submodels: dict[str, dict[str, Any]] = {}
+        self.notes: list[str] = []
+
+    def err(self, message: str) -> RecipeError:
+        return RecipeError(message)
+
+    def check_name(self, name: str, what: str) -> str:
+        if not _NAME_RE.match(name) or len(name) > 128:
+            raise self.err(f"{what} {name!r} is not a valid recipe name (letters, digits, _ . -); rename it in Keras")
+        return name
+
+    def inputs_of(self, layer_config: dict[str, Any]) -> dict[str, Any]:
+        config = layer_config["config"]
+        shape = config.get("batch_shape") or config.get("batch_input_shape")
+        if shape is None:
+            raise self.err(f"input {config.get('name')!r} has no shape")
+        spec: dict[str, Any] = {"shape": list(shape[1:])}
+        dtype = config.get("dtype")
+        if isinstance(dtype, dict):
+            dtype = (dtype.get("config") or {}).get("name")
+        if dtype and dtype != "float32":
+            spec["dtype"] = dtype
+        if config.get("sparse"):
+            spec["sparse"] = True
+        if config.get("ragged"):
+            raise self.err(f"input {config.get('name')!r} is ragged; recipes declare dense or sparse inputs")
+        return spec
+
+    def layer_node(self, layer_config: dict[str, Any], *, nested_ok: bool) -> tuple[str, dict[str, Any]]:
+        """(type, kwargs) for one layer config; nested models become sub-models."""
+        import keras
+
+        class_name = layer_config["class_name"]
+        name = layer_config["config"].get("name") or layer_config.get("name")
+        if class_name in MODEL_CLASSES or "layers" in (layer_config.get("config") or {}):
+            if not nested_ok:
+                raise self.err(
+                    f"model {name!r} is nested two levels deep; recipes allow one level of sub-models (use blocks)"
+                )
+            sub_name = self.check_name(str(name), "sub-model")
+            if catalog.entry("layers", sub_name) is not None:
+                raise self.err(f"sub-model {sub_name!r} is named like a Keras layer class; rename it in Keras")
+            if sub_name not in self.submodels:
+                self.submodels[sub_name] = self.graph(layer_config["config"], class_name, nested_ok=False)
+            return sub_name, {}
+        module = str(layer_config.get("module") or "")
+        if catalog.entry("layers", class_name) is None or not module.startswith("keras"):
+            what = layer_config.get("registered_name") or class_name
+            raise self.err(
+                f"layer {name!r} is a {what}, not a keras.layers class; a recipe can use it as "
+                "`type: module:Class` with the module under `imports:`, but `dlrun import` cannot know the module"
+            )
+        if class_name == "Lambda":
+            raise self.err(f"layer {name!r} is a Lambda (arbitrary code); write it as a custom layer class")
+        cls = getattr(keras.layers, class_name)
+        kwargs = minimal_kwargs(cls, layer_config["config"], _layer_defaults(class_name), drop=("name",))
+        for key, value in kwargs.items():
+            if _is_tensor(value):
+                raise self.err(f"layer {name!r} holds a tensor in argument {key!r}; recipes cannot express that")
+        return class_name, kwargs
+
+    def graph(self, config: dict[str, Any], class_name: str, *, nested_ok: bool) -> dict[str, Any]:
+        """A functional or Sequential config -> a recipe graph section (inputs, layers, outputs)."""
+        layers = config.get("layers") or []
+        if class_name == "Sequential":
+            return self.sequential(config, layers, nested_ok=nested_ok)
+        if "input_layers" not in config:
+            raise self.err(f"model {config.get('name')!r} is not a functional or Sequential model")
+        by_name = {layer["name"]: layer for layer in layers}
+        inputs: dict[str, Any] = {}
+        for layer, _node, _index in _ref_list(config["input_layers"]):
+            if by_name[layer]["class_name"] != "InputLayer":
+                raise self.err(f"model input {layer!r} is not an InputLayer")
+            inputs[self.check_name(layer, "input")] = self.inputs_of(by_name[layer])
+        calls: dict[tuple[str, int], _Call] = {}
+        order: list[tuple[str, int]] = []
+        for layer in layers:
+            if layer["class_name"] == "InputLayer":
+                continue
+            for index, inbound in enumerate(layer.get("inbound_nodes") or []):
+                where = f"layer {layer['name']!r}"
+                args = inbound.get("args") or []
+                if len(args) != 1:
+                    raise self.err(f"{where} is called with {len(args)} positional inputs; recipes pass one or a list")
+                first = args[0]
+                multi = isinstance(first, list)
+                refs = [_history(t, where) for t in (first if multi else [first])]
+                kwargs = _call_kwargs(layer["class_name"], inbound.get("kwargs") or {})
+                for key, value in kwargs.items():
+                    if _is_tensor(value):
+                        raise self.err(f"{where} is called with a tensor as {key!r}; recipes pass inputs positionally")
+                for ref in refs:
+                    if ref[2] != 0:
+                        raise self.err(
+                            f"{where} takes output {ref[2]} of {ref[0]!r}, a layer with several outputs; "
+                            "recipes use a node's single output"
+                        )
+                call = _Call(layer["name"], index, refs, multi, kwargs)
+                call.deps = [(r[0], r[1]) for r in refs if r[0] not in inputs]
+                calls[(layer["name"], index)] = call
+                order.append((layer["name"], index))
+        outputs_refs = _ref_list(config["output_layers"])
+        return self.emit(inputs, by_name, calls, order, outputs_refs, nested_ok=nested_ok)
+
+    def sequential(self, config: dict[str, Any], layers: list[dict[str, Any]], *, nested_ok: bool) -> dict[str, Any]:
+        if layers and layers[0]["class_name"] == "InputLayer":
+            first, rest = layers[0], layers[1:]
+            input_name = first["config"].get("name") or "input"
+            inputs = {self.check_name(input_name, "input"): self.inputs_of(first)}
+        else:
+            shape = config.get("build_input_shape")
+            if not shape:
+                raise self.err("the Sequential model was never built: its input shape is unknown")
+            input_name, rest = "input", layers
+            inputs = {"input": {"shape": list(shape[1:])}}
+        if not rest:
+            raise self.err("the Sequential model has no layers")
+        by_name: dict[str, Any] = {}
+        calls: dict[tuple[str, int], _Call] = {}
+        order: list[tuple[str, int]] = []
+        previous: tuple[str, int, int] = (input_name, 0, 0)
+        for layer in rest:
+            name = layer["config"].get("name")
+            entry = {**layer, "name": name}
+            by_name[name] = entry
+            call = _Call(name, 0, [previous], False, {})
+            call.deps = [] if previous[0] == input_name else [(previous[0], 0)]
+            calls[(name, 0)] = call
+            order.append((name, 0))
+            previous = (name, 0, 0)
+        return self.emit(inputs, by_name, calls, order, [previous], nested_ok=nested_ok)
+
+    def emit(
+        self,
+        inputs: dict[str, Any],
+        by_name: dict[str, dict[str, Any]],
+        calls: dict[tuple[str, int], _Call],
+        order: list[tuple[str, int]],
+        output_refs: list[tuple[str, int, int]],
+        *,
+        nested_ok: bool,
+    ) -> dict[str, Any]:
+        # Topological order that keeps the config's order wherever the graph allows.
+        done: set[tuple[str, int]] = set()
+        sorted_calls: list[_Call] = []
+
+        def visit(key: tuple[str, int], trail: tuple[tuple[str, int], ...] = ()) -> None:
+            if key in done:
+                return
+            if key in trail:
+                raise self.err(f"the model graph has a cycle through {key[0]!r}")
+            for dep in calls[key].deps:
+                visit(dep, (*trail, key))
+            done.add(key)
+            sorted_calls.append(calls[key])
+
+        for key in order:
+            visit(key)
+        taken = set(inputs) | {c.layer for c in sorted_calls if c.index == 0}
+        node_names: dict[tuple[str, int], str] = {}
+        for c in sorted_calls:
+            if c.index == 0:
+                node_names[(c.layer, 0)] = self.check_name(c.layer, "layer")
+            else:
+                k, name = c.index, f"{c.layer}_{c.index}"
+                while name in taken:
+                    k += 1
+                    name = f"{c.layer}_{k}"
+                taken.add(name)
+                node_names[(c.layer, c.index)] = name
+
+        def ref_name(ref: tuple[str, int, int]) -> str:
+            return ref[0] if ref[0] in inputs else node_names[(ref[0], ref[1])]
+
+        nodes: list[dict[str, Any]] = []
+        types: dict[str, tuple[str, dict[str, Any]]] = {}
+        previous = next(iter(inputs)) if len(inputs) == 1 else None
+        for c in sorted_calls:
+            name = node_names[(c.layer, c.index)]
+            if c.layer not in types:
+                types[c.layer] = self.layer_node(by_name[c.layer], nested_ok=nested_ok)
+            type_, kwargs = types[c.layer]
+            node: dict[str, Any] = {"name": name}
+            if type_ in self.submodels:
+                node["type"] = type_
+            elif c.index == 0:
+                node["type"] = type_
+                node.update(kwargs)
+            else:
+                node["share"] = node_names[(c.layer, 0)]
+            refs = [ref_name(r) for r in c.refs]
+            if c.multi or refs != [previous]:
+                node["inputs"] = refs if c.multi or len(refs) > 1 else refs[0]
+            if c.call:
+                node["call"] = c.call
+            nodes.append(node)
+            previous = name
+        outputs = [ref_name(r) for r in output_refs]
+        for r in output_refs:
+            if r[2] != 0:
+                raise self.err(f"a model output is output {r[2]} of {r[0]!r}; recipes use a node's single output")
+        graph: dict[str, Any] = {"inputs": inputs, "layers": nodes}
+        if outputs != [nodes[-1]["name"]]:
+            graph["outputs"] = outputs
+        return graph
+
+
+# ----------------------------------------------------------------------------------------------------
+# compile
+
+
+def _component(section: str, value: Any) -> Any:
+    """A serialized Keras object (or string) -> a recipe component: `name` or `{type: X, ...}`."""
+    import keras
+
+    if value is None or isinstance(value, str):
+        return value
+    if not isinstance(value, dict) or "class_name" not in value:
+        raise RecipeError(f"cannot read the compiled {section[:-1]} {str(value)[:60]}")
+    class_name = value["class_name"]
+    module = {"schedules": keras.optimizers.schedules}.get(section) or getattr(keras, section)
+    entry = catalog.entry(section, class_name)
+    cls = getattr(module, class_name, None)
+    if entry is None or cls is None or not str(value.get("module") or "keras").startswith("keras"):
+        raise RecipeError(
+            f"the model was compiled with {value.get('registered_name') or class_name}, not a keras.{section} class"
+        )
+    config = dict(value.get("config") or {})
+    defaults = {k: p["default"] for k, p in entry["params"].items() if not p["required"]}
+    schedule = config.get("learning_rate") if section == "optimizers" else None
+    if isinstance(schedule, dict) and "class_name" in schedule:
+        config.pop("learning_rate")
+    kwargs = minimal_kwargs(cls, config, defaults, drop=(), ignore=("name",))
+    bare = re.sub(r"_\d+$", "", str(kwargs.get("name"))).replace("_", "")
+    automatic = bare in (class_name.lower(), str(defaults.get("name")).replace("_", ""))
+    if "name" in kwargs and (section == "optimizers" or automatic):
+        del kwargs["name"]
+    if kwargs.get("dtype") in ("float32", None) and "dtype" in kwargs and defaults.get("dtype") is None:
+        del kwargs["dtype"]
+    if isinstance(schedule, dict) and "class_name" in schedule:
+        kwargs["learning_rate"] = _component("schedules", schedule)
+        if isinstance(kwargs["learning_rate"], str):
+            kwargs["learning_rate"] = {"type": kwargs["learning_rate"]}
+    if kwargs:
+        return {"type": class_name, **kwargs}
+    alias = next((a for a, c in catalog.aliases(section).items() if c == class_name), None)
+    return alias or class_name
+
+
+def _per_output(value: Any, outputs: list[str]) -> Any:
+    """A list given per output (by position) -> a mapping by output name."""
+    if isinstance(value, list) and len(value) == len(outputs) and len(outputs) > 1:
+        return dict(zip(outputs, value, strict=True))
+    return value
+
+
+def _compile_section(compile_config: dict[str, Any] | None, outputs: list[str], activations: dict[str, Any]) -> tuple:
+    """(compile section, True when it is a placeholder)."""
+    if not compile_config or compile_config.get("loss") is None:
+
+        def guess(out: str) -> str:
+            act = activations.get(out)
+            if act == "softmax":
+                return "categorical_crossentropy"
+            if act == "sigmoid":
+                return "binary_crossentropy"
+            return "mse"
+
+        losses = {o: guess(o) for o in outputs}
+        loss: Any = losses[outputs[0]] if len(set(losses.values())) == 1 else losses
+        return {"optimizer": "adam", "loss": loss}, True
+    section: dict[str, Any] = {"optimizer": _component("optimizers", compile_config.get("optimizer") or "rmsprop")}
+    loss = _per_output(compile_config["loss"], outputs)
+    if isinstance(loss, dict) and "class_name" not in loss:
+        section["loss"] = {k: _component("losses", v) for k, v in loss.items()}
+    elif isinstance(loss, list):
+        section["loss"] = _component("losses", loss[0])
+    else:
+        section["loss"] = _component("losses", loss)
+    weights = _per_output(compile_config.get("loss_weights"), outputs)
+    if isinstance(weights, dict):
+        section["loss_weights"] = {k: float(v) for k, v in weights.items()}
+    metrics = _per_output(compile_config.get("metrics"), outputs)
+    if isinstance(metrics, dict):
+        section["metrics"] = {
+            k: [_component("metrics", m) for m in (v if isinstance(v, list) else [v]) if m is not None]
+            for k, v in metrics.items()
+            if v
+        }
+    elif metrics:
+        section["metrics"] = [_component("metrics", m) for m in metrics if m is not None]
+    steps = compile_config.get("steps_per_execution")
+    if isinstance(steps, int) and steps > 1:
+        section["steps_per_execution"] = steps
+    return section, False
+
+
+# ----------------------------------------------------------------------------------------------------
+# the recipe
+
+
+def load_keras_model(path: Path) -> Any:
+    """Load a saved model with `safe_mode=True` (compiled when possible); user errors as RecipeError."""
+    import keras
+
+    if not path.is_file():
+        raise RecipeError(f"model file not found: {path}")
+    try:
+        with warnings.catch_warnings():  # "Skipping variable loading for optimizer ...": not ours to show
+            warnings.simplefilter("ignore")
+            return keras.saving.load_model(str(path), safe_mode=True)
+    except Exception as exc:
+        text = " ".join(str(exc).split())
+        if "safe_mode" in text or "Lambda" in text:
+            raise RecipeError(
+                f"{path.name} holds Python code (a Lambda layer or function); `dlrun import` loads with "
+                "safe_mode and cannot express it"
+            ) from None
+        try:
+            return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+        except Exception:
+            raise RecipeError(f"cannot load {path.name} as a Keras model: {text[:300]}") from None
+
+
+def recipe_from_model(model: Any, *, name: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The recipe document for a Keras model, and notes for the reader (placeholders, ...)."""
+    class_name = type(model).__name__
+    if class_name not in ("Functional", "Sequential") and not hasattr(model, "_functional"):
+        raise RecipeError(
+            f"{class_name} is a subclassed model: its graph is Python code; only functional and Sequential "
+            "models can be imported"
+        )
+    converter = _Converter()
+    config = model.get_config()
+    graph = converter.graph(config, "Sequential" if class_name == "Sequential" else "Functional", nested_ok=True)
+    recipe_name = name or str(config.get("name") or model.name)
+    if not _NAME_RE.match(recipe_name):
+        recipe_name = re.sub(r"[^A-Za-z0-9_.\-]", "_", recipe_name).lstrip("0123456789.-") or "imported"
+    model_section: dict[str, Any] = {"inputs": graph["inputs"]}
+    if converter.submodels:
+        model_section["submodels"] = {}
+        for sub_name, sub in converter.submodels.items():
+            model_section["submodels"][sub_name] = sub
+            layer = _find_layer(model, sub_name)
+            if layer is not None and not layer.trainable:
+                sub["trainable"] = False  # freezes every layer inside: their own flags say nothing more
+                for node in sub["layers"]:
+                    if node.get("trainable") is False:
+                        del node["trainable"]
+    model_section["layers"] = graph["layers"]
+    if "outputs" in graph:
+        model_section["outputs"] = graph["outputs"]
+    outputs = graph.get("outputs") or [graph["layers"][-1]["name"]]
+    activations = {}
+    for node in graph["layers"]:
+        if node["name"] in outputs:
+            activations[node["name"]] = node.get("activation")
+    compile_config = model.get_compile_config() if getattr(model, "compiled", False) else None
+    if compile_config is None and getattr(model, "_compile_config", None) is not None:
+        compile_config = model._compile_config.config
+    compile_section, placeholder = _compile_section(compile_config, outputs, activations)
+    notes = []
+    if placeholder:
+        notes.append("the model was not compiled: `compile` holds a placeholder loss; set the real one")
+    shapes = model.outputs if isinstance(model.outputs, list) else [model.outputs]
+    document: dict[str, Any] = {
+        "name": recipe_name,
+        "model": model_section,
+        "compile": compile_section,
+        "expect": {
+            "params": int(model.count_params()),
+            "trainable_params": int(sum(int(_size(w)) for w in model.trainable_weights)),
+            "output_shapes": {o: list(t.shape) for o, t in zip(outputs, shapes, strict=False)},
+        },
+    }
+    return document, notes
+
+
+def _size(weight: Any) -> int:
+    n = 1
+    for d in weight.shape:
+        n *= int(d)
+    return n
+
+
+def _find_layer(model: Any, name: str) -> Any:
+    for layer in model.layers:
+        if layer.name == name:
+            return layer
+    return None
+
+
+def to_yaml(document: dict[str, Any], *, header: list[str] = ()) -> str:
+    """Recipe text in the style of the seeds' recipes: one flow mapping per node."""
+
+    def flow(value: Any) -> str:
+        if not isinstance(value, dict | list):
+            return yaml.safe_dump([value], default_flow_style=True, width=10**9).strip()[1:-1]
+        return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**9).strip()
+
+    def block(mapping: dict[str, Any], indent: int) -> list[str]:
+        lines = []
+        for key, value in mapping.items():
+            nested = isinstance(value, dict) and any(isinstance(v, dict | list) for v in value.values())
+            if nested:
+                lines += [f"{' ' * indent}{flow(key)}:", *block(value, indent + 2)]
+            else:
+                lines.append(f"{' ' * indent}{flow(key)}: {flow(value)}")
+        return lines
+
+    def graph_lines(graph: dict[str, Any], indent: int) -> list[str]:
+        pad = " " * indent
+        lines = [f"{pad}inputs:"]
+        for input_name, spec in graph["inputs"].items():
+            lines.append(f"{pad}  {flow({input_name: spec})[1:-1]}")
+        if "trainable" in graph:
+            lines.append(f"{pad}trainable: {flow(graph['trainable'])}")
+        for key in ("submodels",):
+            if key in graph:
+                lines.append(f"{pad}submodels:")
+                for sub_name, sub in graph[key].items():
+                    lines.append(f"{pad}  {sub_name}:")
+                    lines += graph_lines(sub, indent + 4)
+        lines.append(f"{pad}layers:")
+        lines += [f"{pad}  - {flow(node)}" for node in graph["layers"]]
+        if "outputs" in graph:
+            lines.append(f"{pad}outputs: {flow(graph['outputs'])}")
+        return lines
+
+    lines = [f"# {h}" for h in header]
+    lines.append(f"name: {flow(document['name'])}")
+    lines += ["", "model:", *graph_lines(document["model"], 2)]
+    for section in ("compile", "expect"):
+        if section in document:
+            lines += ["", f"{section}:", *block(document[section], 2)]
+    return "\n".join(lines) + "\n"
+
+
+def import_model(path: Path, *, name: str | None = None) -> tuple[dict[str, Any], str]:
+    """(recipe document, recipe YAML text) for the model saved at `path`."""
+    if not path.is_file():
+        raise RecipeError(f"model file not found: {path}")
+    import keras
+
+    model = load_keras_model(path)
+    document, notes = recipe_from_model(model, name=name)
+    header = [
+        f"Imported by `dlrun import {path.name}` from a Keras {type(model).__name__} model (Keras {keras.__version__}).",
+        *[f"NOTE: {n}." for n in notes],
+    ]
+    return document, to_yaml(document, header=header)
