@@ -164,7 +164,13 @@ class _Expander:
         if unknown:
             hint = catalog.did_you_mean(unknown[0], list(spec.params))
             raise self.err(f"block {block_name!r} has no parameter {unknown[0]!r}{hint}", (*path, unknown[0]), key=True)
-        repeat = node.repeat
+        repeat: Any = node.repeat
+        if isinstance(repeat, str):  # `${...}` from the enclosing block's parameters
+            repeat = self.sub(repeat, env or {}, (*path, "repeat"))
+            if not (isinstance(repeat, int) and not isinstance(repeat, bool)) and not (
+                isinstance(repeat, list) and all(isinstance(r, dict) for r in repeat)
+            ):
+                raise self.err(f"`repeat` must give an integer or a list of mappings, got {repeat!r}", (*path, "repeat"))
         copies: list[dict[str, Any]]
         if repeat is None:
             copies = [{}]

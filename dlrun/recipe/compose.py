@@ -208,6 +208,8 @@ def interpolate(doc: Document) -> None:
             whole = PATTERN.fullmatch(value.strip())
             if whole and _is_path(whole.group(1)):
                 return lookup(whole.group(1), at)
+            if whole:
+                return calculate(whole.group(1), at)  # one whole expression keeps its type: "${1/255}"
             return PATTERN.sub(
                 lambda m: str(lookup(m.group(1), at) if _is_path(m.group(1)) else calculate(m.group(1), at)), value
             )
