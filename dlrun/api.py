@@ -171,3 +171,31 @@ def ensemble(
         trust=trust,
         unsafe=unsafe,
     )
+
+
+def train_ensemble(
+    recipe: str | Path,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    runs_root: str | Path = Path("runs"),
+    weights: str | list[float] | None = None,
+    method: str | None = None,
+    split: str | None = None,
+    export: str | Path | None = None,
+    trust: bool = False,
+    quiet: bool = True,
+) -> dict[str, Any]:
+    """Train the members of a recipe's `ensemble:` section (seeds or recipe files), then score the ensemble."""
+    from dlrun.ensemble import train_ensemble as _train_ensemble
+
+    return _train_ensemble(
+        Path(recipe),
+        overrides=overrides,
+        runs_root=Path(runs_root),
+        weights=weights,
+        method=method,
+        split=split,
+        export=Path(export) if export is not None else None,
+        trust=trust,
+        quiet=quiet,
+    )

@@ -391,23 +391,53 @@ def tune(
 
 @app.command()
 def ensemble(
-    runs: Annotated[list[Path], typer.Argument(help="Two or more run folders.", show_default=False)],
+    runs: Annotated[
+        list[Path],
+        typer.Argument(help="Two or more run folders, or one recipe with an `ensemble:` section.", show_default=False),
+    ],
     weights: Annotated[
         str | None, typer.Option("--weights", help="One weight per run, e.g. 2,1,1 (default: equal).")
     ] = None,
-    method: Annotated[str, typer.Option("--method", help="mean (of predictions) or vote (majority class).")] = "mean",
+    method: Annotated[
+        str | None, typer.Option("--method", help="mean (of predictions) or vote (majority class); default mean.")
+    ] = None,
     split: Annotated[str | None, typer.Option("--split", help="test, validation or train.")] = None,
     export: Annotated[
         Path | None, typer.Option("--export", help="Write the mean ensemble as one Keras model (FILE.keras).")
     ] = None,
+    set_: SetOpt = None,
+    runs_root: Annotated[Path, typer.Option("--runs", help="Recipe mode: folder for the members' runs.")] = Path(
+        "runs"
+    ),
     trust: TrustOpt = False,
     unsafe: Annotated[
         bool, typer.Option("--unsafe", help="Load models with Lambda code (trusted files only).")
     ] = False,
+    quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Score the ensemble of several runs beside each member on the test split; optionally export it."""
-    result = api.ensemble(runs, weights=weights, method=method, split=split, export=export, trust=trust, unsafe=unsafe)
+    """Score the ensemble of several runs beside each member on the test split; optionally export it.
+
+    Given one recipe instead, train the members its `ensemble:` section declares first.
+    """
+    if len(runs) == 1 and runs[0].is_file():
+        result = api.train_ensemble(
+            runs[0],
+            overrides=set_ or (),
+            runs_root=runs_root,
+            weights=weights,
+            method=method,
+            split=split,
+            export=export,
+            trust=trust,
+            quiet=quiet or json_out,
+        )
+    else:
+        if set_:
+            raise RecipeError("--set applies to a recipe; run folders are scored as they were trained")
+        result = api.ensemble(
+            runs, weights=weights, method=method or "mean", split=split, export=export, trust=trust, unsafe=unsafe
+        )
     if json_out:
         _emit(result)
         return

@@ -17,14 +17,47 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from dlrun.errors import RecipeError
+from dlrun.tune.space import Section
 
 METHODS = ("mean", "vote")
 VOTE_NUDGE = 1e-3
+
+
+class EnsembleSpec(Section):
+    """Train several members and combine them (`dlrun ensemble RECIPE`): seeds of this recipe, or recipe files.
+
+    `members: [1, 2, 3]` trains this recipe once per seed; `members: [a.yaml, b.yaml]` trains those recipes
+    (relative to this one). Each member is an ordinary run folder; then they are scored as `dlrun ensemble`
+    scores run folders.
+    """
+
+    members: list[int | str] = Field(
+        min_length=2, description="Seeds (this recipe once per seed) or recipe files (relative to this recipe)."
+    )
+    method: Literal["mean", "vote"] = "mean"
+    weights: list[float] | None = Field(default=None, description="One non-negative weight per member.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EnsembleSpec:
+        if len({str(m) for m in self.members}) != len(self.members):
+            raise PydanticCustomError("ensemble_members", "`members` lists the same member twice")
+        if self.weights is not None:
+            if len(self.weights) != len(self.members):
+                raise PydanticCustomError(
+                    "ensemble_weights",
+                    "`weights` has {n} numbers for {m} members",
+                    {"n": len(self.weights), "m": len(self.members)},
+                )
+            if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+                raise PydanticCustomError("ensemble_weights", "`weights` must be non-negative with a positive sum")
+        return self
 
 
 @dataclass
@@ -233,13 +266,7 @@ def ensemble_runs(
     """Evaluate the ensemble of `runs` beside each member; optionally export it as one Keras model."""
     if len(runs) < 2:
         raise RecipeError("an ensemble needs at least two runs")
-    if method not in METHODS:
-        raise RecipeError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
-    if export is not None:
-        if method != "mean":
-            raise RecipeError("--export writes the mean ensemble; use --method mean")
-        if Path(export).suffix != ".keras":
-            raise RecipeError(f"--export writes a .keras file, not {Path(export).name!r}")
+    _check_options(method, export)
     w = parse_weights(",".join(str(x) for x in weights) if isinstance(weights, list) else weights, len(runs))
     members = [load_member(Path(r), trust=trust, unsafe=unsafe) for r in runs]
     first = members[0]
@@ -273,6 +300,16 @@ def ensemble_runs(
     return result
 
 
+def _check_options(method: str, export: Path | None) -> None:
+    if method not in METHODS:
+        raise RecipeError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+    if export is not None:
+        if method != "mean":
+            raise RecipeError("--export writes the mean ensemble; use --method mean")
+        if Path(export).suffix != ".keras":
+            raise RecipeError(f"--export writes a .keras file, not {Path(export).name!r}")
+
+
 def render_table(result: dict[str, Any]) -> Any:
     """A rich table: one row per metric, one column per member, then the ensemble."""
     from rich.table import Table
@@ -301,3 +338,62 @@ def _member_names(runs: list[str]) -> list[str]:
         if len(set(names)) == len(names):
             return names
     return [f"{i + 1}: {r}" for i, r in enumerate(runs)]
+
+
+def train_ensemble(
+    recipe: Path,
+    *,
+    overrides: tuple[str, ...] | list[str] = (),
+    runs_root: Path = Path("runs"),
+    weights: str | list[float] | None = None,
+    method: str | None = None,
+    split: str | None = None,
+    export: Path | None = None,
+    trust: bool = False,
+    quiet: bool = True,
+) -> dict[str, Any]:
+    """Train the members a recipe's `ensemble:` section declares, then score them as `ensemble_runs` does."""
+    from dlrun import api
+    from dlrun.console import say
+    from dlrun.recipe.compose import load_recipe
+
+    base = load_recipe(recipe, overrides)
+    spec = base.recipe.ensemble
+    if spec is None:
+        raise RecipeError(
+            "this recipe has no `ensemble:` section; add one, e.g. `ensemble: {members: [1, 2, 3]}` (seeds), "
+            "or pass run folders",
+            location=base.doc.locate(()),
+        )
+    method = method or spec.method
+    _check_options(method, export)
+    if weights is not None:
+        parse_weights(",".join(str(x) for x in weights) if isinstance(weights, list) else weights, len(spec.members))
+    sources = []
+    for i, member in enumerate(spec.members):
+        if isinstance(member, int):
+            sources.append((Path(recipe), [*overrides, f"seed={member}"], f"seed {member}"))
+            continue
+        file = base.base_dir / member
+        if not file.is_file():
+            raise base.doc.error(f"member recipe not found: {file}", ("ensemble", "members", i))
+        sources.append((file, [], member))
+    runs = []
+    for i, (file, extra, label) in enumerate(sources):
+        loaded = load_recipe(file, extra)
+        loaded.doc.data.pop("ensemble", None)  # each member is an ordinary run
+        loaded.recipe.ensemble = None
+        say(f"member {i + 1}/{len(sources)} ({label}): training", quiet=quiet)
+        result = api.train(loaded, runs_root=runs_root, trust=trust, quiet=True, overrides=tuple(extra))
+        say(f"member {i + 1}/{len(sources)}: {result.run.path}", quiet=quiet)
+        runs.append(result.run.path)
+    out = ensemble_runs(
+        runs,
+        weights=weights if weights is not None else spec.weights,
+        method=method,
+        split=split,
+        export=export,
+        trust=trust,
+    )
+    out["recipe"] = str(recipe)
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -139,7 +140,40 @@ def test_cli_ensemble_table(members, cli):
     assert any(line.split("│")[1].strip() == "accuracy" for line in table.stdout.splitlines() if "│" in line)
 
 
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ("{members: [1]}", r"ensemble\.members: expected at least 2 items"),
+        ("{members: [1, 1]}", r"ensemble: `members` lists the same member twice"),
+        ("{members: [1, 2], weights: [1]}", r"ensemble: `weights` has 1 numbers for 2 members"),
+        ("{members: [1, 2], method: median}", r"ensemble\.method: expected 'mean' or 'vote'"),
+        ("{members: [1, 2], mehtod: vote}", r"unknown key 'mehtod' \(did you mean 'method'\?\)"),
+    ],
+)
+def test_ensemble_section_is_validated(tmp_path, section, expected):
+    recipe = write_recipe(tmp_path, RECIPE + f"ensemble: {section}\n")
+    with pytest.raises(RecipeError, match=expected):
+        api.load_recipe(recipe)
+
+
+def test_ensemble_section_member_files_must_exist(tmp_path):
+    recipe = write_recipe(tmp_path, RECIPE + "ensemble: {members: [1, other.yaml]}\n")
+    with pytest.raises(RecipeError, match=r"recipe\.yaml:\d+:\d+: ensemble\.members\[1\]: member recipe not found"):
+        api.train_ensemble(recipe, runs_root=tmp_path / "runs")
+    plain = write_recipe(tmp_path, RECIPE, "plain.yaml")
+    with pytest.raises(RecipeError, match="has no `ensemble:` section"):
+        api.train_ensemble(plain, runs_root=tmp_path / "runs")
+
+
 @pytest.mark.slow
-def test_cli_ensemble_json(members, cli):
-    data = json.loads(cli("ensemble", *[str(r) for r in members["runs"]], "--method", "vote", "--json").stdout)
-    assert data["method"] == "vote" and len(data["members"]) == 3 and "accuracy" in data["ensemble"]["metrics"]
+def test_recipe_declared_ensemble_trains_its_members(members, tmp_path, cli):
+    shutil.copy(members["folder"] / "digits.npz", tmp_path / "digits.npz")
+    recipe = write_recipe(tmp_path, RECIPE + "ensemble: {members: [4, 5], method: vote}\n")
+    result = cli("ensemble", str(recipe), "--runs", str(tmp_path / "runs"), "--json", "--export", "x.keras")
+    assert result.code == 2 and "--export writes the mean ensemble" in result.stderr
+    data = json.loads(cli("ensemble", str(recipe), "--runs", str(tmp_path / "runs"), "--json").stdout)
+    assert data["method"] == "vote" and len(data["members"]) == 2 and "accuracy" in data["ensemble"]["metrics"]
+    seeds = [json.loads((Path(m["run"]) / "run.json").read_text())["seed"] for m in data["members"]]
+    assert seeds == [4, 5]
+    for m in data["members"]:
+        assert "ensemble" not in api.load_recipe(Path(m["run"]) / "recipe.yaml").doc.data  # ordinary runs

@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from dlrun.ensemble import EnsembleSpec
 from dlrun.tune.space import SearchSpec
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"
@@ -94,7 +95,7 @@ class LayerNode(BaseModel):
     inputs: list[str] | None = None
     share: Name | None = Field(default=None, description="Reuse the layer (and weights) of this earlier node.")
     call: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the layer call.")
-    repeat: int | list[dict[str, Any]] | None = Field(
+    repeat: int | list[dict[str, Any]] | str | None = Field(
         default=None, description="Blocks only: N copies, or one parameter mapping per copy."
     )
     when: bool | str | None = Field(default=None, description="Blocks only: keep this node when true.")
@@ -399,6 +400,19 @@ class TrainSpec(Strict):
     )
     distribute: DistributeSpec | None = None
     tensorboard: bool = Field(default=True, description="Write TensorBoard logs to <run>/tensorboard.")
+    mlflow: MlflowSpec | None = Field(default=None, description="Also log the run to MLflow (`dlrun[mlflow]`).")
+
+
+class MlflowSpec(Strict):
+    """Log training to MLflow (`pip install 'dlrun[mlflow]'`): the resolved recipe flattened into params,
+    every epoch's metrics, recipe.yaml as an artifact, and the run folder and model paths as tags."""
+
+    tracking_uri: str | None = Field(
+        default=None,
+        description="A folder (e.g. mlruns), or a file:, sqlite: or http(s): URI; default: $MLFLOW_TRACKING_URI.",
+    )
+    experiment: str | None = Field(default=None, description="Experiment name; default: the recipe's name.")
+    run_name: str | None = Field(default=None, description="MLflow run name; default: the run folder's name.")
 
 
 class DistributeSpec(Strict):
@@ -447,3 +461,4 @@ class Recipe(Strict):
         default=None, description="Keras backend; default: $KERAS_BACKEND, else tensorflow."
     )
     search: SearchSpec | None = Field(default=None, description="Hyperparameter search for `dlrun tune`.")
+    ensemble: EnsembleSpec | None = Field(default=None, description="Members to train and combine (`dlrun ensemble`).")

@@ -39,8 +39,9 @@ _HIGHER_IS_BETTER = ("accuracy", "acc", "auc", "precision", "recall", "f1", "iou
 MAX_PROBES = 200
 
 
-class _Strict(BaseModel):
-    """Unknown keys are errors with a did-you-mean (as `dlrun.recipe.schema.Strict`, which imports this module)."""
+class Section(BaseModel):
+    """Base of recipe sections defined outside `dlrun.recipe.schema` (which imports them): like its `Strict`,
+    unknown keys are errors with a did-you-mean."""
 
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=False)
 
@@ -61,7 +62,7 @@ class _Strict(BaseModel):
         return data
 
 
-class SearchParam(_Strict):
+class SearchParam(Section):
     """One searched value: exactly one of `choice: [...]`, `int: [low, high]` or `float: [low, high]`.
 
     Ranges include both ends; `log: true` samples on a log scale (low > 0); `step` quantizes a range.
@@ -133,7 +134,7 @@ class SearchParam(_Strict):
         return [low] if low == high else [low, high]
 
 
-class SearchObjective(_Strict):
+class SearchObjective(Section):
     """The metric a trial is scored by: a key of the training history (`val_accuracy`, `val_loss`, ...)."""
 
     metric: str = Field(default="val_loss", min_length=1, description="A history key: val_accuracy, val_loss, ...")
@@ -159,7 +160,7 @@ class SearchObjective(_Strict):
         return "maximize" if direction in ("max", "maximize") else "minimize"
 
 
-class SearchSpec(_Strict):
+class SearchSpec(Section):
     """Hyperparameter search (`dlrun tune`): recipe paths to search, the objective, the budget."""
 
     space: dict[str, SearchParam] = Field(min_length=1, description="Recipe path (as for --set) -> parameter.")
