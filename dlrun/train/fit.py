@@ -36,6 +36,7 @@ from dlrun.train.rundir import (
     environment,
     file_fingerprint,
 )
+from dlrun.train.tracking import tracking_callbacks
 
 # Steps per compiled call when the recipe says "auto": the per-call Python overhead dominates small models
 # on CPU (about 2x on the seeds' MLP); results are the same steps in the same order.
@@ -397,6 +398,7 @@ def _fit_stages(
         and not any(c.type == "TensorBoard" for c in recipe.train.callbacks)
     ):
         base_callbacks += make_callbacks([Component(type="TensorBoard")], run, importer, ("train", "tensorboard"))
+    base_callbacks += tracking_callbacks(loaded, run)  # MLflow, when train.mlflow is set
     history: dict[str, list[float]] = state.history() if resuming else {}
     start = state.epoch() if resuming else 0
     stages = _stages(loaded)

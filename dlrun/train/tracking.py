@@ -1,0 +1,148 @@
+"""Experiment tracking: MLflow, when the recipe says `train.mlflow: {...}` (optional extra `dlrun[mlflow]`).
+
+Logged: the resolved recipe flattened into params (`model.layers.0.units = 512`), every epoch's metrics
+(step = epoch number, 1-based like history.csv), recipe.yaml as an artifact, and tags with the run
+folder and the model path. The MLflow run id is kept in `<run>/mlflow.json`, so a resumed run
+(`dlrun train --resume`) continues the same MLflow run, and stages (several `fit` calls) share it.
+MLflow is imported only when a recipe asks for it; this module itself imports neither it nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from dlrun.errors import RecipeError
+
+MAX_PARAM_VALUE = 500  # MLflow's historical limit (newer servers allow more; older ones refuse more)
+MAX_BATCH = 100  # params per log_batch request
+_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+def flatten(document: Any, prefix: str = "") -> dict[str, str]:
+    """`{model: {layers: [{units: 512}]}}` -> `{"model.layers.0.units": "512"}`.
+
+    Lists of plain values stay one param (`[28, 28, 1]`); lists holding mappings are indexed.
+    """
+    out: dict[str, str] = {}
+    if isinstance(document, dict):
+        for key, value in document.items():
+            if prefix == "" and key == "$schema":
+                continue
+            out.update(flatten(value, f"{prefix}{_KEY_CHARS.sub('_', str(key))}."))
+    elif isinstance(document, list) and any(isinstance(v, dict | list) for v in document):
+        for i, value in enumerate(document):
+            out.update(flatten(value, f"{prefix}{i}."))
+    else:
+        text = json.dumps(document) if isinstance(document, list | bool) or document is None else str(document)
+        if len(text) > MAX_PARAM_VALUE:
+            text = text[: MAX_PARAM_VALUE - 3] + "..."
+        out[prefix[:-1]] = text
+    return out
+
+
+def tracking_uri(value: str | None) -> str | None:
+    """A folder becomes a `file:` URI (MLflow 3 needs MLFLOW_ALLOW_FILE_STORE for those: set if unset)."""
+    if value is None:
+        return None
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", value) or value.startswith(("sqlite:", "databricks")):
+        uri = value
+    else:
+        uri = Path(value.removeprefix("file:")).expanduser().resolve().as_uri()
+    if uri.startswith("file:"):
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return uri
+
+
+def tracking_callbacks(loaded: Any, run: Any) -> list[Any]:
+    """The Keras callbacks the recipe's tracking options ask for (none when `train.mlflow` is unset)."""
+    from dlrun.backend import is_chief
+
+    spec = getattr(loaded.recipe.train, "mlflow", None)
+    if spec is None or not is_chief():  # multi-worker: one MLflow run, from the chief
+        return []
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        raise RecipeError(
+            "train.mlflow needs MLflow, which is not installed: pip install 'dlrun[mlflow]'", path=("train", "mlflow")
+        ) from None
+    return [_mlflow_callback(spec, loaded, run)]
+
+
+def _mlflow_callback(spec: Any, loaded: Any, run: Any) -> Any:
+    import keras
+    from mlflow.entities import Metric, Param, RunStatus
+    from mlflow.tracking import MlflowClient
+
+    from dlrun.train.rundir import atomic_write_text
+
+    uri = tracking_uri(spec.tracking_uri)
+    state_file = Path(run.path) / "mlflow.json"
+
+    class MlflowLogger(keras.callbacks.Callback):
+        """Per-epoch metrics to one MLflow run that spans every stage (and resumes)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.client = MlflowClient(tracking_uri=uri)
+            self.run_id: str | None = None
+
+        def _start(self) -> None:
+            if state_file.is_file():
+                self.run_id = json.loads(state_file.read_text(encoding="utf-8"))["run_id"]
+                self.client.update_run(self.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+                return
+            name = spec.experiment or loaded.recipe.name
+            try:
+                experiment = self.client.get_experiment_by_name(name)
+                experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name)
+                created = self.client.create_run(
+                    experiment_id,
+                    run_name=spec.run_name or Path(run.path).name,
+                    tags={
+                        "dlrun.recipe": str(loaded.source),
+                        "dlrun.run_dir": str(Path(run.path).resolve()),
+                        "dlrun.model_path": str(Path(run.model).resolve()),
+                    },
+                )
+            except Exception as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                where = uri or "its default location"
+                raise RecipeError(f"MLflow at {where}: {first}", path=("train", "mlflow")) from None
+            self.run_id = created.info.run_id
+            params = [Param(k, v) for k, v in flatten(loaded.resolved()).items()]
+            for i in range(0, len(params), MAX_BATCH):
+                self.client.log_batch(self.run_id, params=params[i : i + MAX_BATCH])
+            recipe_file = Path(run.path) / "recipe.yaml"
+            if recipe_file.is_file():
+                self.client.log_artifact(self.run_id, str(recipe_file))
+            record = {"tracking_uri": self.client.tracking_uri, "experiment_id": experiment_id, "run_id": self.run_id}
+            atomic_write_text(state_file, json.dumps(record, indent=2) + "\n")
+
+        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            self._start()
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if self.run_id is None:
+                return
+            now = int(time.time() * 1000)
+            metrics = []
+            for key, value in (logs or {}).items():
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    continue
+                metrics.append(Metric(_KEY_CHARS.sub("_", key), number, now, epoch + 1))
+            if metrics:
+                self.client.log_batch(self.run_id, metrics=metrics)
+
+        def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+            if self.run_id is not None:
+                self.client.set_terminated(self.run_id, status="FINISHED")  # a later stage reopens it
+
+    return MlflowLogger()

@@ -1,0 +1,133 @@
+"""Tracking: MLflow logging (`train.mlflow`) into a local file store; TensorBoard logs by default."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from dlrun import api
+from dlrun.errors import RecipeError
+from dlrun.train.tracking import flatten, tracking_uri
+from tests.conftest import write_recipe
+
+RECIPE = """
+name: tracked
+seed: 0
+data:
+  source: npz
+  path: data.npz
+  inputs: {x: {from: x}}
+  targets: {y: {from: y, steps: [{one_hot: 3}]}}
+  validation_split: 0.25
+model:
+  inputs: {x: {shape: [4]}}
+  layers:
+    - {name: hidden, type: Dense, units: 8, activation: relu}
+    - {name: y, type: Dense, units: 3, activation: softmax}
+compile: {optimizer: adam, loss: categorical_crossentropy, metrics: [accuracy]}
+train:
+  epochs: 1
+  batch_size: 16
+  stages:
+    - {name: first, epochs: 2}
+    - {name: second, epochs: 1, optimizer: {type: Adam, learning_rate: 0.0001}}
+  mlflow: {tracking_uri: STORE, experiment: dlrun-tests}
+"""
+
+
+def _data(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 4), dtype=np.float32)
+    y = rng.integers(0, 3, 64)
+    np.savez(tmp_path / "data.npz", x_train=x, y_train=y, x_test=x[:16], y_test=y[:16])
+
+
+def test_flatten_turns_the_resolved_recipe_into_params():
+    params = flatten(
+        {
+            "$schema": "x",
+            "name": "n",
+            "model": {"inputs": {"image": {"shape": [28, 28, 1]}}, "layers": [{"units": 512, "activation": None}]},
+            "train": {"shuffle": True, "callbacks": []},
+        }
+    )
+    assert params == {
+        "name": "n",
+        "model.inputs.image.shape": "[28, 28, 1]",
+        "model.layers.0.units": "512",
+        "model.layers.0.activation": "null",
+        "train.shuffle": "true",
+        "train.callbacks": "[]",
+    }
+    assert len(flatten({"long": "x" * 10_000})["long"]) == 500
+
+
+def test_a_folder_becomes_a_file_uri(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    assert tracking_uri(str(tmp_path / "mlruns")) == (tmp_path / "mlruns").as_uri()
+    assert tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert tracking_uri(None) is None
+    import os
+
+    assert os.environ["MLFLOW_ALLOW_FILE_STORE"] == "true"
+
+
+def test_mlflow_missing_is_a_clear_user_error(tmp_path, monkeypatch):
+    from dlrun.train.tracking import tracking_callbacks
+
+    _data(tmp_path)
+    loaded = api.load_recipe(write_recipe(tmp_path, RECIPE.replace("STORE", str(tmp_path / "mlruns"))))
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow -> ImportError
+    with pytest.raises(RecipeError, match=r"train.mlflow needs MLflow.*pip install 'dlrun\[mlflow\]'"):
+        tracking_callbacks(loaded, run=None)
+
+
+def test_recipe_without_mlflow_adds_no_callback(tmp_path):
+    from dlrun.train.tracking import tracking_callbacks
+
+    text = RECIPE.replace("  mlflow: {tracking_uri: STORE, experiment: dlrun-tests}\n", "")
+    assert tracking_callbacks(api.load_recipe(write_recipe(tmp_path, text)), run=None) == []
+
+
+def test_training_logs_params_metrics_and_paths_to_a_local_mlflow_store(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _data(tmp_path)
+    store = tmp_path / "mlruns"
+    loaded = api.load_recipe(write_recipe(tmp_path, RECIPE.replace("STORE", str(store))))
+    result = api.train(loaded, runs_root=tmp_path / "runs", quiet=True)
+
+    record = json.loads((result.run.path / "mlflow.json").read_text(encoding="utf-8"))
+    client = MlflowClient(tracking_uri=store.as_uri())
+    run = client.get_run(record["run_id"])
+    assert client.get_experiment(run.info.experiment_id).name == "dlrun-tests"
+    assert run.info.run_name == result.run.path.name
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["model.layers.0.units"] == "8"
+    assert params["train.stages.1.optimizer.learning_rate"] == "0.0001"
+    assert params["compile.loss"] == "categorical_crossentropy"
+    assert "$schema" not in params
+    history = client.get_metric_history(record["run_id"], "loss")
+    assert [m.step for m in history] == [1, 2, 3]  # one run across both stages, step = epoch
+    assert [m.value for m in history] == pytest.approx(result.history["loss"])
+    assert {"val_loss", "accuracy", "val_accuracy"} <= set(run.data.metrics)
+    assert run.data.tags["dlrun.model_path"] == str(result.run.model.resolve())
+    assert result.run.model.is_file()
+    assert run.data.tags["dlrun.run_dir"] == str(result.run.path.resolve())
+    assert [a.path for a in client.list_artifacts(record["run_id"])] == ["recipe.yaml"]
+
+
+def test_tensorboard_logs_are_written_by_default(tmp_path):
+    pytest.importorskip("tensorboard")
+    _data(tmp_path)
+    text = RECIPE.replace("  mlflow: {tracking_uri: STORE, experiment: dlrun-tests}\n", "")
+    loaded = api.load_recipe(write_recipe(tmp_path, text), overrides=["train.stages=[]"])
+    assert loaded.recipe.train.tensorboard is True
+    result = api.train(loaded, runs_root=tmp_path / "runs", quiet=True)
+    assert any(result.run.tensorboard.rglob("events.out.tfevents.*"))
