@@ -102,6 +102,26 @@ def import_model(model: str | Path, *, name: str | None = None) -> tuple[dict[st
     return _import(Path(model), name=name)
 
 
+def predict(
+    run: str | Path,
+    input: str | Path,
+    *,
+    output: str | Path | None = None,
+    batch_size: int | None = None,
+    overwrite: bool = False,
+    trust: bool = False,
+    unsafe: bool = False,
+) -> dict[str, Any]:
+    """Predict on a raw input file (npz, npy, CSV, JSON lines, Parquet, an image or a folder of images) with a
+    run's model; writes CSV or JSON rows (default RUN/predictions/<input stem>.csv) and returns a summary."""
+    from dlrun.predict import predict_file
+
+    target = Path(output) if output is not None else None
+    return predict_file(
+        Path(run), Path(input), output=target, batch_size=batch_size, overwrite=overwrite, trust=trust, unsafe=unsafe
+    )
+
+
 def plot(model: Any, file: Path, *, expand: bool = False) -> None:
     """Draw the model with keras.utils.plot_model (needs pydot and graphviz)."""
     import keras
