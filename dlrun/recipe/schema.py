@@ -401,19 +401,6 @@ class TrainSpec(Strict):
     distribute: DistributeSpec | None = None
     tensorboard: bool = Field(default=True, description="Write TensorBoard logs to <run>/tensorboard.")
     mlflow: MlflowSpec | None = Field(default=None, description="Also log the run to MLflow (`dlrun[mlflow]`).")
-    mlflow: MlflowSpec | None = Field(default=None, description="Also log the run to MLflow (`dlrun[mlflow]`).")
-
-
-class MlflowSpec(Strict):
-    """Log training to MLflow (`pip install 'dlrun[mlflow]'`): the resolved recipe flattened into params,
-    every epoch's metrics, recipe.yaml as an artifact, and the run folder and model paths as tags."""
-
-    tracking_uri: str | None = Field(
-        default=None,
-        description="A folder (e.g. mlruns), or a file:, sqlite: or http(s): URI; default: $MLFLOW_TRACKING_URI.",
-    )
-    experiment: str | None = Field(default=None, description="Experiment name; default: the recipe's name.")
-    run_name: str | None = Field(default=None, description="MLflow run name; default: the run folder's name.")
 
 
 class MlflowSpec(Strict):
