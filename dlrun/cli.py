@@ -35,7 +35,7 @@ TrustOpt = Annotated[bool, typer.Option("--trust", help="Allow custom components
 
 
 def _emit(data: Any) -> None:
-    console.print_json(json.dumps(data, default=str))
+    console.print_json(json.dumps(data, default=str), highlight=False)  # machine output: never coloured
 
 
 def _version(value: bool) -> None:
@@ -245,10 +245,13 @@ def eject(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the code to this new file instead of stdout.")
     ] = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Write plain Keras Python (functional API) that builds the recipe's model."""
     code = api.eject(api.load_recipe(recipe, overrides=set_ or ()))
-    if output is None:
+    if json_out:
+        _emit({"recipe": str(recipe), "code": code})
+    elif output is None:
         console.print(code, end="", markup=False, emoji=False)
     else:
         from dlrun.starter import write_new
@@ -509,11 +512,32 @@ def _metrics_table(title: str, metrics: dict[str, float], outputs: list[str]) ->
     console.print(table)
 
 
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """Usage-error, exit and abort exception classes of typer's bundled click (and click, if present)."""
+    usage: list[type] = []
+    exits: list[type] = [typer.Exit]
+    aborts: list[type] = [typer.Abort]
+    try:
+        from typer._click import exceptions as bundled
+
+        usage.append(bundled.ClickException)
+    except ImportError:
+        pass
+    try:
+        import click
+
+        usage.append(click.ClickException)
+        exits.append(click.exceptions.Exit)
+        aborts.append(click.exceptions.Abort)
+    except ImportError:
+        pass
+    return tuple(usage), tuple(exits), tuple(aborts)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app, maps errors to one line and an exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import click
-
+    usage_errors, exits, aborts = _click_exception_types()
     try:
         app(args=argv, standalone_mode=False, prog_name="dlrun")
     except RecipeError as exc:
@@ -522,12 +546,15 @@ def main(argv: list[str] | None = None) -> int:
     except RunInterrupted as exc:
         err_console.print(f"interrupted (signal {exc.signum}); the run folder holds the state saved so far")
         return EXIT_SIGINT if exc.signum == 2 else EXIT_SIGTERM
-    except click.exceptions.Abort:
+    except aborts:
         err_console.print("aborted")
         return EXIT_SIGINT
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code or 0)
-    except click.ClickException as exc:
+    except exits as exc:
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except usage_errors as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            err_console.print(exc.format_message(), markup=False)  # the help text, asked for by giving nothing
+            return EXIT_USER
         err_console.print(f"error: {exc.format_message()}", markup=False)
         return EXIT_USER
     except KeyboardInterrupt:

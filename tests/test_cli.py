@@ -123,3 +123,10 @@ def test_mnist_recipe_reaches_stated_accuracy(cli, shared_data, tmp_path):
     accuracy = json.loads(result.stdout)["metrics"]["accuracy"]
     print(f"MNIST test accuracy: {accuracy:.4f}")
     assert accuracy >= 0.978
+
+
+@pytest.mark.parametrize("args", [("eval",), ("validate", "--nope", "x"), ("frobnicate",)])
+def test_usage_errors_exit_2_with_one_line(cli, args):
+    result = cli(*args)
+    assert result.code == 2
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
