@@ -7,14 +7,17 @@ progress; `--json` verbs print machine output with `print_json` and nothing else
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from typing import Any
 
 from rich.console import Console
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# rich's NO_COLOR drops colours but keeps bold/italic escapes; NO_COLOR here means no escape codes at all.
+_PLAIN: dict[str, Any] = {"color_system": None} if os.environ.get("NO_COLOR", "") != "" else {}
+console = Console(highlight=False, soft_wrap=True, **_PLAIN)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, **_PLAIN)
 
 
 def format_metrics(logs: dict[str, Any]) -> str:
