@@ -247,7 +247,12 @@ def _class_index(y: np.ndarray) -> np.ndarray:
 
 @dataclass
 class StreamSplit:
-    """One split read from disk: a table plus how its columns become inputs, targets and weights."""
+    """One split read from disk: a table plus how its columns become inputs, targets and weights.
+
+    The pipeline is `records -> batch -> example (vectorized) -> [cache] -> unbatch -> shuffle -> batch ->
+    prefetch`: per-row work stays in tf.data's C++ (parsing, decoding, shuffling); the Python-defined
+    mapping runs once per batch. The shuffle buffer is bounded by the memory budget.
+    """
 
     table: StreamTable
     spec: DataSpec
@@ -263,6 +268,7 @@ class StreamSplit:
         return list(dict.fromkeys(cols))
 
     def _feature(self, record: dict[str, Any], feature: FeatureSpec, where: KeyPath, name: str, target: bool) -> Any:
+        """One feature of a batch of records (every tensor has the batch as its first axis)."""
         import tensorflow as tf
 
         values = []
@@ -276,7 +282,7 @@ class StreamSplit:
         if len(values) == 1:
             x = values[0]
         else:
-            parts = [tf.reshape(v, [-1]) if v.shape.rank == 0 else v for v in values]
+            parts = [tf.expand_dims(v, -1) if v.shape.rank == 1 else v for v in values]
             if parts[0].dtype != tf.string:
                 parts = [tf.cast(p, tf.float32) for p in parts]
             x = tf.concat(parts, axis=-1)
@@ -292,6 +298,7 @@ class StreamSplit:
         return x
 
     def example(self, record: dict[str, Any], inputs: list[str], outputs: list[str]) -> tuple[Any, ...]:
+        """A batch of records -> (x, y) or (x, y, sample weights), structured like the model's inputs/outputs."""
         import tensorflow as tf
 
         spec = self.spec
@@ -301,13 +308,15 @@ class StreamSplit:
         y = ys[outputs[0]] if len(outputs) == 1 else ys
         if self.split != "train" or (self.class_weight is None and not spec.sample_weight):
             return (x, y)
-        w = tf.constant(1.0)
+        first = record[next(iter(record))]
+        w = tf.ones(tf.shape(first)[:1], tf.float32)
         if self.class_weight is not None:
             name, feature = next(iter(spec.targets.items()))
             label = self._feature(record, feature.model_copy(update={"steps": []}), ("data",), name, True)
-            w = w * tf.gather(tf.constant(self.class_weight), tf.cast(tf.reshape(label, [-1])[0], tf.int32))
+            label = tf.reshape(label, tf.shape(label)[:1])
+            w = w * tf.gather(tf.constant(self.class_weight), tf.cast(label, tf.int32))
         if spec.sample_weight:
-            w = w * tf.cast(record[spec.sample_weight], tf.float32)
+            w = w * tf.reshape(tf.cast(record[spec.sample_weight], tf.float32), tf.shape(w))
         return (x, y, w if len(outputs) == 1 else dict.fromkeys(outputs, w))
 
     def cache_fits(self) -> bool:
@@ -315,39 +324,65 @@ class StreamSplit:
             return bool(self.spec.cache)
         return self.table.count * self.table.row_bytes() <= self.spec.memory_budget_mb * 2**20 / 2
 
+    def _batches(self, inputs: list[str], outputs: list[str], batch: int, shuffle_seed: int | None = None) -> Any:
+        import tensorflow as tf
+
+        ds = self.table.dataset(self.columns(), shuffle_seed=shuffle_seed)
+        return ds.batch(batch).map(lambda r: self.example(r, inputs, outputs), num_parallel_calls=tf.data.AUTOTUNE)
+
     def dataset(self, inputs: list[str], outputs: list[str], batch_size: int, *, training: bool, shuffle: bool) -> Any:
         import tensorflow as tf
 
         cache = self.cache_fits()
-        budget_rows = int(self.spec.memory_budget_mb * 2**20 / 4 / self.table.row_bytes())
-        buffer = max(1, min(self.spec.shuffle_buffer, self.table.count, budget_rows))
-        seed = self.seed if training and shuffle and not cache else None
-        ds = self.table.dataset(self.columns(), shuffle_seed=seed, buffer_rows=buffer)
-        ds = ds.map(lambda r: self.example(r, inputs, outputs), num_parallel_calls=tf.data.AUTOTUNE)
+        shuffle = training and shuffle
+        # a file list shuffles whole (cheap, before decoding); rows of a CSV/JSON stream use a bounded buffer
+        whole = shuffle and not cache and getattr(self.table.reader, "shuffles_itself", False)
+        ds = self._batches(inputs, outputs, 256 if (cache or shuffle) else batch_size, self.seed if whole else None)
         if cache:
             ds = ds.cache()
-            if training and shuffle:
+        if (cache or shuffle) and not whole:
+            ds = ds.unbatch()
+            if shuffle:
+                budget_rows = int(self.spec.memory_budget_mb * 2**20 / 4 / self._example_bytes(ds.element_spec))
+                buffer = max(1, min(self.spec.shuffle_buffer, self.table.count, budget_rows))
                 ds = ds.shuffle(buffer, seed=self.seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size)
+            ds = ds.batch(batch_size)
+        elif whole:
+            ds = ds.unbatch().batch(batch_size)
         return ds.prefetch(tf.data.AUTOTUNE)
 
+    @staticmethod
+    def _example_bytes(spec: Any) -> float:
+        """Memory of one element in a shuffle buffer: its values plus per-tensor overhead."""
+        import tensorflow as tf
+
+        total = 0.0
+        for s in tf.nest.flatten(spec):
+            n = float(np.prod([d or 1 for d in s.shape])) if s.shape.rank else 1.0
+            total += 128 + n * (64 if s.dtype == tf.string else s.dtype.size)
+        return total
+
     def element_spec(self, inputs: list[str], outputs: list[str]) -> Any:
-        ds = self.table.dataset(self.columns()).map(lambda r: self.example(r, inputs, outputs))
-        return ds.element_spec
+        """Per-sample specs (the batch axis removed) of (x, y[, w])."""
+        import tensorflow as tf
+
+        spec = self._batches(inputs, outputs, 2).element_spec
+        return tf.nest.map_structure(lambda s: tf.TensorSpec(s.shape[1:], s.dtype), spec)
 
 
 def _tf_step(step: Step, x: Any, where: KeyPath) -> Any:
+    """An array step on a batch."""
     import tensorflow as tf
 
     if step.reshape is not None:
-        return tf.reshape(x, step.reshape)
+        return tf.reshape(x, [-1, *step.reshape])
     if step.scale is not None:
         s = step.scale
         return tf.cast(x, tf.float32) * (s.multiply / s.divide) + s.offset
     if step.cast is not None:
         return tf.cast(x, step.cast)
     if step.one_hot is not None:
-        return tf.one_hot(tf.cast(tf.reshape(x, []), tf.int32), step.one_hot)
+        return tf.one_hot(tf.cast(tf.reshape(x, [-1]), tf.int32), step.one_hot)
     raise RecipeError(
         "standardize is not available for data streamed from disk; use `preprocess: [{type: Normalization}]` "
         "(adapted on the training split, and saved with the model)",
@@ -413,8 +448,8 @@ class Prepared:
         if isinstance(data, StreamSplit):
             inputs = list(data.spec.inputs)
             outputs = list(data.spec.targets)
-            ds = data.table.dataset(data.columns()).map(lambda r: data.example(r, inputs, outputs)[0])
-            return ds.map(lambda x: x[name] if isinstance(x, dict) else x).batch(batch_size)
+            ds = data._batches(inputs, outputs, batch_size)
+            return ds.map(lambda *e: e[0][name] if isinstance(e[0], dict) else e[0])
         return data[0][name]
 
     def input_spec(self, name: str, inputs: list[str], outputs: list[str]) -> tuple[tuple[int | None, ...], str]:

@@ -302,16 +302,23 @@ class CsvReader:
             select_cols=cols,
             compression_type="GZIP" if self.file.suffix == ".gz" else None,
         )
-        ds = ds.map(lambda *fields: dict(zip(names, fields, strict=True)), num_parallel_calls=tf.data.AUTOTUNE)
-        for n in names:
-            dtype = self.columns[n].dtype
-            if dtype not in ("string", "float32"):
-                ds = ds.map(lambda r, n=n, dtype=dtype: {**r, n: tf.cast(r[n], dtype)})
+        chunk = 4096  # rows are parsed in C++; the Python-defined mapping runs once per chunk
+        ds = ds.batch(chunk).map(lambda *fields: dict(zip(names, fields, strict=True)))
+        casts = {n: self.columns[n].dtype for n in names if self.columns[n].dtype not in ("string", "float32")}
+        if casts:
+            ds = ds.map(lambda r: {k: tf.cast(v, casts[k]) if k in casts else v for k, v in r.items()})
         if indices is not None and len(indices) < self.count:
             mask = np.zeros(self.count, dtype=bool)
             mask[indices] = True
             keep = tf.constant(mask)
-            ds = ds.enumerate().filter(lambda i, r: keep[i]).map(lambda i, r: r)
+
+            def subset(b: Any, r: dict[str, Any]) -> dict[str, Any]:
+                n = tf.shape(next(iter(r.values())))[0]
+                rows = keep[b * chunk : b * chunk + tf.cast(n, tf.int64)]
+                return {k: tf.boolean_mask(v, rows) for k, v in r.items()}
+
+            ds = ds.enumerate().map(subset)
+        ds = ds.unbatch()
         if shuffle_seed is not None:
             ds = ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
         return ds
@@ -457,6 +464,8 @@ def read_parquet(file: Path, limit: int | None = None) -> ArrayTable:
 class FileListReader:
     """Image or text files with integer labels (from their class folder), loaded per row by tf.data."""
 
+    shuffles_itself = True  # the whole list of names, before decoding
+
     def __init__(
         self,
         kind: str,
@@ -527,6 +536,8 @@ class FileListReader:
 
 class ArrayReader:
     """In-memory columns read like a stream (when other splits of the same data are streamed)."""
+
+    shuffles_itself = True
 
     def __init__(self, table: ArrayTable) -> None:
         self.table = table
