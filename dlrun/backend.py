@@ -46,10 +46,31 @@ def activate(recipe: Recipe) -> str:
         _split_cpu(distribute.cpu_devices)
     if distribute is not None and distribute.cpu_devices and backend == "jax":
         os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={distribute.cpu_devices}")
-    import keras
+    with _native_stderr_silenced():
+        import keras
 
     keras.mixed_precision.set_global_policy(recipe.train.precision)
     return backend
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Hide the C++ start-up chatter TensorFlow writes to fd 2 while it loads (absl, cudart); Python
+    exceptions still propagate. Off when DLRUN_VERBOSE is set."""
+    if os.environ.get("DLRUN_VERBOSE") or "keras" in sys.modules:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def _split_cpu(count: int) -> None:

@@ -47,6 +47,9 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 }
 
 
+MAX_SEQUENCE = 100_000  # longest string or list an expression may build
+
+
 class ExprError(ValueError):
     """An expression that does not parse, names something unknown, or fails to evaluate."""
 
@@ -69,6 +72,11 @@ def _eval(node: ast.AST, names: Mapping[str, Any]) -> Any:
         left, right = _eval(node.left, names), _eval(node.right, names)
         if isinstance(node.op, ast.Pow) and isinstance(right, int | float) and abs(right) > 64:
             raise ExprError("exponent too large")
+        if isinstance(node.op, ast.Mult) and any(isinstance(v, str | list) for v in (left, right)):
+            count = right if isinstance(left, str | list) else left
+            size = len(left if isinstance(left, str | list) else right)
+            if isinstance(count, int) and count * size > MAX_SEQUENCE:
+                raise ExprError(f"result longer than {MAX_SEQUENCE} items")
         return _BINOPS[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp):
         value = _eval(node.operand, names)
