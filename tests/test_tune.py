@@ -111,7 +111,7 @@ def test_each_trial_is_an_ordinary_run_folder(digits_study):
     folder, result = digits_study["dir"], digits_study["second"]
     for row in result.rows:
         run = folder / row["run"]
-        assert run.parent.parent == folder / "trials"
+        assert run.parent.parent.parent == folder / "trials" and run.parent.name == "digits"
         assert {"recipe.yaml", "model.keras", "history.json", "eval.json"} <= {p.name for p in run.iterdir()}
         replay = api.load_recipe(run / "recipe.yaml")  # the user's recipe plus the values, no search, no reporter
         assert replay.recipe.search is None

@@ -3,7 +3,7 @@
 Study folder layout:
   study.json         what the study asks (space + objective, and their sha256), the recipe and overrides
   study.journal      Optuna's journal storage: every trial, its state, parameters and per-epoch values
-  trials/NNNN/<ts>/  each trial's ordinary run folder (recipe.yaml replays it with `dlrun train`)
+  trials/NNNN/<name>/<ts>/  each trial's ordinary run folder (recipe.yaml replays it with `dlrun train`)
   leaderboard.csv    all trials, best first (also .json); rewritten after every trial
   best.yaml          the best complete trial's resolved recipe, without `search:`
 
@@ -290,13 +290,13 @@ class _Objective:
         except RecipeError as exc:
             trial.set_user_attr("error", str(exc))
             raise TrialFailed(str(exc)) from None
-        _detach_search(loaded, trial.number)
+        _detach_search(loaded)
         link = pruning.TrialLink(trial, objective.metric, objective.goal == "maximize", objective.at)
         pruning.ACTIVE = link
         try:
             result = api.train(
                 loaded,
-                runs_root=self.folder / "trials",
+                runs_root=self.folder / "trials" / f"{trial.number:04d}",
                 trust=self.trust,
                 quiet=True,
                 overrides=(*self.overrides, *extra),
@@ -334,7 +334,7 @@ class _Objective:
         return score
 
     def _record_run(self, trial: Any) -> None:
-        runs = sorted((self.folder / "trials" / f"{trial.number:04d}").glob("*"))
+        runs = sorted((self.folder / "trials" / f"{trial.number:04d}").glob("*/*"))
         if runs:
             trial.set_user_attr("run", self._relative(runs[-1]))
 
@@ -385,16 +385,15 @@ def _release_models() -> None:
     keras.backend.clear_session()
 
 
-def _detach_search(loaded: LoadedRecipe, number: int) -> None:
-    """Make a loaded trial recipe an ordinary one: no `search:`, its own run folder, the trial reporter.
+def _detach_search(loaded: LoadedRecipe) -> None:
+    """Make a loaded trial recipe an ordinary one: no `search:`, plus the trial reporter.
 
-    Only the in-memory recipe gets the run folder name and reporter callback; the run's recipe.yaml (from
-    the document) stays the user's recipe with this trial's values.
+    Only the in-memory recipe gets the reporter callback; the run's recipe.yaml (from the document) stays
+    the user's recipe with this trial's values.
     """
     loaded.doc.data.pop("search", None)
     recipe = loaded.recipe
     recipe.search = None
-    recipe.name = f"{number:04d}"
     recipe.imports = [*recipe.imports, REPORTER.split(":")[0]]
     recipe.train = recipe.train.model_copy(update={"callbacks": [*recipe.train.callbacks, Component(type=REPORTER)]})
 
