@@ -103,6 +103,8 @@ def strategy_scope(recipe: Recipe) -> Iterator[Any]:
         if backend != "jax":
             raise RecipeError("strategy data_parallel (keras.distribution) needs the jax backend",
                               path=("train", "distribute", "strategy"))  # fmt: skip
+        if os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES"):
+            keras.distribution.initialize()  # multi-host: addresses and ids from KERAS_DISTRIBUTION_* variables
         keras.distribution.set_distribution(keras.distribution.DataParallel())
         yield None
         return
@@ -125,6 +127,9 @@ def strategy_scope(recipe: Recipe) -> Iterator[Any]:
 def is_chief() -> bool:
     """Whether this process writes the run folder (always, except non-chief multi-worker processes)."""
     import json
+
+    if os.environ.get("KERAS_DISTRIBUTION_PROCESS_ID", "0") != "0":
+        return False
 
     config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     task = config.get("task") or {}
