@@ -131,6 +131,7 @@ def test_members_must_share_inputs_and_outputs(members, tmp_path):
         api.ensemble(members["runs"], method="vote", export=tmp_path / "v.keras")
 
 
+@pytest.mark.slow
 def test_cli_ensemble_table(members, cli):
     table = cli("ensemble", *[str(r) for r in members["runs"]], "--weights", "1,1,2")
     assert table.code == 0, table.stderr

@@ -192,6 +192,7 @@ def test_pruned_trial_is_recorded(tmp_path, monkeypatch):
     assert study.trials[0].state == optuna.trial.TrialState.PRUNED and study.trials[0].intermediate_values
 
 
+@pytest.mark.slow
 def test_unlogged_objective_metric_is_a_located_error(tmp_path):
     recipe = _small(tmp_path, "    model.layers[0].units: {choice: [4]}", epochs=1)
     recipe.write_text(recipe.read_text().replace("metric: val_accuracy", "metric: val_acuracy, direction: max"))
