@@ -170,7 +170,7 @@ MEMORY_PROBE = textwrap.dedent(
     out = {}
     for label, path in (("warm", "small.csv"), ("small", "small.csv"), ("big", "big.csv")):
         result = api.train(api.load_recipe(sys.argv[1], [f"data.path={path}"]), runs_root=Path("runs"), quiet=True)
-        out[label] = {"peak": mib("VmHWM"), "rss": mib("VmRSS"), "accuracy": result.history["accuracy"][-1]}
+        out[label] = {"peak": mib("VmHWM"), "rss": mib("VmRSS"), "accuracy": result.history["val_accuracy"][-1]}
     print(json.dumps(out))
     """
 )
@@ -227,7 +227,7 @@ def test_a_csv_larger_than_the_memory_budget_streams_with_bounded_memory(tmp_pat
     big = out["big"]["peak"] - out["small"]["peak"]
     print(f"CSV {size_mb:.1f} MiB, budget 2 MiB: peak +{big:.1f} MiB (a small run adds {per_run:.1f} MiB)")
     assert big < per_run + size_mb / 2, out  # reading the file into memory would take several times its size
-    assert out["big"]["accuracy"] > 0.9  # and it learned from the stream
+    assert out["big"]["accuracy"] > 0.9  # and it learned from the stream (held-out rows of the same file)
 
 
 @pytest.mark.slow
