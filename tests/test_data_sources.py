@@ -363,3 +363,29 @@ def test_unknown_source_and_sklearn_name_are_schema_errors():
         data_spec(source="cvs", inputs={"x": {"from": "a"}}, targets={"y": {"from": "b"}})
     with pytest.raises(ValidationError, match="source sklearn needs `name:`"):
         data_spec(source="sklearn", name="iris2", inputs={"x": {"from": "a"}}, targets={"y": {"from": "b"}})
+
+
+def test_jsonl_and_text_folders_stream_like_they_load(tmp_path):
+    rows = [{"text": f"words {i}", "label": i % 3, "score": i / 2} for i in range(23)]
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    for cls in ("a", "b"):
+        (tmp_path / "docs" / cls).mkdir(parents=True)
+        for i in range(5):
+            (tmp_path / "docs" / cls / f"{i}.txt").write_text(f"{cls} text {i}", encoding="utf-8")
+    cases = [
+        {"source": "jsonl", "path": "r.jsonl", "inputs": {"t": {"from": "text"}, "s": {"from": "score"}},
+         "targets": {"y": {"from": "label"}}, "validation_split": 0.3},
+        {"source": "text", "path": "docs", "inputs": {"t": {"from": "text"}}, "targets": {"y": {"from": "label"}},
+         "validation_split": 0.3},
+    ]  # fmt: skip
+    for case in cases:
+        memory = prepare(data_spec(**case, stream=False), tmp_path, seed=3)
+        streamed = prepare(data_spec(**case, stream=True), tmp_path, seed=3)
+        assert streamed.streamed("validation") and not memory.streamed("validation")
+        inputs = list(case["inputs"])
+        ds, _ = streamed.feed("validation", inputs, ["y"], batch_size=4, training=False)
+        got = [b for b in ds.as_numpy_iterator()]
+        xs = [b[0] if len(inputs) == 1 else b[0]["t"] for b in got]
+        texts = [t.decode() for t in np.concatenate(xs)]
+        assert texts == memory.splits["validation"][0]["t"].tolist()
+        assert np.concatenate([b[1] for b in got]).tolist() == memory.splits["validation"][1]["y"].tolist()
