@@ -271,3 +271,13 @@ def test_cli_eject_and_import(cli, tmp_path, capsys):
     missing = cli("import", str(tmp_path / "none.keras"))
     assert missing.code == 2
     assert missing.stderr.strip().splitlines()[-1] == f"error: model file not found: {tmp_path / 'none.keras'}"
+
+
+def test_import_notes_adapted_preprocessing_layers(tmp_path):
+    norm = keras.layers.Normalization(name="norm")
+    norm.adapt(np.arange(12, dtype="float32").reshape(4, 3))
+    inputs = keras.Input((3,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(1, name="y")(norm(inputs)))
+    document, text = _import(model, tmp_path)
+    assert document["model"]["layers"][0] == {"name": "norm", "type": "Normalization"}
+    assert "# NOTE: norm (Normalization): statistics or vocabularies learned by adapt() are state" in text

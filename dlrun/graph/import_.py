@@ -25,6 +25,7 @@ from dlrun.graph import catalog
 from dlrun.recipe.schema import NAME_PATTERN
 
 MODEL_CLASSES = ("Functional", "Sequential", "Model")
+ADAPTED_LAYERS = ("Normalization", "TextVectorization", "StringLookup", "IntegerLookup", "Discretization")
 _NAME_RE = re.compile(NAME_PATTERN)
 
 
@@ -549,6 +550,17 @@ def recipe_from_model(model: Any, *, name: str | None = None) -> tuple[dict[str,
         compile_config = model._compile_config.config
     compile_section, placeholder = _compile_section(compile_config, outputs, activations)
     notes = []
+    adapted = [
+        f"{node['name']} ({node['type']})"
+        for g in (graph, *converter.submodels.values())
+        for node in g["layers"]
+        if node.get("type") in ADAPTED_LAYERS
+    ]
+    if adapted:
+        notes.append(
+            f"{', '.join(adapted)}: statistics or vocabularies learned by adapt() are state, not arguments; "
+            "declare such layers under data.inputs.<name>.preprocess to adapt them on the training split"
+        )
     if placeholder:
         notes.append("the model was not compiled: `compile` holds a placeholder loss; set the real one")
     shapes = model.outputs if isinstance(model.outputs, list) else [model.outputs]
