@@ -349,6 +349,8 @@ class StreamSplit:
             ds = ds.batch(batch_size)
         elif whole:
             ds = ds.unbatch().batch(batch_size)
+        # filters and unbatching hide the length from Keras; the table knows it (progress, no warnings)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-self.table.count // batch_size)))
         return ds.prefetch(tf.data.AUTOTUNE)
 
     @staticmethod
