@@ -27,7 +27,7 @@ from dlrun.console import make_progress_callback, say
 from dlrun.errors import RecipeError, RunInterrupted
 from dlrun.recipe.compose import LoadedRecipe, dump_yaml
 from dlrun.recipe.schema import CompileSpec, Component, StageSpec
-from dlrun.train.feed import train_feed
+from dlrun.train.feed import as_dataset, multi_process, train_feed
 from dlrun.train.rundir import (
     RunDir,
     atomic_target,
@@ -390,6 +390,8 @@ def _fit_stages(
     outputs, inputs = graph.outputs, list(graph.inputs)
     x, y = _fit_inputs(prepared, "train", outputs, inputs)
     validation = _fit_inputs(prepared, "validation", outputs, inputs) if "validation" in prepared.splits else None
+    if validation is not None and multi_process():
+        validation = (as_dataset(*validation, recipe.eval.batch_size or recipe.train.batch_size), None)
     base_callbacks = make_callbacks(recipe.train.callbacks, run, importer, ("train", "callbacks"))
     tensorboard_installed = importlib.util.find_spec("tensorboard") is not None
     if (
@@ -447,7 +449,7 @@ def _fit_stages(
                     steps_per_epoch=feed.steps_per_epoch,
                     epochs=epoch + stage.epochs,
                     initial_epoch=first,
-                    validation_data=validation,
+                    validation_data=validation[0] if validation is not None and validation[1] is None else validation,
                     validation_batch_size=recipe.eval.batch_size or recipe.train.batch_size,
                     shuffle=feed.shuffle,
                     callbacks=[
