@@ -145,7 +145,8 @@ def test_failed_checkpoint_save_keeps_the_previous_checkpoint(tmp_path, monkeypa
     import keras
 
     text = RECIPE.replace("EPOCHS", "3").replace(
-        "  deterministic: true", "  deterministic: true\n  callbacks: [{type: ModelCheckpoint, filepath: last.weights.h5}]"
+        "  deterministic: true",
+        "  deterministic: true\n  callbacks: [{type: ModelCheckpoint, filepath: last.weights.h5}]",
     )
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 32)).astype("float32")

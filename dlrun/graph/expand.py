@@ -170,7 +170,9 @@ class _Expander:
             if not (isinstance(repeat, int) and not isinstance(repeat, bool)) and not (
                 isinstance(repeat, list) and all(isinstance(r, dict) for r in repeat)
             ):
-                raise self.err(f"`repeat` must give an integer or a list of mappings, got {repeat!r}", (*path, "repeat"))
+                raise self.err(
+                    f"`repeat` must give an integer or a list of mappings, got {repeat!r}", (*path, "repeat")
+                )
         copies: list[dict[str, Any]]
         if repeat is None:
             copies = [{}]
