@@ -69,9 +69,13 @@ def per_output(value: Any, outputs: list[str], factory: Any) -> dict[str, Any]:
     return {out: factory(value) for out in outputs}
 
 
-def _auto_steps() -> int:
-    """32 steps per call, except under a tf.distribute strategy (Keras' multi-step loop fails there)."""
+def _auto_steps(deterministic: bool = False) -> int:
+    """32 steps per call, except under a tf.distribute strategy (Keras' multi-step loop fails there) and in
+    deterministic mode, whose per-epoch stream must not be read in chunks that straddle epochs."""
     import keras
+
+    if deterministic:
+        return 1
 
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -89,6 +93,7 @@ def compile_model(
     *,
     optimizer: Component | None = None,
     loss_weights: dict[str, float] | None = None,
+    deterministic: bool = False,
 ) -> None:
     """`model.compile` from the recipe's compile section (optionally a stage's optimizer/weights)."""
     opt = make("optimizers", optimizer or spec.optimizer, importer, ("compile", "optimizer"))
@@ -118,7 +123,9 @@ def compile_model(
         loss_weights=weights,
         metrics=metrics,
         jit_compile=spec.jit_compile,
-        steps_per_execution=_auto_steps() if spec.steps_per_execution == "auto" else spec.steps_per_execution,
+        steps_per_execution=_auto_steps(deterministic)
+        if spec.steps_per_execution == "auto"
+        else spec.steps_per_execution,
     )
 
 
@@ -418,7 +425,13 @@ def _fit_stages(
                 epoch += stage.epochs  # finished before the interruption
                 continue
             compile_model(
-                model, recipe.compile, outputs, importer, optimizer=stage.optimizer, loss_weights=stage.loss_weights
+                model,
+                recipe.compile,
+                outputs,
+                importer,
+                optimizer=stage.optimizer,
+                loss_weights=stage.loss_weights,
+                deterministic=recipe.train.deterministic,
             )
             first = max(epoch, start)
             if resuming and first == start:
