@@ -389,3 +389,17 @@ def test_jsonl_and_text_folders_stream_like_they_load(tmp_path):
         texts = [t.decode() for t in np.concatenate(xs)]
         assert texts == memory.splits["validation"][0]["t"].tolist()
         assert np.concatenate([b[1] for b in got]).tolist() == memory.splits["validation"][1]["y"].tolist()
+
+
+def test_streamed_csv_with_quoted_newlines_blank_lines_and_crlf(tmp_path):
+    (tmp_path / "crlf.csv").write_bytes(b'v,t,y\r\n1,"x",0\r\n2,"y",1\r\n')
+    (tmp_path / "multi.csv").write_text('v,t,y\n1,"multi\nline",0\n\n2,"y",1\n', encoding="utf-8")
+    for name in ("crlf.csv", "multi.csv"):
+        spec = data_spec(
+            source="csv", path=name, stream=True, inputs={"v": {"from": "v"}, "t": {"from": "t"}},
+            targets={"y": {"from": "y"}},
+        )  # fmt: skip
+        prepared = prepare(spec, tmp_path, seed=0)
+        (x, y), *_ = list(prepared.feed("train", ["v", "t"], ["y"], 8, training=False)[0].as_numpy_iterator())
+        assert x["v"].tolist() == [1.0, 2.0] and y.tolist() == [0, 1]
+        assert x["t"][0].decode() == ("x" if name == "crlf.csv" else "multi\nline")

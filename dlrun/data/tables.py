@@ -218,6 +218,9 @@ class CsvReader:
                 if len(sample) >= sample_rows:
                     break
         self._count: int | None = None
+        self.one_record_per_line = False
+        with gzip.open(file, "rb") if file.suffix == ".gz" else file.open("rb") as raw:
+            self.crlf = raw.readline().endswith(b"\r\n")
         self.columns: dict[str, Column] = {}
         for j, name in enumerate(self.header):
             values = [r[j] for r in sample if j < len(r)]
@@ -234,19 +237,24 @@ class CsvReader:
         return self._count
 
     def _rows(self) -> Any:
+        """(line number where the record ends, fields) of every non-empty record."""
         with open_text(self.file) as fh:
             reader = csv.reader(fh, delimiter=self.delimiter)
             next(reader)
-            for line, row in enumerate(reader, start=2):
+            for row in reader:
                 if row:
-                    yield line, row
+                    yield reader.line_num, row
 
     def _scan(self, numeric: dict[str, KeyPath]) -> None:
         idx = [self.header.index(n) for n in numeric]
         width = len(self.header)
         count = 0
+        previous = 1
+        regular = True  # one record per line, no blank lines: lines can be parsed in parallel batches
         for line, row in self._rows():
             count += 1
+            regular = regular and line == previous + 1
+            previous = line
             if len(row) != width:
                 raise RecipeError(
                     f"{self.origin} line {line} has {len(row)} fields, the header has {width}", path=("data", "path")
@@ -259,6 +267,7 @@ class CsvReader:
                         path=numeric[name],
                     )
         self._count = count
+        self.one_record_per_line = regular and not self.crlf
 
     def check_finite(self, wheres: dict[str, KeyPath]) -> None:
         """One pass: count the rows; NaN or empty numeric fields are errors (named by column and line)."""
@@ -294,16 +303,32 @@ class CsvReader:
         defaults = [
             tf.constant([], dtype=tf.string if self.columns[n].dtype == "string" else tf.float32) for n in names
         ]
-        ds = tf.data.experimental.CsvDataset(
-            str(self.file),
-            defaults,
-            header=True,
-            field_delim=self.delimiter,
-            select_cols=cols,
-            compression_type="GZIP" if self.file.suffix == ".gz" else None,
-        )
         chunk = 4096  # rows are parsed in C++; the Python-defined mapping runs once per chunk
-        ds = ds.batch(chunk).map(lambda *fields: dict(zip(names, fields, strict=True)))
+        compression = "GZIP" if self.file.suffix == ".gz" else None
+        self.count  # noqa: B018 (the scan that also tells whether records are one per line)
+        if self.one_record_per_line:  # batches of lines parsed in parallel by decode_csv
+            lines = tf.data.TextLineDataset(str(self.file), compression_type=compression).skip(1).batch(chunk)
+            ds = lines.map(
+                lambda batch: dict(
+                    zip(
+                        names,
+                        tf.io.decode_csv(batch, defaults, field_delim=self.delimiter, select_cols=cols),
+                        strict=True,
+                    )
+                ),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
+            )
+        else:  # quoted newlines, blank lines or CRLF: Python's csv module, one record at a time (slower)
+            numeric = [self.columns[n].dtype != "string" for n in names]
+
+            def records() -> Any:
+                for _, row in self._rows():
+                    yield tuple(_to_float(row[j]) if num else row[j] for j, num in zip(cols, numeric, strict=True))
+
+            signature = tuple(tf.TensorSpec((), tf.float32 if num else tf.string) for num in numeric)
+            ds = tf.data.Dataset.from_generator(records, output_signature=signature)
+            ds = ds.batch(chunk).map(lambda *fields: dict(zip(names, fields, strict=True)))
         casts = {n: self.columns[n].dtype for n in names if self.columns[n].dtype not in ("string", "float32")}
         if casts:
             ds = ds.map(lambda r: {k: tf.cast(v, casts[k]) if k in casts else v for k, v in r.items()})
