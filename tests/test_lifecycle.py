@@ -73,6 +73,7 @@ def test_two_deterministic_runs_give_identical_metrics(tmp_path):
     assert first.metrics == second.metrics
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_mid_epoch_gives_the_same_weights(tmp_path):
     recipe = _recipe(tmp_path, epochs=6, n=6000)
     straight = api.train(api.load_recipe(recipe), runs_root=tmp_path / "straight", quiet=True)
@@ -113,6 +114,7 @@ def test_resume_after_sigkill_mid_epoch_gives_the_same_weights(tmp_path):
     assert history["loss"] == straight.history["loss"]
 
 
+@pytest.mark.slow
 def test_sigint_stops_gracefully_with_exit_130_and_a_resumable_state(tmp_path):
     recipe = _recipe(tmp_path, epochs=50, n=4000)
     runs = tmp_path / "runs"
