@@ -335,6 +335,8 @@ class StreamSplit:
 
         cache = self.cache_fits()
         shuffle = training and shuffle
+        if cache and shuffle:  # it fits: read it once, then shuffle indices and gather, as Keras does for arrays
+            return self._in_memory(inputs, outputs, batch_size)
         # a file list shuffles whole (cheap, before decoding); rows of a CSV/JSON stream use a bounded buffer
         whole = shuffle and not cache and getattr(self.table.reader, "shuffles_itself", False)
         ds = self._batches(inputs, outputs, 256 if (cache or shuffle) else batch_size, self.seed if whole else None)
@@ -352,6 +354,17 @@ class StreamSplit:
         # filters and unbatching hide the length from Keras; the table knows it (progress, no warnings)
         ds = ds.apply(tf.data.experimental.assert_cardinality(-(-self.table.count // batch_size)))
         return ds.prefetch(tf.data.AUTOTUNE)
+
+    def _in_memory(self, inputs: list[str], outputs: list[str], batch_size: int) -> Any:
+        import tensorflow as tf
+
+        parts = list(self._batches(inputs, outputs, 1024).as_numpy_iterator())
+        if not parts:
+            raise RecipeError(f"the {self.split} split of {self.table.origin} is empty", path=("data",))
+        joined = tf.nest.map_structure(lambda *a: np.concatenate(a), *parts)
+        w = joined[2] if len(joined) > 2 else None
+        w = next(iter(w.values())) if isinstance(w, dict) else w
+        return _array_dataset(joined[0], joined[1], w, batch_size, shuffle=True, seed=self.seed)
 
     @staticmethod
     def _example_bytes(spec: Any) -> float:
@@ -496,7 +509,7 @@ def _array_dataset(x: Any, y: Any, w: np.ndarray | None, batch: int, *, shuffle:
     import tensorflow as tf
 
     def tensor(a: np.ndarray) -> Any:
-        return tf.constant(a.astype(str) if a.dtype.kind == "O" else a) if a.dtype.kind in "OUS" else tf.constant(a)
+        return tf.constant(a.tolist(), dtype=tf.string) if a.dtype.kind in "OUS" else tf.constant(a)
 
     tx = {k: tensor(v) for k, v in x.items()} if isinstance(x, dict) else tensor(x)
     ty = {k: tensor(v) for k, v in y.items()} if isinstance(y, dict) else tensor(y)
