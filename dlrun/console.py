@@ -12,12 +12,26 @@ import sys
 import time
 from typing import Any
 
-from rich.console import Console
 
-# rich's NO_COLOR drops colours but keeps bold/italic escapes; NO_COLOR here means no escape codes at all.
-_PLAIN: dict[str, Any] = {"color_system": None} if os.environ.get("NO_COLOR", "") != "" else {}
-console = Console(highlight=False, soft_wrap=True, **_PLAIN)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True, **_PLAIN)
+class _LazyConsole:
+    """A rich Console created on first use: `dlrun validate` prints without importing rich (~0.1 s)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            # rich's NO_COLOR drops colours but keeps bold/italic escapes; here it means no escape codes at all.
+            plain: dict[str, Any] = {"color_system": None} if os.environ.get("NO_COLOR", "") != "" else {}
+            self._console = Console(highlight=False, soft_wrap=True, **plain, **self._options)
+        return getattr(self._console, name)
+
+
+console: Any = _LazyConsole()
+err_console: Any = _LazyConsole(stderr=True)
 
 
 def format_metrics(logs: dict[str, Any]) -> str:

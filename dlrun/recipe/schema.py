@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from dlrun.ensemble import EnsembleSpec
+from dlrun.ensemble_spec import EnsembleSpec
 from dlrun.tune.space import SearchSpec
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"
