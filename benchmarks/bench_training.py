@@ -124,7 +124,7 @@ def steady(times: list[float]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--samples", type=int, default=60000, help="MLP samples per epoch")
-    parser.add_argument("--cnn-samples", type=int, default=6000, help="CNN samples per epoch (CPU is slow)")
+    parser.add_argument("--cnn-samples", type=int, default=1024, help="CNN samples per epoch (CPU is slow)")
     parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
