@@ -64,3 +64,17 @@ def write_recipe(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def write_digits(folder: Path, n_train: int = 600, n_test: int = 300, seed: int = 0):
+    """sklearn's 8x8 digits as an npz (x_train/y_train/x_test/y_test), scaled to [0, 1]; returns the test split."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    order = np.random.default_rng(seed).permutation(len(digits.target))
+    x = (digits.data[order] / 16.0).astype("float32")
+    y = digits.target[order].astype("int64")
+    test = slice(n_train, n_train + n_test)
+    np.savez(folder / "digits.npz", x_train=x[:n_train], y_train=y[:n_train], x_test=x[test], y_test=y[test])
+    return x[test], y[test]

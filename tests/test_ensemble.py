@@ -12,6 +12,7 @@ import pytest
 
 from dlrun import api
 from dlrun.errors import RecipeError
+from tests.conftest import write_digits as _write_digits
 from tests.conftest import write_recipe
 
 RECIPE = """
@@ -37,21 +38,8 @@ train: {epochs: 2, batch_size: 32}
 
 
 def write_digits(folder, n_train=500, n_test=300):
-    """sklearn's 8x8 digits as an npz (x_train/y_train/x_test/y_test), scaled to [0, 1]."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    order = np.random.default_rng(1).permutation(len(digits.target))
-    x = (digits.data[order] / 16.0).astype("float32")
-    y = digits.target[order].astype("int64")
-    np.savez(
-        folder / "digits.npz",
-        x_train=x[:n_train],
-        y_train=y[:n_train],
-        x_test=x[n_train : n_train + n_test],
-        y_test=y[n_train : n_train + n_test],
-    )
-    return x[n_train : n_train + n_test], y[n_train : n_train + n_test]
+    """sklearn's digits as digits.npz in `folder` (see conftest.write_digits)."""
+    return _write_digits(folder, n_train, n_test, seed=1)
 
 
 @pytest.fixture(scope="module")

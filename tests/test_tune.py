@@ -6,12 +6,12 @@ import json
 import re
 import shutil
 
-import numpy as np
 import pytest
 
 from dlrun import api
 from dlrun.errors import RecipeError
 from dlrun.tune.study import load_space, run_study
+from tests.conftest import write_digits as _write_digits
 from tests.conftest import write_recipe
 
 optuna = pytest.importorskip("optuna")
@@ -48,20 +48,8 @@ search:
 
 
 def write_digits(folder, n_train=600, n_test=300):
-    """sklearn's 8x8 digits as an npz (x_train/y_train/x_test/y_test), scaled to [0, 1]."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    order = np.random.default_rng(0).permutation(len(digits.target))
-    x = (digits.data[order] / 16.0).astype("float32")
-    y = digits.target[order].astype("int64")
-    np.savez(
-        folder / "digits.npz",
-        x_train=x[:n_train],
-        y_train=y[:n_train],
-        x_test=x[n_train : n_train + n_test],
-        y_test=y[n_train : n_train + n_test],
-    )
+    """sklearn's digits as digits.npz in `folder` (see conftest.write_digits)."""
+    return _write_digits(folder, n_train, n_test, seed=0)
 
 
 @pytest.fixture(scope="module")
