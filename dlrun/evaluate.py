@@ -39,6 +39,12 @@ def load_run_model(path: Path, custom_objects: dict[str, Any], *, unsafe: bool =
 
 def load_run_for_inference(run_path: Path, *, trust: bool = False, unsafe: bool = False) -> tuple[Any, Any]:
     """A finished run's model (custom components imported under the recipe's allow-list) and its RunDir."""
+    model, run, _ = _load_run(run_path, trust=trust, unsafe=unsafe)
+    return model, run
+
+
+def _load_run(run_path: Path, *, trust: bool, unsafe: bool) -> tuple[Any, Any, Any]:
+    """(model, RunDir, LoadedRecipe) of a finished run."""
     from dlrun.components import Importer
     from dlrun.recipe.compose import load_recipe
     from dlrun.train.rundir import RunDir
@@ -50,29 +56,19 @@ def load_run_for_inference(run_path: Path, *, trust: bool = False, unsafe: bool 
     importer = Importer(loaded.recipe.imports, loaded.base_dir, trust=trust)
     for ref in _custom_refs(loaded):
         importer.load(ref)
-    return load_run_model(run.model, importer.custom_objects(), unsafe=unsafe), run
+    return load_run_model(run.model, importer.custom_objects(), unsafe=unsafe), run, loaded
 
 
 def evaluate_run(
     run_path: Path, *, split: str | None = None, trust: bool = False, unsafe: bool = False
 ) -> dict[str, Any]:
     """Evaluate a finished run's model on its recipe's split (default: the recipe's `eval.split`)."""
-    from dlrun.components import Importer
     from dlrun.data.prepare import prepare
-    from dlrun.recipe.compose import load_recipe
-    from dlrun.train.rundir import RunDir
 
-    run = RunDir.open(run_path)
-    if not run.model.is_file():
-        raise RecipeError(f"{run_path} has no model.keras (training did not finish?)")
-    loaded = load_recipe(run.recipe)
+    model, run, loaded = _load_run(run_path, trust=trust, unsafe=unsafe)
     recipe = loaded.recipe
     if recipe.data is None:
         raise RecipeError("the run's recipe has no data section to evaluate on")
-    importer = Importer(recipe.imports, loaded.base_dir, trust=trust)
-    for node in _custom_refs(loaded):
-        importer.load(node)
-    model = load_run_model(run.model, importer.custom_objects(), unsafe=unsafe)
     prepared = prepare(recipe.data, loaded.base_dir, recipe.seed)
     chosen = split or recipe.eval.split
     if chosen not in prepared.splits:
