@@ -18,11 +18,10 @@ import numpy as np
 
 @dataclass
 class Feed:
-    """What to pass to `model.fit`: `x` (and `y`, `sample_weight`) plus `steps_per_epoch` and `shuffle`."""
+    """What to pass to `model.fit`: `x` (and `y`) plus `steps_per_epoch`, `shuffle` and `batch_size`."""
 
     x: Any
     y: Any
-    sample_weight: Any
     steps_per_epoch: int | None
     shuffle: bool
     batch_size: int | None
@@ -45,25 +44,23 @@ def train_feed(
     shuffle: bool,
     start_epoch: int,
     end_epoch: int,
-    sample_weight: Any = None,
     deterministic: bool = False,
 ) -> Feed:
     """Arrays for Keras' own shuffling, or (deterministic, TensorFlow) a per-epoch seeded stream."""
     import keras
 
     if y is None:  # already a pipeline (file-backed data): it batches and shuffles itself
-        return Feed(x, None, None, None, False, None)
+        return Feed(x, None, None, False, None)
     if multi_process():
         dataset = as_dataset(x, y, batch_size, shuffle=shuffle, seed=seed)
-        return Feed(dataset, None, None, None, False, None)
+        return Feed(dataset, None, None, False, None)
     n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
     steps = -(-n // batch_size)
     if not deterministic or keras.backend.backend() != "tensorflow":
-        return Feed(x, y, sample_weight, None, shuffle, batch_size)
+        return Feed(x, y, None, shuffle, batch_size)
     import tensorflow as tf
 
-    parts = (x, y) if sample_weight is None else (x, y, sample_weight)
-    tensors = tf.nest.map_structure(tf.convert_to_tensor, _nested_tensors(parts))
+    tensors = tf.nest.map_structure(tf.convert_to_tensor, _nested_tensors((x, y)))
 
     def epoch_batches(epoch: Any) -> Any:
         index = tf.range(n, dtype=tf.int64)
@@ -80,7 +77,7 @@ def train_feed(
         .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .prefetch(tf.data.AUTOTUNE)
     )
-    return Feed(dataset, None, None, steps, False, None)
+    return Feed(dataset, None, steps, False, None)
 
 
 def multi_process() -> bool:
