@@ -60,7 +60,13 @@ def train(loaded: LoadedRecipe | str | Path, **kwargs: Any) -> Any:
     """Train a recipe (see `dlrun.train.fit.train` for options); returns a `TrainResult`."""
     from dlrun.train.fit import train as _train
 
-    return _train(_activated(load_recipe(loaded)), **kwargs)
+    loaded = load_recipe(loaded)
+    distribute = loaded.recipe.train.distribute
+    if distribute is not None and distribute.strategy == "multi_worker":
+        from dlrun.multi_worker import check_tf_config
+
+        check_tf_config()  # before the slow Keras import: a bad cluster description fails at once
+    return _train(_activated(loaded), **kwargs)
 
 
 def evaluate(run: str | Path, *, split: str | None = None, trust: bool = False, unsafe: bool = False) -> dict[str, Any]:

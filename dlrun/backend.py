@@ -116,10 +116,10 @@ def strategy_scope(recipe: Recipe) -> Iterator[Any]:
     if distribute.strategy == "mirrored":
         strategy = tf.distribute.MirroredStrategy()
     else:
-        if "TF_CONFIG" not in os.environ:
-            raise RecipeError("strategy multi_worker needs TF_CONFIG describing the cluster (see README)",
-                              path=("train", "distribute", "strategy"))  # fmt: skip
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        from dlrun.multi_worker import check_tf_config, multi_worker_strategy
+
+        check_tf_config()
+        strategy = multi_worker_strategy()
     with strategy.scope():
         yield strategy
 

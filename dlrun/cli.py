@@ -158,11 +158,12 @@ def train(
     result = api.train(
         loaded, runs_root=runs, trust=trust, quiet=quiet or json_out, overrides=tuple(set_ or ()), resume=resume
     )
+    run_folder = str(result.run.path) if result.run.path.exists() else None  # None: a worker other than the chief
     if json_out:
-        _emit({"run": str(result.run.path), "metrics": result.metrics})
+        _emit({"run": run_folder, "metrics": result.metrics})
         return
     _metrics_table(f"{loaded.recipe.name}: {loaded.recipe.eval.split}", result.metrics, loaded.graph.outputs)
-    console.print(f"run: {result.run.path}")
+    console.print(f"run: {run_folder or 'written by the chief worker'}")
 
 
 @app.command("eval")

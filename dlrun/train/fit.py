@@ -11,6 +11,7 @@ import importlib.util
 import io
 import json
 import math
+import shutil
 import signal
 import tempfile
 import time
@@ -345,9 +346,42 @@ def _train_model(
     overrides: tuple[str, ...],
     resume: Path | None,
 ) -> TrainResult:
+    args = (loaded, model, prepared, importer, data_file)
+    if resume is not None and _several_processes(loaded.recipe):
+        raise RecipeError(
+            "--resume continues single-process runs only; restart every process of a multi-worker run from "
+            "the beginning"
+        )
+    if is_chief():
+        return _train_in_run_folder(*args, runs_root=runs_root, quiet=quiet, overrides=overrides, resume=resume)
+    # Other workers train in step with the chief (collectives need every process) in a scratch folder that
+    # is removed once training succeeds; only the chief keeps a run folder.
+    scratch = Path(tempfile.mkdtemp(prefix="dlrun-worker-"))
+    result = _train_in_run_folder(*args, runs_root=scratch, quiet=quiet, overrides=overrides, resume=None)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return result
+
+
+def _several_processes(recipe: Any) -> bool:
+    from dlrun.multi_worker import cluster_size
+
+    distribute = recipe.train.distribute
+    return multi_process() or (distribute is not None and distribute.strategy == "multi_worker" and cluster_size() > 1)
+
+
+def _train_in_run_folder(
+    loaded: LoadedRecipe,
+    model: Any,
+    prepared: Any,
+    importer: Importer,
+    data_file: Path | None,
+    *,
+    runs_root: Path,
+    quiet: bool,
+    overrides: tuple[str, ...],
+    resume: Path | None,
+) -> TrainResult:
     recipe = loaded.recipe
-    if not is_chief():
-        runs_root = Path(tempfile.mkdtemp(prefix="dlrun-worker-"))  # only the chief keeps a run folder
     state = ResumeState(RunDir.open(resume)) if resume is not None else None
     if state is not None:
         run = state.run
@@ -477,7 +511,6 @@ def _fit_stages(
                 )
             except Exception as exc:
                 _raise_if_out_of_memory(exc, recipe.train.batch_size)
-                _raise_if_multi_worker_unsupported(exc, recipe)
                 raise
             epoch = first + len(hist.epoch)
             if guard.failure is not None:
@@ -513,17 +546,6 @@ def _raise_if_out_of_memory(exc: Exception, batch_size: int) -> None:
         raise RecipeError(
             f"out of memory while training with batch_size {batch_size}; lower train.batch_size "
             "(e.g. --set train.batch_size=" + str(max(1, batch_size // 2)) + ") or use a smaller model/input"
-        ) from None
-
-
-def _raise_if_multi_worker_unsupported(exc: Exception, recipe: Any) -> None:
-    distribute = recipe.train.distribute
-    if distribute is not None and distribute.strategy == "multi_worker" and "PerReplica" in str(exc):
-        raise RecipeError(
-            "MultiWorkerMirroredStrategy fails inside this Keras version's fit (PerReplica values reach "
-            "convert_to_tensor; a plain Keras script fails the same way); for several machines use "
-            "`strategy: data_parallel` with the jax backend (see README)",
-            path=("train", "distribute", "strategy"),
         ) from None
 
 
