@@ -398,6 +398,11 @@ class TrainSpec(Strict):
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
         default="float32", description="Keras dtype policy for layers (mixed precision keeps float32 variables)."
     )
+    data_on_device: bool | Literal["auto"] = Field(
+        default="auto",
+        description="Keep in-memory training arrays on the accelerator, so batches are gathered there instead "
+        "of copied from the host every step (JAX); auto: when a GPU/TPU holds them in half its memory.",
+    )
     distribute: DistributeSpec | None = None
     tensorboard: bool = Field(default=True, description="Write TensorBoard logs to <run>/tensorboard.")
     mlflow: MlflowSpec | None = Field(default=None, description="Also log the run to MLflow (`dlrun[mlflow]`).")

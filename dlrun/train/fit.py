@@ -28,6 +28,7 @@ from dlrun.console import make_progress_callback, say
 from dlrun.errors import RecipeError, RunInterrupted
 from dlrun.recipe.compose import LoadedRecipe, dump_yaml
 from dlrun.recipe.schema import CompileSpec, Component, StageSpec
+from dlrun.train import device_data
 from dlrun.train.feed import as_dataset, multi_process, train_feed
 from dlrun.train.rundir import (
     RunDir,
@@ -310,6 +311,7 @@ def train(
     recipe = loaded.recipe
     if recipe.data is None:
         raise RecipeError("this recipe has no `data` section; nothing to train on (use `dlrun check`)", path=("data",))
+    device_data.check_setting(recipe.train.data_on_device)
     importer = Importer(recipe.imports, loaded.base_dir, trust=trust)
     data_file = resolve_path(recipe.data, loaded.base_dir)
     prepared = prepare(recipe.data, loaded.base_dir, recipe.seed)
@@ -360,6 +362,13 @@ def _train_model(
     result = _train_in_run_folder(*args, runs_root=scratch, quiet=quiet, overrides=overrides, resume=None)
     shutil.rmtree(scratch, ignore_errors=True)
     return result
+
+
+def _data_on_device(recipe: Any, x: Any, y: Any) -> bool:
+    setting = recipe.train.data_on_device
+    if setting == "auto" and recipe.train.distribute is not None:
+        return False  # the strategy places the batches on its devices itself
+    return device_data.wants_device_data(setting, x, y)
 
 
 def _several_processes(recipe: Any) -> bool:
@@ -430,6 +439,9 @@ def _fit_stages(
     recipe, graph = loaded.recipe, loaded.graph
     outputs, inputs = graph.outputs, list(graph.inputs)
     x, y = _fit_inputs(prepared, "train", outputs, inputs)
+    if y is not None and not multi_process() and _data_on_device(recipe, x, y):
+        x, y = device_data.to_device(x), device_data.to_device(y)
+        say(f"training arrays kept on {device_data.device_name()}", quiet=quiet)
     validation = _fit_inputs(prepared, "validation", outputs, inputs) if "validation" in prepared.splits else None
     if validation is not None and multi_process():
         validation = (as_dataset(*validation, recipe.eval.batch_size or recipe.train.batch_size), None)
