@@ -45,7 +45,9 @@ def activate(recipe: Recipe) -> str:
     if distribute is not None and distribute.cpu_devices and backend == "tensorflow":
         _split_cpu(distribute.cpu_devices)
     if distribute is not None and distribute.cpu_devices and backend == "jax":
-        os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={distribute.cpu_devices}")
+        flags = os.environ.get("XLA_FLAGS", "")  # keep the user's other flags (and their own device count)
+        if "xla_force_host_platform_device_count" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={distribute.cpu_devices}".strip()
     with _native_stderr_silenced():
         import keras
 
@@ -69,6 +71,24 @@ def _native_stderr_silenced() -> Iterator[None]:
                 yield
             finally:
                 os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def _native_stdout_to_stderr() -> Iterator[None]:
+    """Send what native code writes to fd 1 to fd 2 for a while (stdout stays machine-readable)."""
+    import ctypes
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        try:
+            yield
+        finally:
+            ctypes.CDLL(None).fflush(None)  # C stdio buffers what it printed: out with it before fd 1 returns
+            os.dup2(saved, 1)
     finally:
         os.close(saved)
 
@@ -103,10 +123,18 @@ def strategy_scope(recipe: Recipe) -> Iterator[Any]:
         if backend != "jax":
             raise RecipeError("strategy data_parallel (keras.distribution) needs the jax backend",
                               path=("train", "distribute", "strategy"))  # fmt: skip
-        if os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES"):
+        if not os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES"):
+            keras.distribution.set_distribution(keras.distribution.DataParallel())
+            yield None
+            return
+        from jax.experimental import multihost_utils
+
+        # Gloo prints "Rank 0 is connected ..." to fd 1 whenever a collective first runs: stdout is for --json
+        with _native_stdout_to_stderr():
             keras.distribution.initialize()  # multi-host: addresses and ids from KERAS_DISTRIBUTION_* variables
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
-        yield None
+            multihost_utils.sync_global_devices("dlrun: every process is up")
+            keras.distribution.set_distribution(keras.distribution.DataParallel())
+            yield None
         return
     if backend != "tensorflow":
         raise RecipeError(f"strategy {distribute.strategy} needs the tensorflow backend; use data_parallel with jax",

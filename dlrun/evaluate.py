@@ -11,12 +11,10 @@ from dlrun.errors import RecipeError
 def evaluate_model(
     model: Any, prepared: Any, split: str, outputs: list[str], inputs: list[str], batch_size: int
 ) -> dict[str, float]:
-    """`model.evaluate` on `split`, returned as `{metric_name: value}` (Keras' own names)."""
-    from dlrun.train.feed import as_dataset, multi_process
+    """`model.evaluate` on `split`, returned as `{metric_name: value}` (Keras' own names).
 
+    Not for a model that keras.distribution splits over devices: evaluate a local copy (train.data_parallel)."""
     x, y = prepared.feed(split, inputs, outputs, batch_size, training=False)
-    if multi_process():
-        x, y = as_dataset(x, y, batch_size), None
     result = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
     return {k: float(v) for k, v in result.items()}
 

@@ -49,11 +49,12 @@ def train_feed(
     """Arrays for Keras' own shuffling, or (deterministic, TensorFlow) a per-epoch seeded stream."""
     import keras
 
+    from dlrun.train.data_parallel import splits_batches, train_pipeline
+
+    if splits_batches():  # keras.distribution over several devices: full global batches only
+        return Feed(train_pipeline(x, y, batch_size, shuffle=shuffle, seed=seed), None, None, False, None)
     if y is None:  # already a pipeline (file-backed data): it batches and shuffles itself
         return Feed(x, None, None, False, None)
-    if multi_process():
-        dataset = as_dataset(x, y, batch_size, shuffle=shuffle, seed=seed)
-        return Feed(dataset, None, None, False, None)
     n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
     steps = -(-n // batch_size)
     if not deterministic or keras.backend.backend() != "tensorflow":
@@ -78,23 +79,3 @@ def train_feed(
         .prefetch(tf.data.AUTOTUNE)
     )
     return Feed(dataset, None, steps, False, None)
-
-
-def multi_process() -> bool:
-    """Whether Keras distributes over several processes (keras.distribution across hosts)."""
-    import os
-
-    return int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES") or 1) > 1
-
-
-def as_dataset(x: Any, y: Any, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Any:
-    """Arrays as a batched tf.data pipeline, which Keras shards across processes itself."""
-    import tensorflow as tf
-
-    if y is None:
-        return x
-    dataset = tf.data.Dataset.from_tensor_slices((_nested_tensors(x), _nested_tensors(y)))
-    if shuffle:
-        n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
-        dataset = dataset.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -11,13 +11,14 @@ import importlib.util
 import io
 import json
 import math
+import os
 import shutil
 import signal
 import tempfile
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from dlrun.errors import RecipeError, RunInterrupted
 from dlrun.recipe.compose import LoadedRecipe, dump_yaml
 from dlrun.recipe.schema import CompileSpec, Component, StageSpec
 from dlrun.train import device_data
-from dlrun.train.feed import as_dataset, multi_process, train_feed
+from dlrun.train.feed import train_feed
 from dlrun.train.rundir import (
     RunDir,
     atomic_target,
@@ -364,18 +365,12 @@ def _train_model(
     return result
 
 
-def _data_on_device(recipe: Any, x: Any, y: Any) -> bool:
-    setting = recipe.train.data_on_device
-    if setting == "auto" and recipe.train.distribute is not None:
-        return False  # the strategy places the batches on its devices itself
-    return device_data.wants_device_data(setting, x, y)
-
-
 def _several_processes(recipe: Any) -> bool:
     from dlrun.multi_worker import cluster_size
 
     distribute = recipe.train.distribute
-    return multi_process() or (distribute is not None and distribute.strategy == "multi_worker" and cluster_size() > 1)
+    processes = int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES") or 1)
+    return processes > 1 or (distribute is not None and distribute.strategy == "multi_worker" and cluster_size() > 1)
 
 
 def _train_in_run_folder(
@@ -439,12 +434,27 @@ def _fit_stages(
     recipe, graph = loaded.recipe, loaded.graph
     outputs, inputs = graph.outputs, list(graph.inputs)
     x, y = _fit_inputs(prepared, "train", outputs, inputs)
-    if y is not None and not multi_process() and _data_on_device(recipe, x, y):
+    # Under train.distribute the strategy places each batch on its devices itself.
+    if (
+        y is not None
+        and recipe.train.distribute is None
+        and device_data.wants_device_data(recipe.train.data_on_device, x, y)
+    ):
         x, y = device_data.to_device(x), device_data.to_device(y)
         say(f"training arrays kept on {device_data.device_name()}", quiet=quiet)
     validation = _fit_inputs(prepared, "validation", outputs, inputs) if "validation" in prepared.splits else None
-    if validation is not None and multi_process():
-        validation = (as_dataset(*validation, recipe.eval.batch_size or recipe.train.batch_size), None)
+    eval_batch = recipe.eval.batch_size or recipe.train.batch_size
+    from dlrun.train.data_parallel import LocalValidation, check_batch_size, splits_batches, unknown_length_expected
+
+    across = splits_batches()  # keras.distribution over several devices or processes: see train.data_parallel
+    first_callbacks: list[Any] = []
+    if across:
+        check_batch_size(recipe.train.batch_size, prepared.count("train"))
+        if validation is not None:  # evaluated in full by a local copy, not sharded (nothing dropped)
+            first_callbacks.append(
+                LocalValidation.make(prepared, outputs, inputs, eval_batch, importer.custom_objects())
+            )
+            validation = None
     base_callbacks = make_callbacks(recipe.train.callbacks, run, importer, ("train", "callbacks"))
     tensorboard_installed = importlib.util.find_spec("tensorboard") is not None
     if (
@@ -459,11 +469,21 @@ def _fit_stages(
     stages = _stages(loaded)
     total = sum(s.epochs for s in stages)
     steps = -(-prepared.count("train") // recipe.train.batch_size)
+    if across:
+        steps = prepared.count("train") // recipe.train.batch_size
+        dropped = prepared.count("train") - steps * recipe.train.batch_size
+        if dropped:
+            say(
+                f"{steps} full batches of {recipe.train.batch_size} per epoch (split over devices): the last "
+                f"{dropped} of the {prepared.count('train')} training samples in each epoch's order are left out",
+                quiet=quiet,
+            )
     epoch = 0
     box: dict[str, Any] = {"model": model}
     all_callbacks = list(base_callbacks)
     guard = NonFiniteGuard.make()
-    with stop_on_signals(box) as signals:
+    quiet_shards = unknown_length_expected() if across else nullcontext()
+    with stop_on_signals(box) as signals, quiet_shards:
         for i, stage in enumerate(stages):
             where = ("train", "stages", i)
             apply_trainable(model, graph, stage.trainable, (*where, "trainable"))
@@ -509,9 +529,10 @@ def _fit_stages(
                     epochs=epoch + stage.epochs,
                     initial_epoch=first,
                     validation_data=validation[0] if validation is not None and validation[1] is None else validation,
-                    validation_batch_size=recipe.eval.batch_size or recipe.train.batch_size,
+                    validation_batch_size=eval_batch,
                     shuffle=feed.shuffle,
                     callbacks=[
+                        *first_callbacks,
                         guard,
                         *base_callbacks,
                         *stage_callbacks,
@@ -544,9 +565,13 @@ def _fit_stages(
     if eval_split in prepared.splits:
         from dlrun.evaluate import evaluate_model
 
-        metrics = evaluate_model(
-            model, prepared, eval_split, outputs, inputs, recipe.eval.batch_size or recipe.train.batch_size
-        )
+        if across:  # the saved model, loaded on this process alone: exact, nothing dropped (see data_parallel)
+            from dlrun.train.data_parallel import evaluate_local, local_copy
+
+            local = local_copy(model, importer.custom_objects(), run.model)
+            metrics = evaluate_local(local, prepared, eval_split, outputs, inputs, eval_batch)
+        else:
+            metrics = evaluate_model(model, prepared, eval_split, outputs, inputs, eval_batch)
         run.write_json("eval.json", {"split": eval_split, "outputs": outputs, "metrics": metrics})
     return TrainResult(run=run, history=history, metrics=metrics, model=model)
 
