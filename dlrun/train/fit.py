@@ -70,11 +70,12 @@ def per_output(value: Any, outputs: list[str], factory: Any) -> dict[str, Any]:
 
 
 def _auto_steps(deterministic: bool = False) -> int:
-    """32 steps per call, except under a tf.distribute strategy (Keras' multi-step loop fails there) and in
-    deterministic mode, whose per-epoch stream must not be read in chunks that straddle epochs."""
+    """32 steps per call, except under a tf.distribute strategy (Keras' multi-step loop fails there), in
+    deterministic mode, whose per-epoch stream must not be read in chunks that straddle epochs, and under
+    torch, whose Keras trainer runs one step per call only."""
     import keras
 
-    if deterministic:
+    if deterministic or keras.backend.backend() == "torch":
         return 1
 
     if keras.backend.backend() == "tensorflow":
@@ -117,16 +118,30 @@ def compile_model(
     weights = loss_weights if loss_weights is not None else spec.loss_weights
     if weights is not None:
         weights = {o: float(weights.get(o, 1.0)) for o in outputs}
+    steps_per_execution = _steps_per_execution(spec.steps_per_execution, deterministic)
     model.compile(
         optimizer=opt,
         loss=loss,
         loss_weights=weights,
         metrics=metrics,
         jit_compile=spec.jit_compile,
-        steps_per_execution=_auto_steps(deterministic)
-        if spec.steps_per_execution == "auto"
-        else spec.steps_per_execution,
+        steps_per_execution=steps_per_execution,
     )
+
+
+def _steps_per_execution(value: int | str, deterministic: bool) -> int:
+    """The recipe's steps per call ('auto' resolved per backend); torch refuses more than one."""
+    import keras
+
+    if value == "auto":
+        return _auto_steps(deterministic)
+    if int(value) > 1 and keras.backend.backend() == "torch":
+        raise RecipeError(
+            f"steps_per_execution {value} needs the tensorflow or jax backend (Keras' torch trainer runs one "
+            "step per call); use 'auto' or 1",
+            path=("compile", "steps_per_execution"),
+        )
+    return int(value)
 
 
 def _atomic_checkpoint_class() -> Any:
