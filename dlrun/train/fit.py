@@ -54,7 +54,7 @@ class TrainResult:
 
 
 def seed_everything(seed: int, *, deterministic: bool) -> None:
-    """Seed Python, NumPy and the backend; optionally make TensorFlow ops deterministic."""
+    """Seed Python, NumPy and the backend; optionally make TensorFlow's or torch's ops deterministic."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -62,6 +62,14 @@ def seed_everything(seed: int, *, deterministic: bool) -> None:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+    if deterministic and keras.backend.backend() == "torch":
+        import os
+
+        import torch
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS' deterministic mode asks for it
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
 
 
 def per_output(value: Any, outputs: list[str], factory: Any) -> dict[str, Any]:
@@ -432,6 +440,7 @@ def _fit_stages(
     box: dict[str, Any] = {"model": model}
     all_callbacks = list(base_callbacks)
     guard = NonFiniteGuard.make()
+    reseed = TorchEpochSeed.callbacks(recipe.seed, deterministic=recipe.train.deterministic)
     with stop_on_signals(box) as signals:
         for i, stage in enumerate(stages):
             where = ("train", "stages", i)
@@ -481,6 +490,7 @@ def _fit_stages(
                     validation_batch_size=recipe.eval.batch_size or recipe.train.batch_size,
                     shuffle=feed.shuffle,
                     callbacks=[
+                        *reseed,
                         guard,
                         *base_callbacks,
                         *stage_callbacks,
@@ -540,6 +550,34 @@ def _raise_if_multi_worker_unsupported(exc: Exception, recipe: Any) -> None:
             "`strategy: data_parallel` with the jax backend (see README)",
             path=("train", "distribute", "strategy"),
         ) from None
+
+
+class TorchEpochSeed:
+    """Deterministic mode under torch: reseeds torch's global generator before each epoch's first step from
+    (seed, epoch). Keras' torch Dropout without a `seed` draws from that generator (not from a SeedGenerator
+    variable, as under tensorflow and jax) and so does torch's DataLoader when fit starts, so without this a
+    run resumed at epoch k would draw other dropout masks than the uninterrupted run did."""
+
+    @staticmethod
+    def callbacks(seed: int, *, deterministic: bool) -> list[Any]:
+        """The reseeding callback in deterministic mode under torch; none otherwise."""
+        import keras
+
+        if not deterministic or keras.backend.backend() != "torch":
+            return []
+        import numpy as np
+        import torch
+
+        class Reseed(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                self.epoch: int | None = epoch
+
+            def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+                if self.epoch is not None:  # after fit's own draws (the data loader starts on the first step)
+                    torch.manual_seed(int(np.random.SeedSequence([seed, self.epoch]).generate_state(1)[0]))
+                    self.epoch = None
+
+        return [Reseed()]
 
 
 class NonFiniteGuard:
