@@ -24,7 +24,7 @@ def load_run_model(path: Path, custom_objects: dict[str, Any], *, unsafe: bool =
     import keras
 
     try:
-        return keras.saving.load_model(str(path), custom_objects=custom_objects, safe_mode=not unsafe)
+        model = keras.saving.load_model(str(path), custom_objects=custom_objects, safe_mode=not unsafe)
     except ValueError as exc:
         text = str(exc)
         if "safe_mode" in text or "Lambda" in text or "lambda" in text:
@@ -33,6 +33,11 @@ def load_run_model(path: Path, custom_objects: dict[str, Any], *, unsafe: bool =
                 "(pass --unsafe only if you trust where the file came from)"
             ) from None
         raise RecipeError(f"cannot load {path}: {text.splitlines()[0] if text else type(exc).__name__}") from None
+    if keras.backend.backend() == "torch" and getattr(model, "steps_per_execution", 1) > 1:
+        # Trained on tensorflow/jax with several steps per call (the 'auto' default); Keras' torch trainer
+        # runs one step per call only, and the number of steps per call does not change any result.
+        model.steps_per_execution = 1
+    return model
 
 
 def load_run_for_inference(run_path: Path, *, trust: bool = False, unsafe: bool = False) -> tuple[Any, Any]:

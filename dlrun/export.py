@@ -105,10 +105,25 @@ _EXPORTERS = {"keras": (_keras, ".keras"), "savedmodel": (_savedmodel, ""), "tfl
               "onnx": (_onnx, ".onnx")}  # fmt: skip
 
 
+def _refuse_unsupported_backend(fmt: str) -> None:
+    """SavedModel and TFLite trace the model with TensorFlow (or jax2tf). A torch model cannot feed
+    TFLiteConverter, and Keras' torch SavedModel path needs torch_xla (not a dependency); with Keras 3.15.1
+    and torch 2.13 it already fails in torch.export on single- and multi-input functional models."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "torch" and fmt in ("savedmodel", "tflite"):
+        raise RecipeError(
+            f"{fmt} export needs the tensorflow or jax backend, not torch; model.keras loads on any backend: "
+            f"run KERAS_BACKEND=tensorflow dlrun export RUN --format {fmt}"
+        )
+
+
 def export_model(model: Any, fmt: str, target: Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Export `model` to `target` in `fmt`, verify by loading it back; returns the comparison."""
     if fmt not in FORMATS:
         raise RecipeError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    _refuse_unsupported_backend(fmt)
     exporter, suffix = _EXPORTERS[fmt]
     if suffix and target.suffix != suffix:
         target = target.with_suffix(suffix)
@@ -116,6 +131,7 @@ def export_model(model: Any, fmt: str, target: Path, *, overwrite: bool = False)
         if not overwrite:
             raise RecipeError(f"{target} exists; pass --overwrite or choose another --output")
         shutil.rmtree(target) if target.is_dir() else target.unlink()
+    target.parent.mkdir(parents=True, exist_ok=True)  # tf.io.gfile makes it under tensorflow; jax/torch do not
     inputs = sample_inputs(model)
     expected = _as_list(model.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0))
     try:

@@ -1,10 +1,10 @@
 """Feeding in-memory arrays to `model.fit` so that every epoch's order is a pure function of (seed, epoch).
 
 Keras' own shuffling draws from a global random state, so a run resumed at epoch k would see other
-batches than the uninterrupted run did. With `train.deterministic: true` under TensorFlow the training
+batches than the uninterrupted run did. With `train.deterministic: true` (any backend) the training
 stream is a `tf.data` pipeline whose epoch `e` visits the samples in `stateless_shuffle(range(n),
 seed=(seed, e))` order: resuming at any epoch reproduces the same batches, and with op determinism the
-same weights. Otherwise (the default, and other backends) Keras gets the arrays and shuffles them
+same weights. Otherwise (the default) Keras gets the arrays and shuffles them
 itself, exactly as a hand-written `model.fit` would.
 """
 
@@ -46,9 +46,7 @@ def train_feed(
     end_epoch: int,
     deterministic: bool = False,
 ) -> Feed:
-    """Arrays for Keras' own shuffling, or (deterministic, TensorFlow) a per-epoch seeded stream."""
-    import keras
-
+    """Arrays for Keras' own shuffling, or (deterministic) a per-epoch seeded stream."""
     from dlrun.train.data_parallel import splits_batches, train_pipeline
 
     if splits_batches():  # keras.distribution over several devices: full global batches only
@@ -57,7 +55,7 @@ def train_feed(
         return Feed(x, None, None, False, None)
     n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
     steps = -(-n // batch_size)
-    if not deterministic or keras.backend.backend() != "tensorflow":
+    if not deterministic:  # else a seeded tf.data stream, which Keras' jax and torch trainers read too
         return Feed(x, y, None, shuffle, batch_size)
     import tensorflow as tf
 

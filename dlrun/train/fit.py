@@ -57,7 +57,7 @@ class TrainResult:
 
 
 def seed_everything(seed: int, *, deterministic: bool) -> None:
-    """Seed Python, NumPy and the backend; optionally make TensorFlow ops deterministic."""
+    """Seed Python, NumPy and the backend; optionally make TensorFlow's or torch's ops deterministic."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -65,6 +65,14 @@ def seed_everything(seed: int, *, deterministic: bool) -> None:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+    if deterministic and keras.backend.backend() == "torch":
+        import os
+
+        import torch
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS' deterministic mode asks for it
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
 
 
 def per_output(value: Any, outputs: list[str], factory: Any) -> dict[str, Any]:
@@ -73,11 +81,12 @@ def per_output(value: Any, outputs: list[str], factory: Any) -> dict[str, Any]:
 
 
 def _auto_steps(deterministic: bool = False) -> int:
-    """32 steps per call, except under a tf.distribute strategy (Keras' multi-step loop fails there) and in
-    deterministic mode, whose per-epoch stream must not be read in chunks that straddle epochs."""
+    """32 steps per call, except under a tf.distribute strategy (Keras' multi-step loop fails there), in
+    deterministic mode, whose per-epoch stream must not be read in chunks that straddle epochs, and under
+    torch, whose Keras trainer runs one step per call only."""
     import keras
 
-    if deterministic:
+    if deterministic or keras.backend.backend() == "torch":
         return 1
 
     if keras.backend.backend() == "tensorflow":
@@ -120,16 +129,30 @@ def compile_model(
     weights = loss_weights if loss_weights is not None else spec.loss_weights
     if weights is not None:
         weights = {o: float(weights.get(o, 1.0)) for o in outputs}
+    steps_per_execution = _steps_per_execution(spec.steps_per_execution, deterministic)
     model.compile(
         optimizer=opt,
         loss=loss,
         loss_weights=weights,
         metrics=metrics,
         jit_compile=spec.jit_compile,
-        steps_per_execution=_auto_steps(deterministic)
-        if spec.steps_per_execution == "auto"
-        else spec.steps_per_execution,
+        steps_per_execution=steps_per_execution,
     )
+
+
+def _steps_per_execution(value: int | str, deterministic: bool) -> int:
+    """The recipe's steps per call ('auto' resolved per backend); torch refuses more than one."""
+    import keras
+
+    if value == "auto":
+        return _auto_steps(deterministic)
+    if int(value) > 1 and keras.backend.backend() == "torch":
+        raise RecipeError(
+            f"steps_per_execution {value} needs the tensorflow or jax backend (Keras' torch trainer runs one "
+            "step per call); use 'auto' or 1",
+            path=("compile", "steps_per_execution"),
+        )
+    return int(value)
 
 
 def _atomic_checkpoint_class() -> Any:
@@ -483,6 +506,7 @@ def _fit_stages(
     all_callbacks = list(base_callbacks)
     guard = NonFiniteGuard.make()
     quiet_shards = unknown_length_expected() if across else nullcontext()
+    reseed = TorchEpochSeed.callbacks(recipe.seed, deterministic=recipe.train.deterministic)
     with stop_on_signals(box) as signals, quiet_shards:
         for i, stage in enumerate(stages):
             where = ("train", "stages", i)
@@ -533,6 +557,7 @@ def _fit_stages(
                     shuffle=feed.shuffle,
                     callbacks=[
                         *first_callbacks,
+                        *reseed,
                         guard,
                         *base_callbacks,
                         *stage_callbacks,
@@ -584,6 +609,34 @@ def _raise_if_out_of_memory(exc: Exception, batch_size: int) -> None:
             f"out of memory while training with batch_size {batch_size}; lower train.batch_size "
             "(e.g. --set train.batch_size=" + str(max(1, batch_size // 2)) + ") or use a smaller model/input"
         ) from None
+
+
+class TorchEpochSeed:
+    """Deterministic mode under torch: reseeds torch's global generator before each epoch's first step from
+    (seed, epoch). Keras' torch Dropout without a `seed` draws from that generator (not from a SeedGenerator
+    variable, as under tensorflow and jax) and so does torch's DataLoader when fit starts, so without this a
+    run resumed at epoch k would draw other dropout masks than the uninterrupted run did."""
+
+    @staticmethod
+    def callbacks(seed: int, *, deterministic: bool) -> list[Any]:
+        """The reseeding callback in deterministic mode under torch; none otherwise."""
+        import keras
+
+        if not deterministic or keras.backend.backend() != "torch":
+            return []
+        import numpy as np
+        import torch
+
+        class Reseed(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                self.epoch: int | None = epoch
+
+            def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+                if self.epoch is not None:  # after fit's own draws (the data loader starts on the first step)
+                    torch.manual_seed(int(np.random.SeedSequence([seed, self.epoch]).generate_state(1)[0]))
+                    self.epoch = None
+
+        return [Reseed()]
 
 
 class NonFiniteGuard:

@@ -100,7 +100,11 @@ def environment() -> dict[str, Any]:
         import torch
 
         env["torch"] = torch.__version__
-        env["devices"] = ["cuda"] if torch.cuda.is_available() else ["cpu"]
+        # every device torch sees (like TensorFlow's list), the one Keras places tensors on first
+        used = str(keras.ops.zeros(()).device)
+        seen = ["cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+        seen += ["mps"] if torch.backends.mps.is_available() else []
+        env["devices"] = [used, *(d for d in seen if d != used)]
     return env
 
 
