@@ -48,7 +48,7 @@ def activate(recipe: Recipe) -> str:
         flags = os.environ.get("XLA_FLAGS", "")  # keep the user's other flags (and their own device count)
         if "xla_force_host_platform_device_count" not in flags:
             os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={distribute.cpu_devices}".strip()
-    with _native_stderr_silenced():
+    with quiet_native_startup():
         import keras
 
     keras.mixed_precision.set_global_policy(recipe.train.precision)
@@ -56,10 +56,10 @@ def activate(recipe: Recipe) -> str:
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
+def quiet_native_startup() -> Iterator[None]:
     """Hide the C++ start-up chatter TensorFlow writes to fd 2 while it loads (absl, cudart); Python
-    exceptions still propagate. Off when DLRUN_VERBOSE is set."""
-    if os.environ.get("DLRUN_VERBOSE") or "keras" in sys.modules:
+    exceptions still propagate. A no-op once TensorFlow is loaded, and when DLRUN_VERBOSE is set."""
+    if os.environ.get("DLRUN_VERBOSE") or "tensorflow" in sys.modules:
         yield
         return
     sys.stderr.flush()

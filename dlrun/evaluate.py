@@ -48,6 +48,7 @@ def load_run_for_inference(run_path: Path, *, trust: bool = False, unsafe: bool 
 
 def _load_run(run_path: Path, *, trust: bool, unsafe: bool) -> tuple[Any, Any, Any]:
     """(model, RunDir, LoadedRecipe) of a finished run."""
+    from dlrun.backend import quiet_native_startup
     from dlrun.components import Importer
     from dlrun.recipe.compose import load_recipe
     from dlrun.train.rundir import RunDir
@@ -55,6 +56,9 @@ def _load_run(run_path: Path, *, trust: bool, unsafe: bool) -> tuple[Any, Any, A
     run = RunDir.open(run_path)
     if not run.model.is_file():
         raise RecipeError(f"{run_path} has no model.keras (training did not finish?)")
+    with quiet_native_startup():
+        import keras  # noqa: F401  (loaded here, its start-up lines hidden)
+
     loaded = load_recipe(run.recipe)
     importer = Importer(loaded.recipe.imports, loaded.base_dir, trust=trust)
     for ref in _custom_refs(loaded):

@@ -60,7 +60,10 @@ def seed_everything(seed: int, *, deterministic: bool) -> None:
     """Seed Python, NumPy and the backend; optionally make TensorFlow's or torch's ops deterministic."""
     import keras
 
-    keras.utils.set_random_seed(seed)
+    from dlrun.backend import quiet_native_startup
+
+    with quiet_native_startup():  # under jax and torch, this is where TensorFlow (if installed) loads
+        keras.utils.set_random_seed(seed)
     if deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
