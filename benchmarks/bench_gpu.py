@@ -27,27 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 from benchmarks.bench_training import CNN, MLP
+from benchmarks.bench_training import hand_model as keras_model
 
 CONFIGS = [("mlp", 128, "float32"), ("cnn", 128, "float32"), ("cnn", 512, "mixed_bfloat16")]
-
-
-def keras_model(kind: str) -> object:
-    """The hand-written model (the same layers as benchmarks/bench_training.py)."""
-    import keras
-
-    L = keras.layers
-    if kind == "mlp":
-        return keras.Sequential(
-            [keras.Input((784,)), L.Dense(512, activation="relu"), L.Dense(10, activation="softmax")]
-        )
-    return keras.Sequential([
-        keras.Input((28, 28, 1)), L.Conv2D(64, 7, activation="relu", padding="same"), L.MaxPooling2D(2),
-        L.Conv2D(128, 3, activation="relu", padding="same"), L.Conv2D(128, 3, activation="relu", padding="same"),
-        L.MaxPooling2D(2), L.Conv2D(256, 3, activation="relu", padding="same"),
-        L.Conv2D(256, 3, activation="relu", padding="same"), L.MaxPooling2D(2), L.Flatten(),
-        L.Dense(128, activation="relu"), L.Dropout(0.5), L.Dense(64, activation="relu"), L.Dropout(0.5),
-        L.Dense(10, activation="softmax"),
-    ])  # fmt: skip
 
 
 def shaped(kind: str, x: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -80,6 +81,25 @@ eval: {{split: train}}
 """
 
 
+def hand_model(kind: str) -> Any:
+    """The model a user would write by hand: the seeds' MLP or the fashion CNN (Sequential)."""
+    import keras
+
+    L = keras.layers
+    if kind == "mlp":
+        return keras.Sequential(
+            [keras.Input((784,)), L.Dense(512, activation="relu"), L.Dense(10, activation="softmax")]
+        )
+    return keras.Sequential([
+        keras.Input((28, 28, 1)), L.Conv2D(64, 7, activation="relu", padding="same"), L.MaxPooling2D(2),
+        L.Conv2D(128, 3, activation="relu", padding="same"), L.Conv2D(128, 3, activation="relu", padding="same"),
+        L.MaxPooling2D(2), L.Conv2D(256, 3, activation="relu", padding="same"),
+        L.Conv2D(256, 3, activation="relu", padding="same"), L.MaxPooling2D(2), L.Flatten(),
+        L.Dense(128, activation="relu"), L.Dropout(0.5), L.Dense(64, activation="relu"), L.Dropout(0.5),
+        L.Dense(10, activation="softmax"),
+    ])  # fmt: skip
+
+
 def hand_written(kind: str, x: np.ndarray, y: np.ndarray, epochs: int, log: Path) -> None:
     """The plain-Keras script a user would write (defaults everywhere), timed into `log`."""
     import keras
@@ -87,24 +107,10 @@ def hand_written(kind: str, x: np.ndarray, y: np.ndarray, epochs: int, log: Path
     from benchmarks.epoch_timer import EpochTimer
 
     keras.utils.set_random_seed(0)
-    L = keras.layers
-    if kind == "mlp":
-        inputs = x.reshape(-1, 784).astype("float32") / 255
-        model = keras.Sequential(
-            [keras.Input((784,)), L.Dense(512, activation="relu"), L.Dense(10, activation="softmax")]
-        )
-        optimizer = "rmsprop"
-    else:
-        inputs = x.reshape(-1, 28, 28, 1).astype("float32") / 255
-        model = keras.Sequential([
-            keras.Input((28, 28, 1)), L.Conv2D(64, 7, activation="relu", padding="same"), L.MaxPooling2D(2),
-            L.Conv2D(128, 3, activation="relu", padding="same"), L.Conv2D(128, 3, activation="relu", padding="same"),
-            L.MaxPooling2D(2), L.Conv2D(256, 3, activation="relu", padding="same"),
-            L.Conv2D(256, 3, activation="relu", padding="same"), L.MaxPooling2D(2), L.Flatten(),
-            L.Dense(128, activation="relu"), L.Dropout(0.5), L.Dense(64, activation="relu"), L.Dropout(0.5),
-            L.Dense(10, activation="softmax"),
-        ])  # fmt: skip
-        optimizer = "nadam"
+    model = hand_model(kind)
+    shape = (-1, 784) if kind == "mlp" else (-1, 28, 28, 1)
+    inputs = x.reshape(shape).astype("float32") / 255
+    optimizer = "rmsprop" if kind == "mlp" else "nadam"
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     labels = keras.utils.to_categorical(y, 10)
     model.fit(inputs, labels, epochs=epochs, batch_size=128, verbose=0, callbacks=[EpochTimer(str(log))])
