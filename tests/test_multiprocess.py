@@ -173,8 +173,10 @@ def test_batch_size_that_the_devices_do_not_divide_is_refused(cli, tmp_path):
     text = text.replace("batch_size: 32", "batch_size: 31")
     result = cli("train", str(write_recipe(tmp_path, text)), "--runs", str(tmp_path / "runs"),
                  env={"KERAS_BACKEND": "jax"})  # fmt: skip
-    assert result.code != 0
+    assert result.code == 2, result.stderr
     assert "train.batch_size 31 must be a multiple of the 2 devices" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()  # refused before any run folder was made
 
 
 def test_training_pipeline_keeps_only_full_batches():

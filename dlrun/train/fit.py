@@ -346,6 +346,10 @@ def train(
     scope = strategy_scope(recipe)
     scope.__enter__()  # build, compile and fit under the distribution strategy (if any)
     try:
+        from dlrun.train.data_parallel import check_batch_size, splits_batches
+
+        if splits_batches():  # before any run folder exists
+            check_batch_size(recipe.train.batch_size, prepared.count("train"))
         model = build_graph(loaded.graph, importer, doc=loaded.doc, base_dir=loaded.base_dir)
         model = attach_preprocessing(model, loaded, prepared, importer)  # raw inputs -> preprocess -> model
         return _train_model(
@@ -470,17 +474,13 @@ def _fit_stages(
         say(f"training arrays kept on {device_data.device_name()}", quiet=quiet)
     validation = _fit_inputs(prepared, "validation", outputs, inputs) if "validation" in prepared.splits else None
     eval_batch = recipe.eval.batch_size or recipe.train.batch_size
-    from dlrun.train.data_parallel import LocalValidation, check_batch_size, splits_batches, unknown_length_expected
+    from dlrun.train.data_parallel import LocalValidation, splits_batches, unknown_length_expected
 
     across = splits_batches()  # keras.distribution over several devices or processes: see train.data_parallel
     first_callbacks: list[Any] = []
-    if across:
-        check_batch_size(recipe.train.batch_size, prepared.count("train"))
-        if validation is not None:  # evaluated in full by a local copy, not sharded (nothing dropped)
-            first_callbacks.append(
-                LocalValidation.make(prepared, outputs, inputs, eval_batch, importer.custom_objects())
-            )
-            validation = None
+    if across and validation is not None:  # evaluated in full by a local copy, not sharded (nothing dropped)
+        first_callbacks.append(LocalValidation.make(prepared, outputs, inputs, eval_batch, importer.custom_objects()))
+        validation = None
     base_callbacks = make_callbacks(recipe.train.callbacks, run, importer, ("train", "callbacks"))
     tensorboard_installed = importlib.util.find_spec("tensorboard") is not None
     if (
