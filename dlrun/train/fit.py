@@ -511,6 +511,11 @@ def _fit_stages(
     quiet_shards = unknown_length_expected() if across else nullcontext()
     reseed = TorchEpochSeed.callbacks(recipe.seed, deterministic=recipe.train.deterministic)
     with stop_on_signals(box) as signals, quiet_shards:
+
+        def interrupted() -> bool:
+            # Keras ends an epoch cut short by SIGINT/SIGTERM with on_epoch_end too: that epoch is not complete.
+            return signals["signum"] is not None
+
         for i, stage in enumerate(stages):
             where = ("train", "stages", i)
             apply_trainable(model, graph, stage.trainable, (*where, "trainable"))
@@ -564,8 +569,8 @@ def _fit_stages(
                         guard,
                         *base_callbacks,
                         *stage_callbacks,
-                        _HistoryWriter.make(run, history),
-                        state.callback(history),
+                        _HistoryWriter.make(run, history, interrupted),
+                        state.callback(history, interrupted),
                         make_progress_callback(total, steps, quiet=quiet),
                     ],
                     verbose=0,
@@ -710,13 +715,15 @@ class ResumeState:
                 for i, v in enumerate(model.optimizer.variables):
                     v.assign(archive[f"optimizer_{i}"])
 
-    def callback(self, history: dict[str, list[float]]) -> Any:
+    def callback(self, history: dict[str, list[float]], interrupted: Any = lambda: False) -> Any:
         import keras
 
         owner = self
 
         class SaveResumeState(keras.callbacks.Callback):
             def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                if interrupted():
+                    return  # a partial epoch: the state stays at the last complete one
                 if self.model.stop_training and any(
                     isinstance(v, float) and not math.isfinite(v) for v in (logs or {}).values()
                 ):
@@ -736,7 +743,7 @@ class _HistoryWriter:
     """Per-epoch metrics to history.csv and history.json, atomically, across all stages."""
 
     @staticmethod
-    def make(run: RunDir, history: dict[str, list[float]]) -> Any:
+    def make(run: RunDir, history: dict[str, list[float]], interrupted: Any = lambda: False) -> Any:
         import keras
 
         class HistoryWriter(keras.callbacks.Callback):
@@ -744,6 +751,8 @@ class _HistoryWriter:
                 self.started = time.perf_counter()
 
             def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                if interrupted():
+                    return  # a partial epoch is not history
                 logs = dict(logs or {})
                 history.setdefault("epoch", []).append(epoch + 1)
                 history.setdefault("seconds", []).append(round(time.perf_counter() - self.started, 4))
