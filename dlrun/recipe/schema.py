@@ -401,7 +401,7 @@ class TrainSpec(Strict):
     data_on_device: bool | Literal["auto"] = Field(
         default="auto",
         description="Keep in-memory training arrays on the accelerator, so batches are gathered there instead "
-        "of copied from the host every step (JAX, without train.distribute); auto: when a GPU/TPU holds them in "
+        "of copied from the host every step (JAX; not with train.distribute or deterministic); auto: when a GPU/TPU holds them in "
         "half its memory.",
     )
     distribute: DistributeSpec | None = None

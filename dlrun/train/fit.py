@@ -464,10 +464,12 @@ def _fit_stages(
     recipe, graph = loaded.recipe, loaded.graph
     outputs, inputs = graph.outputs, list(graph.inputs)
     x, y = _fit_inputs(prepared, "train", outputs, inputs)
-    # Under train.distribute the strategy places each batch on its devices itself.
+    # Under train.distribute the strategy places each batch on its devices itself; deterministic mode feeds
+    # a seeded tf.data stream (train.feed) instead of the arrays.
     if (
         y is not None
         and recipe.train.distribute is None
+        and not recipe.train.deterministic
         and device_data.wants_device_data(recipe.train.data_on_device, x, y)
     ):
         x, y = device_data.to_device(x), device_data.to_device(y)
