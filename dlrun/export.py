@@ -7,8 +7,12 @@ exported artifact, loaded by its own runtime, must reproduce the Keras model's o
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import inspect
 import shutil
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,33 @@ def sample_inputs(model: Any, batch: int = 4, seed: int = 0) -> list[np.ndarray]
         else:
             out.append(rng.random(shape, dtype=np.float32).astype(dtype))
     return out
+
+
+def _augments_by_default(layer: Any) -> bool:
+    """True for layers whose `call` trains unless told otherwise (Keras' random augmentation layers)."""
+    try:
+        parameter = inspect.signature(layer.call).parameters.get("training")
+    except (TypeError, ValueError):
+        return False
+    return parameter is not None and parameter.default is True
+
+
+def inference_model(model: Any) -> Any:
+    """`model` as the exporters should trace it: with augmentation switched off.
+
+    SavedModel and ONNX (under TensorFlow) trace `model.__call__` without `training`, and Keras' random
+    augmentation layers (RandomFlip, RandomRotation, ...) default to training=True, so the exported
+    artifact would flip and rotate at serving time. Such models are wrapped in one that calls them with
+    training=False; the outputs keep their names, so signatures and ONNX outputs read as before.
+    """
+    import keras
+
+    if not any(_augments_by_default(layer) for layer in model._flatten_layers(include_self=False)):
+        return model
+    called = keras.tree.flatten(model(model.input, training=False))
+    named = [keras.layers.Identity(name=name)(out) for out, name in zip(called, model.output_names, strict=True)]
+    outputs = keras.tree.pack_sequence_as(model.output, named)
+    return keras.Model(model.input, outputs, name=f"{model.name}_inference")
 
 
 def _as_list(value: Any) -> list[np.ndarray]:
@@ -90,12 +121,42 @@ def _tflite(model: Any, target: Path, inputs: list[np.ndarray]) -> list[np.ndarr
     return ordered
 
 
+@contextlib.contextmanager
+def _captured_tensors_as_variables(model: Any) -> Iterator[None]:
+    """Under TensorFlow, hold layer constants (an adapted Normalization's mean and variance) in variables
+    while tf2onnx converts the model.
+
+    tf2onnx lists every non-variable tensor a traced function captures as an input of the ONNX graph, so
+    an exported model asked for its normalization statistics at run time. Variables are frozen into the
+    graph instead. Attributes are set past the layers' tracking and restored afterwards.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    import tensorflow as tf
+
+    swapped = []
+    for layer in model._flatten_layers(include_self=True):
+        for name, value in list(vars(layer).items()):
+            if isinstance(value, tf.Tensor) and not isinstance(value, tf.Variable) and hasattr(value, "numpy"):
+                swapped.append((layer, name, value))
+                object.__setattr__(layer, name, tf.Variable(value, trainable=False))
+    try:
+        yield
+    finally:
+        for layer, name, value in swapped:
+            object.__setattr__(layer, name, value)
+
+
 def _onnx(model: Any, target: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
     try:
         import onnxruntime
     except ImportError:
         raise RecipeError("ONNX export needs the `onnx` extra: pip install 'dlrun[onnx]'") from None
-    model.export(str(target), format="onnx", verbose=False)
+    with _captured_tensors_as_variables(model):
+        model.export(str(target), format="onnx", verbose=False)
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     feeds = {spec.name: x for spec, x in zip(session.get_inputs(), inputs, strict=True)}
     return [np.asarray(v) for v in session.run(None, feeds)]
@@ -117,10 +178,18 @@ def _refuse_unsupported_backend(fmt: str) -> None:
             f"{fmt} export needs the tensorflow or jax backend, not torch; model.keras loads on any backend: "
             f"run KERAS_BACKEND=tensorflow dlrun export RUN --format {fmt}"
         )
+    if backend == "jax" and fmt == "onnx" and importlib.util.find_spec("jax2onnx") is None:
+        # Keras converts JAX models with jax2onnx, which brings flax, orbax and more: not in dlrun's extras.
+        raise RecipeError(
+            "onnx export under jax needs jax2onnx (pip install jax2onnx); or export with TensorFlow, which "
+            "loads the same model.keras: KERAS_BACKEND=tensorflow dlrun export RUN --format onnx"
+        )
 
 
 def export_model(model: Any, fmt: str, target: Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Export `model` to `target` in `fmt`, verify by loading it back; returns the comparison."""
+    import keras
+
     if fmt not in FORMATS:
         raise RecipeError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     _refuse_unsupported_backend(fmt)
@@ -133,15 +202,24 @@ def export_model(model: Any, fmt: str, target: Path, *, overwrite: bool = False)
         shutil.rmtree(target) if target.is_dir() else target.unlink()
     target.parent.mkdir(parents=True, exist_ok=True)  # tf.io.gfile makes it under tensorflow; jax/torch do not
     inputs = sample_inputs(model)
+    servable = inference_model(model) if fmt in ("savedmodel", "onnx") else model
+    # Keras' exporters refuse a model that has never been called; predict under JAX does not count as a call.
+    servable(inputs if len(inputs) > 1 else inputs[0], training=False)
     expected = _as_list(model.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0))
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # converters print progress; stdout is for results
-            actual = exporter(model, target, inputs)
+        # Converters print progress (stdout is for results) and warn about NumPy 2 deprecations they patch.
+        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            actual = exporter(servable, target, inputs)
     except RecipeError:
         raise
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RecipeError(f"{fmt} export failed: {first}") from None
+        hint = ""
+        if fmt != "keras" and keras.backend.backend() != "tensorflow":
+            # jax2tf and torch.export fail on graphs TensorFlow traces directly (seed state, for one).
+            hint = f"; TensorFlow may convert it: KERAS_BACKEND=tensorflow dlrun export RUN --format {fmt}"
+        raise RecipeError(f"{fmt} export failed: {first}{hint}") from None
     worst = max(float(np.max(np.abs(a - e))) for a, e in zip(actual, expected, strict=True))
     if worst > TOLERANCE[fmt] * max(1.0, max(float(np.max(np.abs(e))) for e in expected)):
         raise RecipeError(f"{fmt} export does not reproduce the model: max difference {worst:.3g}")

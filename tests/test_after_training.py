@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from dlrun import api
 from dlrun.report import classification_report, regression_report
+from tests.conftest import RECIPES
 from tests.test_lifecycle import _recipe
 
 
@@ -73,6 +75,26 @@ def test_export_round_trips(cli, trained, fmt):
     assert data["verified"] and data["max_abs_difference"] < 1e-4
     again = cli("export", str(first.run.path), "--format", fmt, "--output", str(target))
     assert again.code == 2 and "exists; pass --overwrite" in again.stderr
+
+
+@pytest.mark.slow
+def test_onnx_export_of_a_two_input_model_with_adapted_normalization(cli, tmp_path):
+    """tf2onnx turned the Normalization statistics into extra graph inputs: the export asked for six inputs."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    recipe = api.load_recipe(RECIPES / "iris_concat.yaml", overrides=["train.epochs=1"])
+    run = str(api.train(recipe, runs_root=tmp_path / "runs", quiet=True).run.path)
+    result = cli("export", run, "--format", "onnx", "--output", str(tmp_path / "iris"), "--json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["max_abs_difference"] < 1e-5
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(tmp_path / "iris.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["sepal", "petal"]
+    if importlib.util.find_spec("jax") and not importlib.util.find_spec("jax2onnx"):
+        refused = cli("export", run, "--format", "onnx", "--output", str(tmp_path / "j"), env={"KERAS_BACKEND": "jax"})
+        assert refused.code == 2 and refused.stderr.startswith("error: onnx export under jax needs jax2onnx")
+        assert not (tmp_path / "j.onnx").exists()
 
 
 def test_runs_lists_and_compare_shows_differences(cli, trained):
