@@ -450,17 +450,24 @@ def _train_in_run_folder(
         raise
 
 
-def _fit_stages(
-    loaded: LoadedRecipe,
-    model: Any,
-    prepared: Any,
-    run: RunDir,
-    state: ResumeState,
-    importer: Importer,
-    *,
-    quiet: bool,
-    resuming: bool,
-) -> TrainResult:
+@dataclass
+class _FitData:
+    """What every stage's `fit` is given besides the model: training inputs and targets (host arrays, arrays
+    on the accelerator, or a stream), validation data, and how batches are split."""
+
+    x: Any
+    y: Any
+    validation: Any
+    validation_callbacks: list[Any]  # validation done by a callback instead of by fit (see data_parallel)
+    across: bool  # keras.distribution splits each batch over several devices or processes
+    steps: int  # training steps per epoch
+    eval_batch: int
+
+
+def _fit_data(loaded: LoadedRecipe, prepared: Any, importer: Importer, *, quiet: bool) -> _FitData:
+    """The training and validation data as `fit` takes them, placed and split the way the recipe asks."""
+    from dlrun.train.data_parallel import LocalValidation, splits_batches
+
     recipe, graph = loaded.recipe, loaded.graph
     outputs, inputs = graph.outputs, list(graph.inputs)
     x, y = _fit_inputs(prepared, "train", outputs, inputs)
@@ -475,42 +482,69 @@ def _fit_stages(
         x, y = device_data.to_device(x), device_data.to_device(y)
         say(f"training arrays kept on {device_data.device_name()}", quiet=quiet)
     validation = _fit_inputs(prepared, "validation", outputs, inputs) if "validation" in prepared.splits else None
+    if validation is not None and validation[1] is None:
+        validation = validation[0]  # a dataset yielding (inputs, targets)
     eval_batch = recipe.eval.batch_size or recipe.train.batch_size
-    from dlrun.train.data_parallel import LocalValidation, splits_batches, unknown_length_expected
-
-    across = splits_batches()  # keras.distribution over several devices or processes: see train.data_parallel
-    first_callbacks: list[Any] = []
+    across = splits_batches()
+    validation_callbacks: list[Any] = []
     if across and validation is not None:  # evaluated in full by a local copy, not sharded (nothing dropped)
-        first_callbacks.append(LocalValidation.make(prepared, outputs, inputs, eval_batch, importer.custom_objects()))
+        validation_callbacks.append(
+            LocalValidation.make(prepared, outputs, inputs, eval_batch, importer.custom_objects())
+        )
         validation = None
-    base_callbacks = make_callbacks(recipe.train.callbacks, run, importer, ("train", "callbacks"))
-    tensorboard_installed = importlib.util.find_spec("tensorboard") is not None
+    samples, batch_size = prepared.count("train"), recipe.train.batch_size
+    steps = -(-samples // batch_size)
+    if across:
+        steps = samples // batch_size
+        if dropped := samples - steps * batch_size:
+            say(
+                f"{steps} full batches of {batch_size} per epoch (split over devices): the last "
+                f"{dropped} of the {samples} training samples in each epoch's order are left out",
+                quiet=quiet,
+            )
+    return _FitData(x, y, validation, validation_callbacks, across, steps, eval_batch)
+
+
+def _run_callbacks(loaded: LoadedRecipe, run: RunDir, importer: Importer) -> list[Any]:
+    """The recipe's callbacks for every stage, plus TensorBoard (unless the recipe has its own) and tracking."""
+    recipe = loaded.recipe
+    callbacks = make_callbacks(recipe.train.callbacks, run, importer, ("train", "callbacks"))
     if (
         recipe.train.tensorboard
-        and tensorboard_installed
+        and importlib.util.find_spec("tensorboard") is not None
         and not any(c.type == "TensorBoard" for c in recipe.train.callbacks)
     ):
-        base_callbacks += make_callbacks([Component(type="TensorBoard")], run, importer, ("train", "tensorboard"))
-    base_callbacks += tracking_callbacks(loaded, run)  # MLflow, when train.mlflow is set
+        callbacks += make_callbacks([Component(type="TensorBoard")], run, importer, ("train", "tensorboard"))
+    return callbacks + tracking_callbacks(loaded, run)  # MLflow, when train.mlflow is set
+
+
+def _fit_stages(
+    loaded: LoadedRecipe,
+    model: Any,
+    prepared: Any,
+    run: RunDir,
+    state: ResumeState,
+    importer: Importer,
+    *,
+    quiet: bool,
+    resuming: bool,
+) -> TrainResult:
+    """Fit every stage in turn (skipping those a resumed run finished), then save and evaluate the model."""
+    from dlrun.train.data_parallel import unknown_length_expected
+
+    recipe, graph = loaded.recipe, loaded.graph
+    outputs = graph.outputs
+    data = _fit_data(loaded, prepared, importer, quiet=quiet)
+    base_callbacks = _run_callbacks(loaded, run, importer)
     history: dict[str, list[float]] = state.history() if resuming else {}
     start = state.epoch() if resuming else 0
     stages = _stages(loaded)
     total = sum(s.epochs for s in stages)
-    steps = -(-prepared.count("train") // recipe.train.batch_size)
-    if across:
-        steps = prepared.count("train") // recipe.train.batch_size
-        dropped = prepared.count("train") - steps * recipe.train.batch_size
-        if dropped:
-            say(
-                f"{steps} full batches of {recipe.train.batch_size} per epoch (split over devices): the last "
-                f"{dropped} of the {prepared.count('train')} training samples in each epoch's order are left out",
-                quiet=quiet,
-            )
     epoch = 0
     box: dict[str, Any] = {"model": model}
     all_callbacks = list(base_callbacks)
     guard = NonFiniteGuard.make()
-    quiet_shards = unknown_length_expected() if across else nullcontext()
+    quiet_shards = unknown_length_expected() if data.across else nullcontext()
     reseed = TorchEpochSeed.callbacks(recipe.seed, deterministic=recipe.train.deterministic)
     with stop_on_signals(box) as signals, quiet_shards:
 
@@ -545,8 +579,8 @@ def _fit_stages(
                     quiet=quiet,
                 )
             feed = train_feed(
-                x,
-                y,
+                data.x,
+                data.y,
                 batch_size=recipe.train.batch_size,
                 seed=recipe.seed,
                 shuffle=recipe.train.shuffle,
@@ -562,18 +596,18 @@ def _fit_stages(
                     steps_per_epoch=feed.steps_per_epoch,
                     epochs=epoch + stage.epochs,
                     initial_epoch=first,
-                    validation_data=validation[0] if validation is not None and validation[1] is None else validation,
-                    validation_batch_size=eval_batch,
+                    validation_data=data.validation,
+                    validation_batch_size=data.eval_batch,
                     shuffle=feed.shuffle,
                     callbacks=[
-                        *first_callbacks,
+                        *data.validation_callbacks,
                         *reseed,
                         guard,
                         *base_callbacks,
                         *stage_callbacks,
                         _HistoryWriter.make(run, history, interrupted),
                         state.callback(history, interrupted),
-                        make_progress_callback(total, steps, quiet=quiet),
+                        make_progress_callback(total, data.steps, quiet=quiet),
                     ],
                     verbose=0,
                 )
@@ -590,7 +624,25 @@ def _fit_stages(
                 break
     if signals["signum"] is not None:
         raise RunInterrupted(int(signals["signum"]))
-    restored = _restore_best(model, all_callbacks, importer) if recipe.train.restore_best else None
+    return _save_and_evaluate(loaded, model, prepared, run, importer, data, all_callbacks, history, quiet=quiet)
+
+
+def _save_and_evaluate(
+    loaded: LoadedRecipe,
+    model: Any,
+    prepared: Any,
+    run: RunDir,
+    importer: Importer,
+    data: _FitData,
+    callbacks: list[Any],
+    history: dict[str, list[float]],
+    *,
+    quiet: bool,
+) -> TrainResult:
+    """Restore the best checkpoint (when asked), save model.keras, evaluate on the recipe's eval split."""
+    recipe = loaded.recipe
+    outputs, inputs = loaded.graph.outputs, list(loaded.graph.inputs)
+    restored = _restore_best(model, callbacks, importer) if recipe.train.restore_best else None
     if restored:
         say(f"restored best weights from {Path(restored).name}", quiet=quiet)
     with atomic_target(run.model, ".keras") as tmp:
@@ -600,13 +652,13 @@ def _fit_stages(
     if eval_split in prepared.splits:
         from dlrun.evaluate import evaluate_model
 
-        if across:  # the saved model, loaded on this process alone: exact, nothing dropped (see data_parallel)
+        if data.across:  # the saved model, loaded on this process alone: exact, nothing dropped (see data_parallel)
             from dlrun.train.data_parallel import evaluate_local, local_copy
 
             local = local_copy(model, importer.custom_objects(), run.model)
-            metrics = evaluate_local(local, prepared, eval_split, outputs, inputs, eval_batch)
+            metrics = evaluate_local(local, prepared, eval_split, outputs, inputs, data.eval_batch)
         else:
-            metrics = evaluate_model(model, prepared, eval_split, outputs, inputs, eval_batch)
+            metrics = evaluate_model(model, prepared, eval_split, outputs, inputs, data.eval_batch)
         run.write_json("eval.json", {"split": eval_split, "outputs": outputs, "metrics": metrics})
     return TrainResult(run=run, history=history, metrics=metrics, model=model)
 
