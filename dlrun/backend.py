@@ -52,7 +52,50 @@ def activate(recipe: Recipe) -> str:
         import keras
 
     keras.mixed_precision.set_global_policy(recipe.train.precision)
+    torch_layers_accept_dotted_names()
     return backend
+
+
+# Dots in layer names (dlrun's block copies are named "stage.1.conv1") become this in torch's parameter keys.
+_TORCH_DOT = "_dot_"
+
+
+def torch_layers_accept_dotted_names() -> None:
+    """Under torch, let layers whose names hold a dot own variables (a no-op on other backends).
+
+    Keras' torch backend registers every layer's variables in a `torch.nn.ParameterDict` keyed by variable
+    path, and torch refuses keys with a dot, so a block copy ("stage.1.conv1", from `repeat:`) failed to build
+    and a model with such names, trained under TensorFlow or JAX, failed to load. The keys are torch's
+    bookkeeping only (Keras reaches variables through its own lists), so dots are replaced in the keys.
+    """
+    import keras
+
+    if keras.backend.backend() != "torch":
+        return
+    import torch
+    from keras.src.backend.torch.layer import TorchLayer
+
+    if getattr(TorchLayer, "_dlrun_dotted_names", False):
+        return
+
+    def key(variable: Any) -> str:
+        return variable.path.replace(".", _TORCH_DOT)
+
+    def track_variables(self: Any) -> None:
+        self._torch_params = torch.nn.ParameterDict({key(v): v.value for v in self.variables})
+
+    def post_track_variable(self: Any, variable: Any) -> None:
+        if hasattr(self, "_torch_params") and key(variable) not in self.torch_params:
+            self.torch_params[key(variable)] = variable.value
+
+    def post_untrack_variable(self: Any, variable: Any) -> None:
+        if hasattr(self, "_torch_params") and key(variable) in self.torch_params:
+            self.torch_params.pop(key(variable))
+
+    TorchLayer._track_variables = track_variables
+    TorchLayer._post_track_variable = post_track_variable
+    TorchLayer._post_untrack_variable = post_untrack_variable
+    TorchLayer._dlrun_dotted_names = True
 
 
 @contextlib.contextmanager

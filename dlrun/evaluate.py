@@ -23,6 +23,9 @@ def load_run_model(path: Path, custom_objects: dict[str, Any], *, unsafe: bool =
     """Load a `.keras` file with Keras' safe mode unless `unsafe` (Lambda layers carry code)."""
     import keras
 
+    from dlrun.backend import torch_layers_accept_dotted_names
+
+    torch_layers_accept_dotted_names()
     try:
         model = keras.saving.load_model(str(path), custom_objects=custom_objects, safe_mode=not unsafe)
     except ValueError as exc:

@@ -493,6 +493,9 @@ def load_keras_model(path: Path) -> Any:
     """Load a saved model with `safe_mode=True` (compiled when possible); user errors as RecipeError."""
     import keras
 
+    from dlrun.backend import torch_layers_accept_dotted_names
+
+    torch_layers_accept_dotted_names()
     if not path.is_file():
         raise RecipeError(f"model file not found: {path}")
     try:
