@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import inspect
+import os
 import shutil
 import sys
 import warnings
@@ -90,35 +91,39 @@ def _savedmodel(model: Any, target: Path, inputs: list[np.ndarray]) -> list[np.n
     return _as_list(result)
 
 
+def _tflite_bytes(model: Any) -> bytes:
+    """The converted flatbuffer; a recurrent loop TFLite cannot hold is refused with what to change."""
+    import tensorflow as tf
+
+    try:
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    except Exception as exc:
+        if "tensor list ops" not in str(exc).lower():
+            raise
+    # A Keras 3 RNN layer loops over time with a TensorList whose elements have a free batch axis; TFLite's
+    # builtin ops cannot hold it. Select TF ops could (the converter suggests them), but the result needs
+    # the Flex delegate, which TensorFlow's own tf.lite.Interpreter lacks, so it could not be verified here.
+    raise RecipeError(
+        "tflite cannot hold a recurrent layer's loop over time: give the sequence inputs a fixed length and set "
+        "unroll: true on the recurrent layers (e.g. --set model.inputs.NAME.shape=[40,128] --set "
+        "model.layers[I].unroll=true, then retrain), or export savedmodel or onnx"
+    )
+
+
 def _tflite(model: Any, target: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    target.write_bytes(converter.convert())
-    interpreter = tf.lite.Interpreter(model_path=str(target))
-    details = interpreter.get_input_details()
-    for spec in details:
-        index = next(i for i, t in enumerate(model.inputs) if spec["name"].split(":")[0].endswith(t.name)) \
-            if len(details) > 1 else 0  # fmt: skip
-        interpreter.resize_tensor_input(spec["index"], inputs[index].shape)
-    interpreter.allocate_tensors()
-    for spec in interpreter.get_input_details():
-        index = next(i for i, t in enumerate(model.inputs) if spec["name"].split(":")[0].endswith(t.name)) \
-            if len(details) > 1 else 0  # fmt: skip
-        interpreter.set_tensor(spec["index"], inputs[index])
-    interpreter.invoke()
-    outs = interpreter.get_output_details()
-    # TFLite orders outputs by name; map back to the model's output order.
-    by_name = {o["name"]: interpreter.get_tensor(o["index"]) for o in outs}
-    if len(outs) == 1:
-        return [next(iter(by_name.values()))]
-    ordered = []
-    for name in model.output_names:
-        match = [v for k, v in by_name.items() if name in k]
-        ordered.append(match[0] if match else None)
-    if any(o is None for o in ordered):
-        return list(by_name.values())
-    return ordered
+    target.write_bytes(_tflite_bytes(model))
+    # The signature runner feeds inputs by name and resizes them; its outputs are named output_0, output_1, ...
+    # in the model's output order (the interpreter's raw output list is ordered by tensor name instead).
+    runner = tf.lite.Interpreter(model_path=str(target)).get_signature_runner()
+    names = [t.name for t in model.inputs]
+    result = runner(**{name: x for name, x in zip(names, inputs, strict=True)})
+    if set(result) == set(model.output_names):
+        outputs = [np.asarray(result[name]) for name in model.output_names]
+    else:
+        outputs = [np.asarray(result[f"output_{i}"]) for i in range(len(result))]
+    return outputs
 
 
 @contextlib.contextmanager
@@ -186,21 +191,14 @@ def _refuse_unsupported_backend(fmt: str) -> None:
         )
 
 
-def export_model(model: Any, fmt: str, target: Path, *, overwrite: bool = False) -> dict[str, Any]:
-    """Export `model` to `target` in `fmt`, verify by loading it back; returns the comparison."""
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _export_and_compare(model: Any, fmt: str, exporter: Any, target: Path) -> float:
+    """Write `model` to `target` with `exporter`; the largest difference between its outputs and Keras'."""
     import keras
 
-    if fmt not in FORMATS:
-        raise RecipeError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    _refuse_unsupported_backend(fmt)
-    exporter, suffix = _EXPORTERS[fmt]
-    if suffix and target.suffix != suffix:
-        target = target.with_suffix(suffix)
-    if target.exists():
-        if not overwrite:
-            raise RecipeError(f"{target} exists; pass --overwrite or choose another --output")
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
-    target.parent.mkdir(parents=True, exist_ok=True)  # tf.io.gfile makes it under tensorflow; jax/torch do not
     inputs = sample_inputs(model)
     servable = inference_model(model) if fmt in ("savedmodel", "onnx") else model
     # Keras' exporters refuse a model that has never been called; predict under JAX does not count as a call.
@@ -223,4 +221,30 @@ def export_model(model: Any, fmt: str, target: Path, *, overwrite: bool = False)
     worst = max(float(np.max(np.abs(a - e))) for a, e in zip(actual, expected, strict=True))
     if worst > TOLERANCE[fmt] * max(1.0, max(float(np.max(np.abs(e))) for e in expected)):
         raise RecipeError(f"{fmt} export does not reproduce the model: max difference {worst:.3g}")
+    return worst
+
+
+def export_model(model: Any, fmt: str, target: Path, *, overwrite: bool = False) -> dict[str, Any]:
+    """Export `model` to `target` in `fmt`, verify by loading it back; returns the comparison."""
+    if fmt not in FORMATS:
+        raise RecipeError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    _refuse_unsupported_backend(fmt)
+    exporter, suffix = _EXPORTERS[fmt]
+    if suffix and target.suffix != suffix:
+        target = target.with_suffix(suffix)
+    if target.exists() and not overwrite:
+        raise RecipeError(f"{target} exists; pass --overwrite or choose another --output")
+    target.parent.mkdir(parents=True, exist_ok=True)  # tf.io.gfile makes it under tensorflow; jax/torch do not
+    # Written beside the target and moved into place once verified: a failed export leaves nothing behind
+    # and does not cost the file it was to overwrite.
+    partial = target.with_name(f".{target.stem}.partial-{os.getpid()}{target.suffix}")
+    try:
+        worst = _export_and_compare(model, fmt, exporter, partial)
+    except BaseException:
+        if partial.exists():
+            _remove(partial)
+        raise
+    if target.exists():
+        _remove(target)
+    os.replace(partial, target)
     return {"format": fmt, "path": str(target), "max_abs_difference": worst, "verified": True}

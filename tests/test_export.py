@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dlrun import api
+from dlrun.errors import RecipeError
 from dlrun.export import export_model, inference_model, sample_inputs
 from tests.conftest import write_recipe
 
@@ -83,3 +84,63 @@ def test_onnx_of_an_augmented_model_converts_and_serves_without_augmentation(tmp
     model = _built(tmp_path, AUGMENTED)
     result = export_model(model, "onnx", tmp_path / "served.onnx")
     assert result["verified"] and result["max_abs_difference"] < 1e-5
+
+
+THREE_OUTPUTS = """
+name: three_outputs
+model:
+  inputs: {x: {shape: [6]}}
+  layers:
+    - {name: trunk, type: Dense, units: 8, activation: relu}
+    - {name: zeta, type: Dense, units: 1, inputs: trunk}
+    - {name: alpha, type: Dense, units: 4, activation: softmax, inputs: trunk}
+    - {name: mid, type: Dense, units: 2, inputs: trunk}
+  outputs: [zeta, alpha, mid]
+compile: {optimizer: adam, loss: {zeta: mse, alpha: categorical_crossentropy, mid: mse}}
+"""
+
+FREE_LENGTH_LSTM = """
+name: free_length
+model:
+  inputs: {tokens: {shape: [null, 5]}}
+  layers:
+    - {type: LSTM, units: 4}
+    - {name: score, type: Dense, units: 1, activation: sigmoid}
+compile: {optimizer: adam, loss: binary_crossentropy}
+"""
+
+
+def test_tflite_returns_each_output_in_the_models_order(tmp_path):
+    """TFLite orders its raw outputs by tensor name: recipes/multi_output.yaml failed its check (0.11)."""
+    model = _built(tmp_path, THREE_OUTPUTS)
+    result = export_model(model, "tflite", tmp_path / "three")
+    assert result["verified"] and result["max_abs_difference"] < 1e-5
+    import tensorflow as tf
+
+    runner = tf.lite.Interpreter(model_path=str(tmp_path / "three.tflite")).get_signature_runner()
+    x = sample_inputs(model, batch=3, seed=5)[0]
+    got = runner(x=x)
+    for i, want in enumerate(model.predict(x, verbose=0)):
+        np.testing.assert_allclose(got[f"output_{i}"], want, atol=1e-5)
+
+
+def test_a_refused_export_leaves_nothing_and_keeps_what_it_would_overwrite(tmp_path):
+    target = tmp_path / "model.tflite"
+    export_model(_built(tmp_path, THREE_OUTPUTS), "tflite", target)
+    before = target.read_bytes()
+    with pytest.raises(RecipeError) as refused:
+        export_model(_built(tmp_path, FREE_LENGTH_LSTM), "tflite", target, overwrite=True)
+    if keras.backend.backend() == "tensorflow":  # jax2tf fails earlier, on the LSTM's seed state
+        assert str(refused.value).startswith("tflite cannot hold a recurrent layer's loop over time: give the")
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite", "recipe.yaml"]
+
+
+def test_overwrite_replaces_the_file_once_the_new_export_is_verified(tmp_path):
+    target = tmp_path / "m.keras"
+    export_model(_built(tmp_path, THREE_OUTPUTS), "keras", target)
+    with pytest.raises(RecipeError, match="exists; pass --overwrite"):
+        export_model(_built(tmp_path, FREE_LENGTH_LSTM), "keras", target)
+    export_model(_built(tmp_path, FREE_LENGTH_LSTM), "keras", target, overwrite=True)
+    assert keras.saving.load_model(str(target)).output_names == ["score"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras", "recipe.yaml"]
