@@ -163,7 +163,11 @@ def _onnx(model: Any, target: Path, inputs: list[np.ndarray]) -> list[np.ndarray
     with _captured_tensors_as_variables(model):
         model.export(str(target), format="onnx", verbose=False)
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
-    feeds = {spec.name: x for spec, x in zip(session.get_inputs(), inputs, strict=True)}
+    names = [t.name for t in model.inputs]
+    graph_inputs = [spec.name for spec in session.get_inputs()]
+    if sorted(graph_inputs) != sorted(names):  # the model's own names, unless a converter renamed them
+        names = graph_inputs
+    feeds = dict(zip(names, inputs, strict=True))
     return [np.asarray(v) for v in session.run(None, feeds)]
 
 
