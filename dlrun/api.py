@@ -9,7 +9,9 @@ metrics = dlrun.evaluate(result.run.path)
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,18 @@ def load_recipe(source: str | Path | LoadedRecipe, overrides: list[str] | tuple[
     return _load(source, overrides)
 
 
+@contextlib.contextmanager
+def _located(loaded: LoadedRecipe) -> Iterator[None]:
+    """Give errors raised about a recipe key after loading (data checks, compile and train options) the
+    file:line:column of that key, as loading does."""
+    try:
+        yield
+    except RecipeError as exc:
+        if exc.location is None and exc.path:
+            exc.location = loaded.doc.locate(exc.path)
+        raise
+
+
 def _activated(loaded: LoadedRecipe) -> LoadedRecipe:
     """Select the recipe's backend and dtype policy before Keras is imported."""
     from dlrun.backend import activate
@@ -39,9 +53,11 @@ def build(loaded: LoadedRecipe | str | Path, *, trust: bool = False) -> Any:
     from dlrun.components import Importer
     from dlrun.graph.build import build_traced
 
-    loaded = _activated(load_recipe(loaded))
-    importer = Importer(loaded.recipe.imports, loaded.base_dir, trust=trust)
-    return build_traced(loaded.graph, importer, doc=loaded.doc, base_dir=loaded.base_dir)
+    loaded = load_recipe(loaded)
+    with _located(loaded):
+        _activated(loaded)
+        importer = Importer(loaded.recipe.imports, loaded.base_dir, trust=trust)
+        return build_traced(loaded.graph, importer, doc=loaded.doc, base_dir=loaded.base_dir)
 
 
 def build_model(loaded: LoadedRecipe | str | Path, *, trust: bool = False) -> Any:
@@ -53,7 +69,9 @@ def check(loaded: LoadedRecipe | str | Path, *, trust: bool = False, batch: int 
     """Build, compile and run one training step on random data shaped from the declared inputs."""
     from dlrun.train.check import check_recipe
 
-    return check_recipe(_activated(load_recipe(loaded)), trust=trust, batch=batch)
+    loaded = load_recipe(loaded)
+    with _located(loaded):
+        return check_recipe(_activated(loaded), trust=trust, batch=batch)
 
 
 def train(loaded: LoadedRecipe | str | Path, **kwargs: Any) -> Any:
@@ -62,11 +80,12 @@ def train(loaded: LoadedRecipe | str | Path, **kwargs: Any) -> Any:
 
     loaded = load_recipe(loaded)
     distribute = loaded.recipe.train.distribute
-    if distribute is not None and distribute.strategy == "multi_worker":
-        from dlrun.multi_worker import check_tf_config
+    with _located(loaded):
+        if distribute is not None and distribute.strategy == "multi_worker":
+            from dlrun.multi_worker import check_tf_config
 
-        check_tf_config()  # before the slow Keras import: a bad cluster description fails at once
-    return _train(_activated(loaded), **kwargs)
+            check_tf_config()  # before the slow Keras import: a bad cluster description fails at once
+        return _train(_activated(loaded), **kwargs)
 
 
 def evaluate(run: str | Path, *, split: str | None = None, trust: bool = False, unsafe: bool = False) -> dict[str, Any]:

@@ -216,3 +216,32 @@ def test_unknown_preprocessing_layer_did_you_mean(iris_dir):
     assert _error(iris_dir, text) == (
         "data.inputs.x.preprocess[0].type: unknown preprocessing layer 'Normalisation' (did you mean 'Normalization'?)"
     )
+
+
+def test_a_vocabulary_narrower_than_max_tokens_is_a_located_error_that_names_pad_to_max_tokens(cli, tmp_path):
+    """recipes/imdb.yaml with data.limit=256 found 7,241 words for max_tokens 10,000: the model input did not
+    match, and the error carried no file:line:column (errors raised after loading were not located)."""
+    rows = [[f"word{i % 7} common", i % 2] for i in range(40)]
+    write_csv(tmp_path / "t.csv", ["note", "y"], rows)
+    vectorize = {"type": "TextVectorization", "max_tokens": 20, "output_mode": "multi_hot"}
+    data = {
+        "source": "csv",
+        "path": "t.csv",
+        "inputs": {"note": {"from": "note", "preprocess": [vectorize]}},
+        "targets": {"y": {"from": "y"}},
+    }
+    layers = [{"name": "y", "type": "Dense", "units": 1, "activation": "sigmoid"}]
+    text = recipe_text(data, {"note": {"shape": [20]}}, layers, loss="binary_crossentropy")
+    recipe = write_recipe(tmp_path, text)
+    result = cli("train", str(recipe), "--runs", str(tmp_path / "runs"))
+    assert result.code == 2 and "Traceback" not in result.stderr
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if t.strip() == "note:")
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {recipe}:{line + 1}:7: data.inputs.note: the data gives samples of shape (9,) after preprocessing "
+        "but model input 'note' expects (20,); the vocabulary adapted on the training data is smaller than "
+        "max_tokens: set pad_to_max_tokens: true on the vocabulary layer so the width is always max_tokens"
+    )
+    assert not (tmp_path / "runs").exists()
+    padded = cli("train", str(recipe), "--runs", str(tmp_path / "runs"), "--set",
+                 "data.inputs.note.preprocess[0].pad_to_max_tokens=true")  # fmt: skip
+    assert padded.code == 0, padded.stderr[-2000:]

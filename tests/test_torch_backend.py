@@ -51,7 +51,9 @@ def test_torch_refuses_several_steps_per_call_in_one_line_and_reports_its_device
                  env=TORCH)  # fmt: skip
     assert result.code == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: compile.steps_per_execution: steps_per_execution 4 needs the tensorflow")
+    assert lines[-1].startswith(  # located at the override that set it
+        "error: --set compile.steps_per_execution=4: compile.steps_per_execution: steps_per_execution 4 needs the"
+    )
     assert "Traceback" not in result.stderr
     environment = json.loads(next((tmp_path / "runs").glob("digits/*/run.json")).read_text())["environment"]
     assert environment["backend"] == "torch" and "cpu" in environment["devices"]

@@ -301,7 +301,25 @@ def _compatible(got: tuple, want: tuple) -> bool:
     return all(g is None or w is None or g == w for g, w in zip(got, want, strict=True))
 
 
-def _check_input(name: str, tensor: Any, core_input: Any, had_preprocess: bool) -> None:
+_VOCABULARY_LAYERS = ("TextVectorization", "StringLookup", "IntegerLookup")
+
+
+def _unpadded_vocabulary(comps: list[Any]) -> bool:
+    """Whether a vocabulary layer's output width follows what adapt found rather than max_tokens."""
+    for comp in comps:
+        args = comp.kwargs if hasattr(comp, "kwargs") else {}
+        mode = args.get("output_mode", "int")
+        if (
+            getattr(comp, "type", None) in _VOCABULARY_LAYERS
+            and mode in ("multi_hot", "count", "tf_idf", "one_hot")
+            and args.get("max_tokens") is not None
+            and not args.get("pad_to_max_tokens", False)
+        ):
+            return True
+    return False
+
+
+def _check_input(name: str, tensor: Any, core_input: Any, had_preprocess: bool, comps: list[Any] = ()) -> None:
     where: KeyPath = ("data", "inputs", name)
     got, want = tuple(tensor.shape[1:]), tuple(core_input.shape[1:])
     if str(tensor.dtype) == "string" and str(core_input.dtype) != "string":
@@ -312,8 +330,21 @@ def _check_input(name: str, tensor: Any, core_input: Any, had_preprocess: bool) 
         )
     if not _compatible(got, want):
         after = "after preprocessing " if had_preprocess else ""
+        hint = ""
+        if (
+            got
+            and want
+            and got[-1] is not None
+            and want[-1] is not None
+            and got[-1] < want[-1]
+            and (_unpadded_vocabulary(list(comps)))
+        ):
+            hint = (
+                "; the vocabulary adapted on the training data is smaller than max_tokens: set "
+                "pad_to_max_tokens: true on the vocabulary layer so the width is always max_tokens"
+            )
         raise RecipeError(
-            f"the data gives samples of shape {got} {after}but model input {name!r} expects {want}",
+            f"the data gives samples of shape {got} {after}but model input {name!r} expects {want}{hint}",
             path=where,
         )
 
@@ -364,7 +395,7 @@ def attach_preprocessing(model: Any, loaded: Any, prepared: Any, importer: Any =
                 data = data.map(lambda b: tf.reshape(b, (-1, 1)))
         raw[name] = keras.Input(shape=shape, dtype=dtype, name=name)
         _, x = build_input_steps(name, comps, data, raw[name], importer, used)
-        _check_input(name, x, core[name], bool(comps))
+        _check_input(name, x, core[name], bool(comps), comps)
         pre[name] = x
     if not raw:
         return model
