@@ -304,22 +304,18 @@ def _compatible(got: tuple, want: tuple) -> bool:
 _VOCABULARY_LAYERS = ("TextVectorization", "StringLookup", "IntegerLookup")
 
 
-def _unpadded_vocabulary(comps: list[Any]) -> bool:
+def _unpadded_vocabulary(comps: list[Component]) -> bool:
     """Whether a vocabulary layer's output width follows what adapt found rather than max_tokens."""
-    for comp in comps:
-        args = comp.kwargs if hasattr(comp, "kwargs") else {}
-        mode = args.get("output_mode", "int")
-        if (
-            getattr(comp, "type", None) in _VOCABULARY_LAYERS
-            and mode in ("multi_hot", "count", "tf_idf", "one_hot")
-            and args.get("max_tokens") is not None
-            and not args.get("pad_to_max_tokens", False)
-        ):
-            return True
-    return False
+    return any(
+        comp.type in _VOCABULARY_LAYERS
+        and comp.kwargs.get("output_mode", "int") in ("multi_hot", "count", "tf_idf", "one_hot")
+        and comp.kwargs.get("max_tokens") is not None
+        and not comp.kwargs.get("pad_to_max_tokens", False)
+        for comp in comps
+    )
 
 
-def _check_input(name: str, tensor: Any, core_input: Any, had_preprocess: bool, comps: list[Any] = ()) -> None:
+def _check_input(name: str, tensor: Any, core_input: Any, comps: list[Component]) -> None:
     where: KeyPath = ("data", "inputs", name)
     got, want = tuple(tensor.shape[1:]), tuple(core_input.shape[1:])
     if str(tensor.dtype) == "string" and str(core_input.dtype) != "string":
@@ -329,20 +325,14 @@ def _check_input(name: str, tensor: Any, core_input: Any, had_preprocess: bool, 
             path=where,
         )
     if not _compatible(got, want):
-        after = "after preprocessing " if had_preprocess else ""
-        hint = ""
-        if (
-            got
-            and want
-            and got[-1] is not None
-            and want[-1] is not None
-            and got[-1] < want[-1]
-            and (_unpadded_vocabulary(list(comps)))
-        ):
-            hint = (
-                "; the vocabulary adapted on the training data is smaller than max_tokens: set "
-                "pad_to_max_tokens: true on the vocabulary layer so the width is always max_tokens"
-            )
+        after = "after preprocessing " if comps else ""
+        narrower = bool(got and want) and None not in (got[-1], want[-1]) and got[-1] < want[-1]
+        hint = (
+            "; the vocabulary adapted on the training data is smaller than max_tokens: set "
+            "pad_to_max_tokens: true on the vocabulary layer so the width is always max_tokens"
+            if narrower and _unpadded_vocabulary(comps)
+            else ""
+        )
         raise RecipeError(
             f"the data gives samples of shape {got} {after}but model input {name!r} expects {want}{hint}",
             path=where,
@@ -382,7 +372,7 @@ def attach_preprocessing(model: Any, loaded: Any, prepared: Any, importer: Any =
             if dtype != "string" and _compatible(shape, tuple(core[name].shape[1:])):
                 continue
             probe = keras.KerasTensor((None, *shape), dtype=dtype)
-            _check_input(name, probe, core[name], False)
+            _check_input(name, probe, core[name], [])
         data = prepared.adapt_data(name)
         if shape == () and dtype != "string":  # one numeric column: layers want a feature axis; Keras
             # expands (n,) arrays to (n, 1). Text stays scalar, as TextVectorization and lookups expect.
@@ -395,7 +385,7 @@ def attach_preprocessing(model: Any, loaded: Any, prepared: Any, importer: Any =
                 data = data.map(lambda b: tf.reshape(b, (-1, 1)))
         raw[name] = keras.Input(shape=shape, dtype=dtype, name=name)
         _, x = build_input_steps(name, comps, data, raw[name], importer, used)
-        _check_input(name, x, core[name], bool(comps), comps)
+        _check_input(name, x, core[name], comps)
         pre[name] = x
     if not raw:
         return model
