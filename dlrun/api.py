@@ -9,9 +9,7 @@ metrics = dlrun.evaluate(result.run.path)
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,18 +26,6 @@ def load_recipe(source: str | Path | LoadedRecipe, overrides: list[str] | tuple[
     return _load(source, overrides)
 
 
-@contextlib.contextmanager
-def _located(loaded: LoadedRecipe) -> Iterator[None]:
-    """Give errors raised about a recipe key after loading (data checks, compile and train options) the
-    file:line:column of that key, as loading does."""
-    try:
-        yield
-    except RecipeError as exc:
-        if exc.location is None and exc.path:
-            exc.location = loaded.doc.locate(exc.path)
-        raise
-
-
 def _activated(loaded: LoadedRecipe) -> LoadedRecipe:
     """Select the recipe's backend and dtype policy before Keras is imported."""
     from dlrun.backend import activate
@@ -54,7 +40,7 @@ def build(loaded: LoadedRecipe | str | Path, *, trust: bool = False) -> Any:
     from dlrun.graph.build import build_traced
 
     loaded = load_recipe(loaded)
-    with _located(loaded):
+    with loaded.locating_errors():
         _activated(loaded)
         importer = Importer(loaded.recipe.imports, loaded.base_dir, trust=trust)
         return build_traced(loaded.graph, importer, doc=loaded.doc, base_dir=loaded.base_dir)
@@ -70,7 +56,7 @@ def check(loaded: LoadedRecipe | str | Path, *, trust: bool = False, batch: int 
     from dlrun.train.check import check_recipe
 
     loaded = load_recipe(loaded)
-    with _located(loaded):
+    with loaded.locating_errors():
         return check_recipe(_activated(loaded), trust=trust, batch=batch)
 
 
@@ -80,12 +66,21 @@ def train(loaded: LoadedRecipe | str | Path, **kwargs: Any) -> Any:
 
     loaded = load_recipe(loaded)
     distribute = loaded.recipe.train.distribute
-    with _located(loaded):
+    with loaded.locating_errors():
         if distribute is not None and distribute.strategy == "multi_worker":
             from dlrun.multi_worker import check_tf_config
 
             check_tf_config()  # before the slow Keras import: a bad cluster description fails at once
         return _train(_activated(loaded), **kwargs)
+
+
+def cross_validate(loaded: LoadedRecipe | str | Path, folds: int = 5, **kwargs: Any) -> dict[str, Any]:
+    """K-fold cross-validation (see `dlrun.data.cv.cross_validate` for options): per-fold metrics, mean, std."""
+    from dlrun.data.cv import cross_validate as _cross_validate
+
+    loaded = load_recipe(loaded)
+    with loaded.locating_errors():
+        return _cross_validate(_activated(loaded), folds, **kwargs)
 
 
 def evaluate(run: str | Path, *, split: str | None = None, trust: bool = False, unsafe: bool = False) -> dict[str, Any]:

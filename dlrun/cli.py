@@ -587,10 +587,8 @@ def cv(
     json_out: JsonOpt = False,
 ) -> None:
     """K-fold cross-validation: train on K-1 folds, score the held-out one; mean and std of every metric."""
-    from dlrun.data.cv import cross_validate
-
     loaded = api.load_recipe(recipe, overrides=set_ or ())
-    result = cross_validate(loaded, folds, runs_root=runs, trust=trust, quiet=quiet or json_out)
+    result = api.cross_validate(loaded, folds, runs_root=runs, trust=trust, quiet=quiet or json_out)
     if json_out:
         _emit(result)
         return

@@ -7,7 +7,9 @@ the same errors. Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,17 @@ class LoadedRecipe:
     def resolved(self) -> dict[str, Any]:
         """The fully composed document (after extends, overrides and interpolation)."""
         return copy.deepcopy(self.doc.data)
+
+    @contextlib.contextmanager
+    def locating_errors(self) -> Iterator[None]:
+        """Give errors raised about a recipe key after loading (data checks, compile and train options) the
+        file:line:column of that key, as loading does."""
+        try:
+            yield
+        except RecipeError as exc:
+            if exc.location is None and exc.path:
+                exc.location = self.doc.locate(exc.path)
+            raise
 
 
 def _merge(base: Document, top: Document, path: KeyPath = ()) -> None:
