@@ -33,3 +33,24 @@ def test_did_you_mean():
     assert catalog.did_you_mean("Dens", catalog.names("layers")) == " (did you mean 'Dense'?)"
     assert catalog.did_you_mean("dense", catalog.names("layers")) == " (did you mean 'Dense'?)"
     assert catalog.did_you_mean("zzzzzz", catalog.names("layers")) == ""
+
+
+def test_value_facts_are_read_from_keras():
+    """Registries are Keras' own lookup tables; choices and ranges are what the constructors accept."""
+    cat = catalog.load_catalog()
+    assert {"relu", "softmax", "gelu"} <= set(cat["registries"]["activations"])
+    assert {"glorot_uniform", "HeNormal"} <= set(cat["registries"]["initializers"])
+    assert {"l2", "L1L2"} <= set(cat["registries"]["regularizers"])
+    assert {"max_norm", "NonNeg"} <= set(cat["registries"]["constraints"])
+    assert set(cat["derived"]) >= {"registries", "registry", "enum", "minimum", "maximum"}
+    dense = catalog.entry("layers", "Dense")["values"]
+    assert dense["activation"] == {"registry": "activations"}
+    assert dense["kernel_initializer"] == {"registry": "initializers"}
+    assert dense["units"] == {"minimum": 1, "maximum": catalog.MAX_DIMENSION}
+    conv = catalog.entry("layers", "Conv2D")["values"]
+    assert conv["padding"] == {"enum": ["same", "valid"], "case_insensitive": True}
+    assert conv["data_format"]["enum"] == ["channels_first", "channels_last"]
+    assert conv["kernel_size"]["minimum"] == 1
+    assert catalog.entry("layers", "Dropout")["values"]["rate"] == {"minimum": 0, "exclusive_maximum": 1}
+    assert catalog.entry("layers", "Dense")["doc"].startswith("Just your regular densely-connected")
+    assert catalog.entry("layers", "Dense")["arg_docs"]["units"].startswith("Positive integer")

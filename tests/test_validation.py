@@ -223,6 +223,57 @@ def test_wrong_kind_of_layer_argument(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "column", "where", "message"),
+    [
+        ("activation: relu}", "activation: relux}", 57, "activation", "unknown activation 'relux' (did you mean 'relu'?)"),
+        ("units: 8,", "units: 0,", 42, "units", "expected a positive integer, got 0"),
+        ("units: 8,", "units: 1000000000000,", 42, "units",
+         "1000000000000 is above 2147483647 (2**31 - 1), the largest size a tensor dimension holds"),
+        ("activation: relu}", "activation: relu, kernel_initializer: glorot}", 83, "kernel_initializer",
+         "unknown initializer 'glorot' (did you mean 'GlorotNormal'?)"),
+        ("activation: relu}", "activation: relu, kernel_regularizer: l3}", 83, "kernel_regularizer",
+         "unknown regularizer 'l3'; Keras knows: l1, l1l2, l2, orthogonal_regularizer, regularizer"),
+    ],
+)  # fmt: skip
+def test_argument_values_keras_refuses(tmp_path, old, new, column, where, message):
+    check(tmp_path, GOOD.replace(old, new), 6, column, f"model.layers[0].{where}", message)
+
+
+def test_argument_values_keras_accepts(tmp_path):
+    text = GOOD.replace("activation: relu}", "activation: gelu, kernel_initializer: HeNormal, kernel_regularizer: l2, "
+                        "kernel_constraint: max_norm, bias_initializer: null}")  # fmt: skip
+    api.load_recipe(write(tmp_path, text))
+
+
+def test_block_value_is_checked_after_substitution(tmp_path):
+    text = """\
+    name: toy
+    blocks:
+      conv:
+        params: {pad: same}
+        layers:
+          - {type: Conv2D, filters: 4, kernel_size: 3, padding: "${pad}"}
+    model:
+      inputs:
+        x: {shape: [8, 8, 1]}
+      layers:
+        - {name: c, type: conv, pad: samee}
+        - {type: Flatten}
+        - {name: y, type: Dense, units: 1}
+    compile: {optimizer: adam, loss: mse}
+    """
+    message = "'samee' is not one of 'same', 'valid' (did you mean 'same'?)"
+    check(tmp_path, text, 6, 61, "blocks.conv.layers[0].padding", message)
+    api.load_recipe(write(tmp_path, text.replace("samee", "SAME")))  # Keras lower-cases padding
+
+
+@pytest.mark.parametrize(("seed", "message"), [(-5, "must be at least 0, got -5"),
+                                               (2**70, f"must be at most 4294967295, got {2**70}")])  # fmt: skip
+def test_seed_in_the_range_keras_accepts(tmp_path, seed, message):
+    check(tmp_path, f"seed: {seed}\n" + GOOD, 1, 7, "seed", message)
+
+
 def test_dangling_reference(tmp_path):
     check(
         tmp_path,

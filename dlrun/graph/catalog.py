@@ -262,7 +262,183 @@ def generate() -> dict[str, Any]:
     out["activations"] = sorted(
         n for n in dir(keras.activations) if not n.startswith("_") and n not in ("get", "serialize", "deserialize")
     )
+    add_value_facts(out)
     return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Value facts (imports Keras; only at generation): which strings and numbers each argument accepts
+
+# The string identifiers Keras resolves, per kind, read from each `get()`'s own lookup table.
+REGISTRY_MODULES = {
+    "activations": "keras.src.activations",
+    "initializers": "keras.src.initializers",
+    "regularizers": "keras.src.regularizers",
+    "constraints": "keras.src.constraints",
+}
+# Which registry an argument draws from, by Keras' naming convention for its arguments.
+REGISTRY_SUFFIXES = (
+    ("activation", "activations"),
+    ("_initializer", "initializers"),
+    ("_regularizer", "regularizers"),
+    ("_constraint", "constraints"),
+)
+# dlrun's own upper bound for sizes (Keras accepts any positive integer at construction and fails later).
+MAX_DIMENSION = 2**31 - 1
+_PROBE = "__dlrun_probe__"
+_SAMPLE = {"int": 2, "ints": 2, "float": 0.5, "bool": False}
+DERIVED = {
+    "registries": "keys of each keras.src.<module>.ALL_OBJECTS_DICT, the table the module's get() looks a "
+    "string up in (case-sensitive)",
+    "registry": "an argument named like Keras' convention (activation, *_initializer, *_regularizer, "
+    "*_constraint) whose default is in that registry (or None), and which Keras refuses a bogus string for "
+    "when the layer is constructed",
+    "enum": "the quoted strings of the argument's docstring that the layer's constructor accepts, kept only "
+    "when the constructor refuses a bogus string (so the list is what Keras checks); case_insensitive when "
+    "it accepts the upper-cased default too",
+    "minimum": "probing the constructor with 0 and -1 (ints) or -0.5 and 0 (floats): the smallest accepted",
+    "maximum": f"probing floats with 1 and 1.5; sizes (minimum 0 or 1) are capped at {MAX_DIMENSION} "
+    "(2**31 - 1, the largest dimension of an int32 shape) by dlrun; a fraction (the docstring says so) "
+    "that Keras accepts up to 1 is < 1, since 1 drops everything",
+}
+
+
+def _full_arg_docs(doc: str) -> dict[str, str]:
+    """Argument name -> its whole description (continuation lines joined) in a Google-style `Args:`."""
+    out: dict[str, str] = {}
+    current: str | None = None
+    indent: int | None = None
+    in_args = False
+    for raw in (doc or "").splitlines():
+        line = raw.rstrip()
+        stripped = line.strip()
+        if stripped in ("Args:", "Arguments:"):
+            in_args, indent, current = True, None, None
+            continue
+        if not in_args:
+            continue
+        level = len(line) - len(stripped)
+        if stripped and indent is not None and level < indent:
+            break
+        m = re.match(r"^(\s*)`?(\w+)`?\s*(\([^)]*\))?:\s*(.*)$", line)
+        if m and (indent is None or len(m.group(1)) == indent):
+            indent = len(m.group(1))
+            current = m.group(2)
+            out[current] = m.group(4)
+        elif current is not None and stripped:
+            out[current] += " " + stripped
+    return out
+
+
+def _constructs(cls: Any, kwargs: dict[str, Any]) -> bool:
+    try:
+        cls(**kwargs)
+    except Exception:  # any refusal by Keras counts as "not accepted"
+        return False
+    return True
+
+
+def _numeric_range(cls: Any, base: dict[str, Any], pname: str, kind: str, doc: str) -> dict[str, Any]:
+    if pname == "seed":
+        return {}
+    if kind in ("int", "ints"):
+        if not _constructs(cls, {**base, pname: 1}) or _constructs(cls, {**base, pname: -1}):
+            return {}
+        low = 0 if _constructs(cls, {**base, pname: 0}) else 1
+        return {"minimum": low, "maximum": MAX_DIMENSION}
+    if kind == "float":
+        if not _constructs(cls, {**base, pname: 0.5}):
+            return {}
+        out: dict[str, Any] = {}
+        if not _constructs(cls, {**base, pname: -0.5}):
+            out["minimum" if _constructs(cls, {**base, pname: 0.0}) else "exclusive_minimum"] = 0
+        if not _constructs(cls, {**base, pname: 1.5}):
+            inclusive = _constructs(cls, {**base, pname: 1.0}) and "fraction" not in doc.lower()
+            out["maximum" if inclusive else "exclusive_maximum"] = 1
+        return out
+    return {}
+
+
+def _string_choices(cls: Any, base: dict[str, Any], pname: str, default: Any, doc: str) -> dict[str, Any]:
+    quoted = re.findall(r"[\"']([A-Za-z_][\w\-]*)[\"']", doc)
+    candidates = list(dict.fromkeys([*([default] if isinstance(default, str) else []), *quoted]))
+    if not candidates or _constructs(cls, {**base, pname: _PROBE}):
+        return {}
+    accepted = [c for c in candidates if _constructs(cls, {**base, pname: c})]
+    if not accepted:
+        return {}
+    return {"enum": sorted(accepted), "case_insensitive": _constructs(cls, {**base, pname: accepted[0].upper()})}
+
+
+def _registry_of(pname: str) -> str | None:
+    return next((reg for suffix, reg in REGISTRY_SUFFIXES if pname.endswith(suffix)), None)
+
+
+def _layer_values(cls: Any, entry: dict[str, Any], registries: dict[str, list[str]]) -> dict[str, Any]:
+    """Per argument of one layer: its registry, its string choices or its numeric range, probed from Keras."""
+    params = entry["params"]
+    base = {}
+    for pname, meta in params.items():
+        if meta["required"]:
+            if meta["kind"] not in _SAMPLE:
+                return {}
+            base[pname] = _SAMPLE[meta["kind"]]
+    if not _constructs(cls, base):
+        return {}
+    docs = _full_arg_docs(inspect.getdoc(cls) or "")
+    out: dict[str, Any] = {}
+    for pname, meta in params.items():
+        doc = docs.get(pname, "")
+        registry = _registry_of(pname)
+        if registry is not None:
+            default = meta["default"]
+            if (default is None or default in registries[registry]) and not _constructs(cls, {**base, pname: _PROBE}):
+                out[pname] = {"registry": registry}
+            continue
+        if meta["kind"] in ("int", "ints", "float"):
+            facts = _numeric_range(cls, base, pname, meta["kind"], doc)
+        elif meta["kind"] == "any" and (isinstance(meta["default"], str) or meta["default"] is None):
+            facts = _string_choices(cls, base, pname, meta["default"], doc)
+        else:
+            facts = {}
+        if facts:
+            out[pname] = facts
+    return out
+
+
+def _one_line(text: str) -> str:
+    first = (text or "").strip().split("\n\n")[0]
+    return " ".join(first.split())
+
+
+def add_value_facts(out: dict[str, Any]) -> None:
+    """Add identifier registries, each layer's value constraints and one-line docs to the catalog."""
+    import importlib
+    import logging
+    import os
+    import warnings
+
+    import keras
+
+    registries = {kind: sorted(importlib.import_module(mod).ALL_OBJECTS_DICT) for kind, mod in REGISTRY_MODULES.items()}
+    out["registries"] = registries
+    out["derived"] = DERIVED
+    out["base_layer_values"] = {"activity_regularizer": {"registry": "regularizers"}}
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for section, modname in SECTIONS.items():
+        module = importlib.import_module(modname)
+        for name, entry in out[section].items():
+            obj = getattr(module, name)
+            docs = _full_arg_docs(inspect.getdoc(obj) or "")
+            entry["doc"] = _one_line(inspect.getdoc(obj) or "")
+            entry["arg_docs"] = {p: " ".join(docs[p].split())[:300] for p in entry["params"] if docs.get(p)}
+            if section == "layers" and inspect.isclass(obj) and issubclass(obj, keras.layers.Layer):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    values = _layer_values(obj, entry, registries)
+                if values:
+                    entry["values"] = values
 
 
 def render(catalog: dict[str, Any]) -> str:

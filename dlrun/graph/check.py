@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from dlrun.errors import RecipeError
-from dlrun.graph import catalog
+from dlrun.graph import catalog, values
 from dlrun.graph.expand import ExpandedNode, expand_nodes
 from dlrun.recipe.load import Document, KeyPath
 from dlrun.recipe.schema import CompileSpec, Component, GraphSpec, InputSpec, Recipe
@@ -69,6 +69,7 @@ _ACCEPTS = {
         or (isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v))
     ),
 }
+_ANY = lambda v: True  # noqa: E731
 _KIND_WORDS = {
     "int": "an integer",
     "float": "a number",
@@ -102,6 +103,9 @@ def check_arguments(
             msg = f"{what} has no argument {key!r}{hint}"
             raise _error(doc, msg, (*path, key), key=True)
         meta = params.get(key)
+        problem = values.argument_problem(spec, key, value, layer=layer)
+        if problem is not None and (meta is None or _ACCEPTS.get(meta["kind"], _ANY)(value)):
+            raise _error(doc, problem, (*path, key))
         if meta is None or meta["kind"] == "any":
             continue
         if value is None and (meta["nullable"] or (meta["required"] is False and meta["default"] is None)):

@@ -17,6 +17,8 @@ from pydantic_core import PydanticCustomError
 from dlrun.ensemble_spec import EnsembleSpec
 from dlrun.tune.space import SearchSpec
 
+# keras.utils.set_random_seed seeds NumPy, whose seeds are 0 <= seed < 2**32.
+SEED_MAX = 2**32 - 1
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=128)]
 
@@ -454,7 +456,11 @@ class Recipe(Strict):
     schema_: str | None = Field(default=None, alias="$schema")
     name: Name
     description: str | None = None
-    seed: int = 42
+    seed: Annotated[int, Field(ge=0, le=SEED_MAX)] = Field(
+        default=42,
+        description="Seeds Python, NumPy and the backend (weights, shuffling, splits); 0 to 2**32 - 1, "
+        "what keras.utils.set_random_seed accepts (it seeds NumPy).",
+    )
     imports: list[str] = Field(default_factory=list, description="Modules allowed to supply custom components.")
     blocks: dict[Name, BlockSpec] = Field(default_factory=dict)
     data: DataSpec | None = None
