@@ -59,20 +59,19 @@ def _root(
 
 
 @app.command()
-def validate(recipe: RecipeArg, set_: SetOpt = None, json_out: JsonOpt = False) -> None:
-    """Check a recipe's schema and graph without importing TensorFlow."""
-    loaded = api.load_recipe(recipe, overrides=set_ or ())
-    info = {
-        "recipe": str(recipe),
-        "valid": True,
-        "name": loaded.recipe.name,
-        "nodes": len(loaded.graph.nodes),
-        "outputs": loaded.graph.outputs,
-    }
-    if json_out:
-        _emit(info)
-    else:
-        print(f"{recipe}: ok ({info['nodes']} nodes, outputs: {', '.join(info['outputs'])})")
+def validate(
+    recipe: Annotated[Path | None, typer.Argument(help="Recipe YAML file.", show_default=False)] = None,
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Lint warnings are errors (exit 2).")] = False,
+    explain: Annotated[
+        str | None, typer.Option("--explain", help="Explain a lint rule (e.g. unknown-monitor) and exit.")
+    ] = None,
+) -> None:
+    """Check a recipe's schema, graph and values without importing TensorFlow; report every error, then lint."""
+    from dlrun.validation import print_report
+
+    raise typer.Exit(print_report(recipe, set_ or (), json_out=json_out, strict=strict, explain=explain))
 
 
 @app.command()
