@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -175,26 +176,99 @@ def _default_text(value: Any) -> str:
     return json.dumps(value)
 
 
-def _argument_schema(meta: dict[str, Any]) -> dict[str, Any]:
-    """JSON Schema for one Keras keyword argument from its catalog entry."""
+def _case_insensitive(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+def _value_schema(meta: dict[str, Any], facts: dict[str, Any], nullable: bool) -> dict[str, Any] | None:
+    """The values Keras accepts for one argument (catalog `values`), as JSON Schema; None when unconstrained."""
+    options: list[dict[str, Any]] = []
+    if "registry" in facts:
+        return {"$ref": f"#/$defs/{_registry_def(facts['registry'], nullable)}"}
+    if "enum" in facts:
+        options = [{"enum": facts["enum"]}]
+        if facts.get("case_insensitive"):
+            words = "|".join(_case_insensitive(w) for w in facts["enum"])
+            options.append({"type": "string", "pattern": f"^(?:{words})$"})
+    else:
+        bounds = {
+            key: facts[name]
+            for name, key in (
+                ("minimum", "minimum"),
+                ("maximum", "maximum"),
+                ("exclusive_minimum", "exclusiveMinimum"),
+                ("exclusive_maximum", "exclusiveMaximum"),
+            )
+            if name in facts
+        }
+        if not bounds or meta["kind"] not in _KIND_SCHEMA:
+            return None
+        number = {**copy.deepcopy(_KIND_SCHEMA[meta["kind"] if meta["kind"] != "ints" else "int"]), **bounds}
+        options = [number]
+        if meta["kind"] == "ints":
+            options.append({"type": "array", "items": number})
+    options.append({"$ref": "#/$defs/Expression"})
+    if nullable:
+        options.append({"type": "null"})
+    return {"anyOf": options}
+
+
+def _registry_def(registry: str, nullable: bool) -> str:
+    """Name of the shared definition for a registry's identifiers: `KerasActivations`, ..."""
+    return f"Keras{registry.capitalize()}{'OrNull' if nullable else ''}"
+
+
+def _registry_defs() -> dict[str, Any]:
+    out = {}
+    for registry, names in catalog.load_catalog().get("registries", {}).items():
+        for nullable in (False, True):
+            options: list[dict[str, Any]] = [
+                {"enum": names, "description": f"A keras.{registry} identifier."},
+                {"type": "string", "pattern": IMPORT_PATH},
+                {"type": "object", "description": "A nested `{type: ..., ...}` object."},
+                {"$ref": "#/$defs/Expression"},
+            ]
+            if nullable:
+                options.append({"type": "null"})
+            out[_registry_def(registry, nullable)] = {"anyOf": options}
+    return out
+
+
+def _argument_schema(meta: dict[str, Any], facts: dict[str, Any] | None = None, doc: str = "") -> dict[str, Any]:
+    """JSON Schema for one Keras keyword argument from its catalog entry (kind, values, docs)."""
     out: dict[str, Any] = {}
-    if meta["kind"] in _KIND_SCHEMA:
-        nullable = meta["nullable"] or (not meta["required"] and meta["default"] is None)
+    nullable = meta["nullable"] or (not meta["required"] and meta["default"] is None)
+    values = _value_schema(meta, facts, nullable) if facts else None
+    if values is not None:
+        out.update(values)
+    elif meta["kind"] in _KIND_SCHEMA:
         out["$ref"] = f"#/$defs/{_kind_def(meta['kind'], nullable)}"
+    first = re.split(r"(?<=\.)\s", doc)[0] if doc else ""
+    lead = f"{first[:157] + '...' if len(first) > 160 else first} " if first else ""
     if meta["required"]:
-        out["description"] = "Required."
+        out["description"] = f"{lead}Required."
     else:
         out["default"] = meta["default"]
-        out["description"] = f"Default: {_default_text(meta['default'])}."
+        out["description"] = f"{lead}Default: {_default_text(meta['default'])}."
     return out
 
 
 def _arguments(entry: dict[str, Any], *, layer: bool) -> dict[str, Any]:
-    props = {name: _argument_schema(meta) for name, meta in sorted(entry["params"].items()) if name != "name"}
+    docs = entry.get("arg_docs", {})
+    base_values = catalog.load_catalog().get("base_layer_values", {}) if layer else {}
+    props = {
+        name: _argument_schema(meta, entry.get("values", {}).get(name), docs.get(name, ""))
+        for name, meta in sorted(entry["params"].items())
+        if name != "name"
+    }
     if layer and entry.get("var_kwargs"):
         for name in catalog.BASE_LAYER_KWARGS:
             if name not in props and name not in ("name", "input_shape", "input_dim"):
-                props[name] = {"description": "Base keras.layers.Layer argument."}
+                prop: dict[str, Any] = {"description": "Base keras.layers.Layer argument."}
+                if name in base_values:
+                    fake = {"kind": "any", "required": False, "default": None, "nullable": True}
+                    prop.update(_value_schema(fake, base_values[name], True) or {})
+                props[name] = prop
     return props
 
 
@@ -252,18 +326,45 @@ def _string_or_list(prop: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def near_misses(names: list[str]) -> list[str]:
+    """One-edit misspellings of Keras names (a letter dropped or two swapped, the case changed) that are not
+    themselves names: the editor flags `type: Dens`, which validate also refuses unless a block has that name."""
+    real = set(names)
+    out: set[str] = set()
+    for name in names:
+        out |= {name.lower(), name.upper()}
+        out |= {name[:i] + name[i + 1 :] for i in range(len(name))}
+        out |= {name[:i] + name[i + 1] + name[i] + name[i + 2 :] for i in range(len(name) - 1)}
+    return sorted(w for w in out - real if len(w) > 2)
+
+
 def _layer_type_schema() -> dict[str, Any]:
     apps = [f"applications.{name}" for name in catalog.names("applications")]
+    layers = catalog.names("layers")
     return {
         "anyOf": [
-            {"enum": catalog.names("layers"), "description": "A keras.layers class."},
+            {
+                "enum": layers,
+                "description": "A keras.layers class.",
+                "enumDescriptions": [catalog.entry("layers", n).get("doc", "") for n in layers],
+            },
             {"enum": apps, "description": "A keras.applications model (set `weights`)."},
             {"type": "string", "pattern": IMPORT_PATH, "description": "Custom layer: `module.path:Class`."},
-            {"type": "string", "pattern": USER_NAME, "description": "A block or sub-model defined in this recipe."},
+            {
+                "type": "string",
+                "pattern": USER_NAME,
+                "not": {"enum": near_misses(layers)},
+                "description": "A block or sub-model defined in this recipe (not a misspelt Keras layer).",
+            },
         ],
         "description": "A keras.layers class name, `applications.<Model>`, a block or sub-model name, "
         "or an import path `module:Class`.",
     }
+
+
+def _reserved() -> dict[str, Any]:
+    """The node keys that are not layer arguments (validated by the node's own properties)."""
+    return {key: {} for key in recipe_schema.LayerNode.RESERVED}
 
 
 def _layer_conditionals() -> list[dict[str, Any]]:
@@ -272,9 +373,9 @@ def _layer_conditionals() -> list[dict[str, Any]]:
         entry = catalog.entry("layers", name)
         assert entry is not None
         props = _arguments(entry, layer=True)
-        if not props:
-            continue
-        then: dict[str, Any] = {"properties": props}
+        props["type"] = {"description": f"{name}: {entry.get('doc', '')}"}
+        # Only this layer's arguments: a typo (`unit:`) is flagged on its key, as validate does.
+        then: dict[str, Any] = {"properties": {**_reserved(), **props}, "additionalProperties": False}
         required = [p for p, meta in entry["params"].items() if meta["required"] and p != "name"]
         if required:
             then["required"] = sorted(required)
@@ -286,10 +387,11 @@ def _layer_conditionals() -> list[dict[str, Any]]:
         props["trainable"] = {"type": "boolean", "default": True, "description": "Freeze the whole backbone."}
         props["include_top"]["default"] = False
         props["include_top"]["description"] = "Default in dlrun: false (a backbone)."
+        props["type"] = {"description": f"applications.{name}: {entry.get('doc', '')}"}
         out.append(
             {
                 "if": {"properties": {"type": {"const": f"applications.{name}"}}, "required": ["type"]},
-                "then": {"properties": props},
+                "then": {"properties": {**_reserved(), **props}, "additionalProperties": False},
             }
         )
     return out
@@ -302,6 +404,7 @@ def editor_schema() -> dict[str, Any]:
     _add_notes(defs, schema)
     defs["Expression"] = EXPRESSION
     defs.update(_kind_defs())
+    defs.update(_registry_defs())
 
     # Components: one definition per catalog section, so each completes its own names and arguments.
     component_doc = defs["Component"]["description"]
@@ -378,6 +481,7 @@ def editor_schema() -> dict[str, Any]:
     if "DataSpec" in defs and "source" in defs["DataSpec"]["properties"]:
         defs["DataSpec"]["properties"]["source"]["enum"] = list(sources)
 
+    _allow_extends(schema, defs)
     schema["$defs"] = dict(sorted(defs.items()))
     out = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -386,6 +490,52 @@ def editor_schema() -> dict[str, Any]:
     }
     out.update({k: v for k, v in schema.items() if k not in out and k != "title"})
     return out
+
+
+EXTENDS = {
+    "anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}}],
+    "description": "Recipe file(s) this one builds on, relative to this file: mappings merge key by key "
+    "(this file wins), lists and values replace. Required keys may then come from the parent.",
+}
+
+
+def _partial_ref(node: Any, mergeable: set[str], *, in_items: bool = False) -> Any:
+    """`node` with refs to mergeable sections pointing at their partial forms (not inside list items, which a
+    child replaces whole)."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "$ref" and not in_items and value.rsplit("/", 1)[-1] in mergeable:
+                out[key] = value + "Partial"
+            else:
+                out[key] = _partial_ref(value, mergeable, in_items=in_items or key in ("items", "prefixItems"))
+        return out
+    if isinstance(node, list):
+        return [_partial_ref(v, mergeable, in_items=in_items) for v in node]
+    return node
+
+
+def _allow_extends(root: dict[str, Any], defs: dict[str, Any]) -> None:
+    """A recipe with `extends:` may leave out what its parent gives: required keys are required only
+    without `extends`, at the top and in every section a child merges into."""
+    mergeable = {
+        name
+        for name, spec in defs.items()
+        if spec.get("type") == "object" and "properties" in spec and name != "LayerNode"
+    }
+    for name in sorted(mergeable):
+        partial = _partial_ref({k: v for k, v in defs[name].items() if k != "required"}, mergeable)
+        defs[f"{name}Partial"] = partial
+    props = root["properties"]
+    props["extends"] = EXTENDS
+    sections = [k for k, v in props.items() if "$ref" in json.dumps(v)]
+    full = {k: props[k] for k in sections}
+    for key in sections:
+        props[key] = {k: v for k, v in props[key].items() if k in ("description", "title")}
+    required = root.pop("required", [])
+    root["if"] = {"required": ["extends"]}
+    root["then"] = {"properties": _partial_ref(full, mergeable)}
+    root["else"] = {"properties": full, "required": required}
 
 
 def _refers(node: Any, ref: str) -> bool:
@@ -552,6 +702,7 @@ def reference_text() -> str:
             lines.append("")
         if spec.get("additionalProperties") is True:
             lines += ["Other keys: the Keras keyword arguments of the named class.", ""]
+    lines += _composing_and_checking()
     lines += [
         "## Names known to Keras",
         "",
@@ -573,6 +724,36 @@ def reference_text() -> str:
         if aliases:
             lines += ["String identifiers: " + ", ".join(f"`{a}`" for a in aliases), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _composing_and_checking() -> list[str]:
+    """The reference's sections on `extends` and on what `validate` finds versus `check` and `train`."""
+    from dlrun.graph.lint import RULES
+    from dlrun.validation import FOUND_LATER, MAX_ERRORS
+
+    lines = [
+        "## Composing recipes: `extends`",
+        "",
+        "`extends: parent.yaml` (or a list of files, merged in order) at the top of a recipe starts from the",
+        "parent recipe(s), paths relative to this file. Mappings merge key by key, this file winning; lists",
+        "(`model.layers`, `callbacks`, `stages`) and values replace the parent's whole. So a child can be as",
+        "small as `extends: mnist.yaml` plus `train: {epochs: 1}`; `--set` overrides and `${...}` apply after",
+        "the merge. Chains go up to 8 files deep. The editor schema knows `extends`: a recipe with it may leave",
+        "out what its parent gives (required keys are required only without `extends`).",
+        "",
+        "## What `validate` checks, and what only `check` or `train` finds",
+        "",
+        f"`dlrun validate` (no TensorFlow) reports every independent error at once, in file order (at most {MAX_ERRORS}):",
+        "the schema, the graph (types, references, cycles, outputs), each Keras argument's name, kind and value",
+        "(identifiers from Keras' registries, string choices and numeric ranges its constructors enforce, read",
+        "by `make catalog`), compile and callbacks. Then the lint rules, as warnings (errors with `--strict`;",
+        "`dlrun validate --explain RULE`):",
+        "",
+    ]
+    lines += [f"- `{r.name}`: {r.summary}." for r in RULES.values()]
+    lines += ["", "Still found only later (a recipe `validate` passes may fail there):", ""]
+    lines += [f"- {what}" for what in FOUND_LATER]
+    return [*lines, ""]
 
 
 def generated() -> dict[Path, str]:

@@ -27,6 +27,17 @@ from dlrun.recipe.schema import LayerNode, Recipe
 
 MAX_ERRORS = 20
 
+# What validate cannot know: it needs Keras' shape inference (`check`, `summary`) or the data (`train`).
+FOUND_LATER = (
+    "Shapes, by `check` and `summary` (Keras builds the model): merging tensors of different shapes (`Add`), "
+    "a layer given a tensor of the wrong rank (`Conv2D` on a flat input), a `Reshape` that changes the size, "
+    "and the `expect:` block (parameter counts, output shapes).",
+    "The data, by `train`, `cv` and `eval` (the files are read): missing files, columns or keys, labels "
+    "outside `one_hot: N` or `classes:`, targets whose width differs from the output's units, a "
+    "`class_weight` naming a class the labels lack, text/image folders without classes.",
+    "Custom code (`module:Name`), when imported (`--trust` or `imports:`).",
+)
+
 
 @dataclass
 class Report:

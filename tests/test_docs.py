@@ -89,3 +89,40 @@ def test_reference_documents_every_section_and_key():
     for key in TrainSpec.model_fields:
         assert f"| `{key}` |" in text
     assert "## LayerNode" in text and "`Conv2D`" in text
+
+
+def _recipe(*layers: dict, **top) -> dict:
+    return {"name": "x", "model": {"inputs": {"a": {"shape": [3]}}, "layers": list(layers)},
+            "compile": {"loss": "mse"}, **top}  # fmt: skip
+
+
+def test_editor_schema_knows_what_validate_knows(validator):
+    """Each node's arguments by its type, the values Keras accepts, and misspelt layer types."""
+    cases = {
+        "model.layers.0: Additional properties are not allowed ('unit' was unexpected)": {"type": "Dense", "unit": 5},
+        "model.layers.0.activation": {"type": "Dense", "units": 5, "activation": "relux"},
+        "model.layers.0.padding": {"type": "Conv1D", "filters": 2, "kernel_size": 3, "padding": "samee"},
+        "model.layers.0.units": {"type": "Dense", "units": 10**12},
+        "model.layers.0.rate": {"type": "Dropout", "rate": 1.0},
+        "model.layers.0.type": {"type": "Dens", "units": 5},
+    }
+    for expected, node in cases.items():
+        errors = _errors(validator, _recipe(node))
+        assert any(e.startswith(expected) for e in errors), (expected, errors)
+    assert _errors(validator, _recipe({"type": "Dense", "units": 5}, seed=-5))[0].startswith("seed")
+    good = {"type": "Conv1D", "filters": 2, "kernel_size": [3], "padding": "SAME", "activation": "gelu",
+            "kernel_initializer": "HeNormal", "kernel_regularizer": {"type": "L2", "l2": 0.01}, "strides": "${s}"}  # fmt: skip
+    assert _errors(validator, _recipe(good)) == []
+
+
+def test_editor_schema_lets_a_child_recipe_leave_out_what_its_parent_gives(validator):
+    child = {"extends": "mnist.yaml", "train": {"epochs": 1}, "model": {"inputs": {"image": {"shape": [28, 28]}}}}
+    assert _errors(validator, child) == []
+    assert _errors(validator, {"train": {"epochs": 1}}) != []  # without extends, name/model/compile are required
+    assert _errors(validator, {**child, "compile": {"optimzer": "adam"}}) != []  # typos are still caught
+
+
+def test_reference_documents_extends_and_what_only_check_finds():
+    text = docs.REFERENCE_FILE.read_text(encoding="utf-8")
+    assert "## Composing recipes: `extends`" in text
+    assert "Still found only later" in text and "`unknown-monitor`" in text

@@ -508,3 +508,23 @@ def test_validate_importtime_has_no_tensorflow():
     imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}
     assert "dlrun" in imported
     assert not imported & {"tensorflow", "keras"}
+
+
+def test_the_corpus_recipes_validate_passes_are_the_documented_later_ones():
+    """Every bad recipe validate passes needs Keras' shapes (verb: summary/check), as docs/recipes.md lists."""
+    from dlrun.validation import FOUND_LATER, diagnose
+
+    passed, later = [], []
+    for path in sorted((ROOT / "tests" / "bad_recipes").glob("*.yaml")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if len(lines) > 1 and lines[1].startswith("# verb: "):
+            later.append(path.stem)
+        try:
+            report = diagnose(path)
+        except RecipeError:
+            continue
+        if not report.errors:
+            passed.append(path.stem)
+    assert passed == later
+    assert all(name.startswith(("build_", "check_expect")) for name in passed)
+    assert FOUND_LATER[0].startswith("Shapes, by `check` and `summary`")
