@@ -54,3 +54,10 @@ def test_value_facts_are_read_from_keras():
     assert catalog.entry("layers", "Dropout")["values"]["rate"] == {"minimum": 0, "exclusive_maximum": 1}
     assert catalog.entry("layers", "Dense")["doc"].startswith("Just your regular densely-connected")
     assert catalog.entry("layers", "Dense")["arg_docs"]["units"].startswith("Positive integer")
+
+
+def test_aliases_include_what_keras_get_resolves():
+    assert catalog.aliases("losses")["bce"] == "binary_crossentropy"
+    assert catalog.aliases("losses")["kld"] == "kl_divergence"
+    assert catalog.aliases("optimizers")["schedulefreeadamw"] == "ScheduleFreeAdamW"
+    assert "aliases" in catalog.load_catalog()["derived"]

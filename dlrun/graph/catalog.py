@@ -411,6 +411,25 @@ def _one_line(text: str) -> str:
     return " ".join(first.split())
 
 
+def _add_registry_aliases(out: dict[str, Any]) -> None:
+    """String identifiers of optimizers and losses that Keras' own `get()` tables resolve, added to the
+    aliases (which dlrun also resolves for metrics, whose strings compile_utils.get_metric handles)."""
+    from keras.src import losses, optimizers
+
+    for section, module in (("optimizers", optimizers), ("losses", losses)):
+        table = out["aliases"].setdefault(section, {})
+        for key, obj in module.ALL_OBJECTS_DICT.items():
+            target = getattr(obj, "__name__", None)
+            if key.islower() and key not in out[section] and target in out[section] and key not in table:
+                table[key] = target
+        out["aliases"][section] = dict(sorted(table.items()))
+    out["derived"]["aliases"] = (
+        "optimizers and losses: the lower-case keys of keras.src.<module>.ALL_OBJECTS_DICT that name a catalog "
+        "class or function by another name, plus dlrun's own short names; metrics: the strings "
+        "keras.src.trainers.compile_utils.get_metric resolves (accuracy, acc) and dlrun's"
+    )
+
+
 def add_value_facts(out: dict[str, Any]) -> None:
     """Add identifier registries, each layer's value constraints and one-line docs to the catalog."""
     import importlib
@@ -422,7 +441,8 @@ def add_value_facts(out: dict[str, Any]) -> None:
 
     registries = {kind: sorted(importlib.import_module(mod).ALL_OBJECTS_DICT) for kind, mod in REGISTRY_MODULES.items()}
     out["registries"] = registries
-    out["derived"] = DERIVED
+    out["derived"] = dict(DERIVED)
+    _add_registry_aliases(out)
     out["base_layer_values"] = {"activity_regularizer": {"registry": "regularizers"}}
     logging.getLogger("absl").setLevel(logging.ERROR)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
