@@ -263,8 +263,10 @@ def test_block_value_is_checked_after_substitution(tmp_path):
         - {name: y, type: Dense, units: 1}
     compile: {optimizer: adam, loss: mse}
     """
-    message = "'samee' is not one of 'same', 'valid' (did you mean 'same'?)"
-    check(tmp_path, text, 6, 61, "blocks.conv.layers[0].padding", message)
+    message = "passed to blocks.conv.layers[0].padding: 'samee' is not one of 'same', 'valid' (did you mean 'same'?)"
+    check(tmp_path, text, 11, 34, "model.layers[0].pad", message)  # the use that passed it
+    written = text.replace('padding: "${pad}"', "padding: samee").replace("pad: samee", "pad: same")
+    check(tmp_path, written, 6, 61, "blocks.conv.layers[0].padding", message.split(": ", 1)[1])
     api.load_recipe(write(tmp_path, text.replace("samee", "SAME")))  # Keras lower-cases padding
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from dlrun.errors import RecipeError
+from dlrun.errors import RecipeError, format_path
 from dlrun.graph import catalog, values
 from dlrun.graph.expand import ExpandedNode, expand_nodes
 from dlrun.recipe.load import Document, KeyPath
@@ -105,7 +105,10 @@ def check_arguments(
         meta = params.get(key)
         problem = values.argument_problem(spec, key, value, layer=layer)
         if problem is not None and (meta is None or _ACCEPTS.get(meta["kind"], _ANY)(value)):
-            raise _error(doc, problem, (*path, key))
+            where = values.origin(doc.data, path, key, value) if doc is not None else None
+            if where is not None:  # a block parameter: blame the use that passed it
+                problem = f"passed to {format_path((*path, key))}: {problem}"
+            raise _error(doc, problem, where or (*path, key))
         if meta is None or meta["kind"] == "any":
             continue
         if value is None and (meta["nullable"] or (meta["required"] is False and meta["default"] is None)):

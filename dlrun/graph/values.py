@@ -9,6 +9,7 @@ nested resolver; import paths `module:Name` are checked when imported.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from dlrun.graph import catalog
@@ -89,3 +90,28 @@ def argument_problem(spec: dict[str, Any], key: str, value: Any, *, layer: bool)
     if facts is None or (isinstance(value, str) and "${" in value):
         return None
     return value_problem(value, facts)
+
+
+def origin(data: Any, path: tuple[str | int, ...], key: str, value: Any) -> tuple[str | int, ...] | None:
+    """Where a block argument's value was written: for `padding: "${pad}"` in `blocks.<b>.layers[i]`, the
+    `pad:` of the block use that passed `value` (None when it is not a whole `${param}` or not found)."""
+    if len(path) < 2 or path[0] != "blocks" or not isinstance(data, dict):
+        return None
+    try:
+        raw = data["blocks"][path[1]]["layers"][path[3]][key]
+    except (KeyError, IndexError, TypeError):
+        return None
+    match = re.fullmatch(r"\$\{\s*([A-Za-z_]\w*)\s*\}", raw) if isinstance(raw, str) else None
+    if match is None:
+        return None
+    param = match.group(1)
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    graphs = [(("model",), model)]
+    subs = model.get("submodels") if isinstance(model.get("submodels"), dict) else {}
+    graphs += [(("model", "submodels", k), v) for k, v in subs.items() if isinstance(v, dict)]
+    for base, graph in graphs:
+        layers = graph.get("layers") if isinstance(graph.get("layers"), list) else []
+        for i, node in enumerate(layers):
+            if isinstance(node, dict) and node.get("type") == path[1] and node.get(param) == value:
+                return (*base, "layers", i, param)
+    return None
