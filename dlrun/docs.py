@@ -183,10 +183,10 @@ def _case_insensitive(word: str) -> str:
 def _value_schema(meta: dict[str, Any], facts: dict[str, Any], nullable: bool) -> dict[str, Any] | None:
     """The values Keras accepts for one argument (catalog `values`), as JSON Schema; None when unconstrained."""
     options: list[dict[str, Any]] = []
-    if "registry" in facts:
-        return {"$ref": f"#/$defs/{_registry_def(facts['registry'], nullable)}"}
-    if "enum" in facts:
-        options = [{"enum": facts["enum"]}]
+    if "registry" in facts:  # Keras' get(None) is "none" for every registry
+        return {"$ref": f"#/$defs/{_registry_def(facts['registry'], True)}"}
+    if "enum" in facts:  # validate checks strings only (use_cudnn: "auto" or a bool)
+        options = [{"enum": facts["enum"]}, {"not": {"type": "string"}}]
         if facts.get("case_insensitive"):
             words = "|".join(_case_insensitive(w) for w in facts["enum"])
             options.append({"type": "string", "pattern": f"^(?:{words})$"})

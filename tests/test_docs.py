@@ -113,6 +113,8 @@ def test_editor_schema_knows_what_validate_knows(validator):
     good = {"type": "Conv1D", "filters": 2, "kernel_size": [3], "padding": "SAME", "activation": "gelu",
             "kernel_initializer": "HeNormal", "kernel_regularizer": {"type": "L2", "l2": 0.01}, "strides": "${s}"}  # fmt: skip
     assert _errors(validator, _recipe(good)) == []
+    # What validate accepts stays open: no activation (Keras' get(None)), a bool where a string choice is optional.
+    assert _errors(validator, _recipe({"type": "LSTM", "units": 4, "activation": None, "use_cudnn": True})) == []
 
 
 def test_editor_schema_lets_a_child_recipe_leave_out_what_its_parent_gives(validator):

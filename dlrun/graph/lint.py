@@ -256,13 +256,17 @@ def _snake(name: str) -> str:
     return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
 
 
-def _metric_name(comp: Component) -> str:
+def _metric_names(comp: Component) -> list[str]:
+    """The name(s) Keras may log a metric under (custom code: its function or its class's snake-case name)."""
     if isinstance(comp.kwargs.get("name"), str):
-        return comp.kwargs["name"]
+        return [comp.kwargs["name"]]
+    if ":" in comp.type:
+        short = comp.type.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+        return list(dict.fromkeys([short, _snake(short)]))
     entry = catalog.entry("metrics", comp.type)
     if entry is None or entry["kind"] == "function":
-        return comp.type
-    return _snake(comp.type)
+        return [comp.type]
+    return [_snake(comp.type)]
 
 
 def _produced(recipe: Recipe, graph: Any) -> list[str]:
@@ -275,8 +279,7 @@ def _produced(recipe: Recipe, graph: Any) -> list[str]:
     per_output = metrics if isinstance(metrics, dict) else {o: metrics for o in outputs}
     for out, comps in per_output.items():
         for comp in comps:
-            metric = _metric_name(comp)
-            names.append(f"{out}_{metric}" if len(outputs) > 1 else metric)
+            names += [f"{out}_{m}" if len(outputs) > 1 else m for m in _metric_names(comp)]
     return [*names, *(f"val_{n}" for n in names)]
 
 
