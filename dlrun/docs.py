@@ -243,8 +243,7 @@ def _argument_schema(meta: dict[str, Any], facts: dict[str, Any] | None = None, 
         out.update(values)
     elif meta["kind"] in _KIND_SCHEMA:
         out["$ref"] = f"#/$defs/{_kind_def(meta['kind'], nullable)}"
-    first = re.split(r"(?<=\.)\s", doc)[0] if doc else ""
-    lead = f"{first[:157] + '...' if len(first) > 160 else first} " if first else ""
+    lead = f"{doc} " if doc else ""  # the catalog keeps each argument's first sentence
     if meta["required"]:
         out["description"] = f"{lead}Required."
     else:

@@ -191,14 +191,16 @@ def diagnose(source: str | Path, overrides: list[str] | tuple[str, ...] = (), ca
         found = schema_errors(exc, doc)
         errors = _order([*found, *_raw_node_errors(doc, {e.path for e in found})], doc)
         return Report(errors=errors[:cap], more=max(0, len(errors) - cap))
-    errors = _node_errors(recipe, doc)
+    errors: list[RecipeError] = []
     graph = None
     try:
         graph = resolve_graph(recipe, doc)
     except RecipeError as exc:
-        errors.append(exc)
-        if errors and str(exc) in {str(e) for e in errors[:-1]}:
-            errors += _later_errors(recipe, doc)  # a node's error stopped the graph: compile is independent
+        # Only now look further (a valid recipe is checked once): every node, then compile on its own when
+        # it was a node's error that stopped the graph.
+        errors = [*_node_errors(recipe, doc), exc]
+        if str(exc) in {str(e) for e in errors[:-1]}:
+            errors += _later_errors(recipe, doc)
     if errors:
         ordered = _order(errors, doc)
         return Report(errors=ordered[:cap], more=max(0, len(ordered) - cap))

@@ -406,6 +406,12 @@ def _layer_values(cls: Any, entry: dict[str, Any], registries: dict[str, list[st
     return out
 
 
+def _first_sentence(text: str, limit: int = 160) -> str:
+    """An argument's description up to its first full stop, at most `limit` characters (for hover)."""
+    first = re.split(r"(?<=\.)\s", " ".join(text.split()))[0]
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
 def _one_line(text: str) -> str:
     first = (text or "").strip().split("\n\n")[0]
     return " ".join(first.split())
@@ -452,7 +458,7 @@ def add_value_facts(out: dict[str, Any]) -> None:
             obj = getattr(module, name)
             docs = _full_arg_docs(inspect.getdoc(obj) or "")
             entry["doc"] = _one_line(inspect.getdoc(obj) or "")
-            entry["arg_docs"] = {p: " ".join(docs[p].split())[:300] for p in entry["params"] if docs.get(p)}
+            entry["arg_docs"] = {p: _first_sentence(docs[p]) for p in entry["params"] if docs.get(p)}
             if section == "layers" and inspect.isclass(obj) and issubclass(obj, keras.layers.Layer):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
