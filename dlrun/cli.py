@@ -34,7 +34,9 @@ SetOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or status lines.")]
-TrustOpt = Annotated[bool, typer.Option("--trust", help="Allow custom components from any module.")]
+TrustOpt = Annotated[
+    bool, typer.Option("--trust", help="Import custom code a run folder names, or from outside the recipe's folder.")
+]
 
 
 def _emit(data: Any) -> None:

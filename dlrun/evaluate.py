@@ -52,9 +52,9 @@ def load_run_for_inference(run_path: Path, *, trust: bool = False, unsafe: bool 
 def _load_run(run_path: Path, *, trust: bool, unsafe: bool) -> tuple[Any, Any, Any]:
     """(model, RunDir, LoadedRecipe) of a finished run."""
     from dlrun.backend import quiet_native_startup
-    from dlrun.components import Importer
     from dlrun.recipe.compose import load_recipe
     from dlrun.train.rundir import RunDir
+    from dlrun.trust import artifact_importer
 
     run = RunDir.open(run_path)
     if not run.model.is_file():
@@ -63,7 +63,7 @@ def _load_run(run_path: Path, *, trust: bool, unsafe: bool) -> tuple[Any, Any, A
         import keras  # noqa: F401  (loaded here, its start-up lines hidden)
 
     loaded = load_recipe(run.recipe)
-    importer = Importer(loaded.recipe.imports, loaded.base_dir, trust=trust)
+    importer = artifact_importer(run.path, loaded, trust=trust)  # verifies integrity.json; no code without --trust
     for ref in _custom_refs(loaded):
         importer.load(ref)
     return load_run_model(run.model, importer.custom_objects(), unsafe=unsafe), run, loaded

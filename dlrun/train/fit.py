@@ -40,6 +40,7 @@ from dlrun.train.rundir import (
     file_fingerprint,
 )
 from dlrun.train.tracking import tracking_callbacks
+from dlrun.trust import record_run
 
 # Steps per compiled call when the recipe says "auto": the per-call Python overhead dominates small models
 # on CPU (about 2x on the seeds' MLP); results are the same steps in the same order.
@@ -339,7 +340,7 @@ def train(
     if recipe.data is None:
         raise RecipeError("this recipe has no `data` section; nothing to train on (use `dlrun check`)", path=("data",))
     device_data.check_setting(recipe.train.data_on_device)
-    importer = Importer(recipe.imports, loaded.base_dir, trust=trust)
+    importer = Importer(recipe.imports, loaded.base_dir, trust=trust, origin=resume)  # a run folder: --trust
     data_file = resolve_path(recipe.data, loaded.base_dir)
     prepared = prepare(recipe.data, loaded.base_dir, recipe.seed)
     seed_everything(recipe.seed, deterministic=recipe.train.deterministic)
@@ -647,6 +648,7 @@ def _save_and_evaluate(
         say(f"restored best weights from {Path(restored).name}", quiet=quiet)
     with atomic_target(run.model, ".keras") as tmp:
         model.save(str(tmp))
+    record_run(run.path, recipe.imports)  # integrity.json: later verbs refuse a changed model or module
     metrics: dict[str, float] = {}
     eval_split = recipe.eval.split
     if eval_split in prepared.splits:

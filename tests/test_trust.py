@@ -1,0 +1,161 @@
+"""Consent comes from the command line, not from a file; run folders record and verify what they hold."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from dlrun import api
+from dlrun.cli import main
+from dlrun.components import Importer
+from dlrun.errors import EXIT_USER, RecipeError
+from dlrun.trust import INTEGRITY, outside_reason
+from tests.conftest import write_recipe
+
+PLAIN = """
+name: plain
+data:
+  source: npz
+  path: data.npz
+  inputs: {x: {from: x}}
+  targets: {y: {from: y}}
+model:
+  inputs: {x: {shape: [4]}}
+  layers:
+    - {name: y, type: Dense, units: 1}
+compile: {optimizer: adam, loss: mse}
+train: {epochs: 1, batch_size: 16}
+"""
+
+EVIL = """
+import pathlib
+pathlib.Path(__file__).with_name("PWNED").write_text("ran")
+
+def fn(y_true, y_pred):
+    return y_pred
+"""
+
+
+def _data(folder):
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    np.savez(folder / "data.npz", x_train=x, y_train=x[:, :1], x_test=x[:8], y_test=x[:8, :1])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One finished run (trained once for the module); tests copy it before changing it."""
+    folder = tmp_path_factory.mktemp("trained")
+    _data(folder)
+    result = api.train(api.load_recipe(write_recipe(folder, PLAIN)), runs_root=folder / "runs", quiet=True)
+    return result.run.path
+
+
+@pytest.fixture
+def run(trained, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    return copy
+
+
+def _errors(capsys):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith("error:")], err
+
+
+def test_training_records_the_model_hash(run):
+    from dlrun.trust import sha256
+
+    record = json.loads((run / INTEGRITY).read_text())["sha256"]
+    assert record == {"model.keras": sha256(run / "model.keras")}
+
+
+def test_a_run_folder_cannot_grant_itself_imports(run, capsys, monkeypatch):
+    """The reproducer: evil.py copied into the run, its recipe.yaml edited to import it."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    (run / "evil.py").write_text(EVIL)
+    doc = yaml.safe_load((run / "recipe.yaml").read_text())
+    doc["imports"] = ["evil.py"]
+    doc["compile"]["metrics"] = ["evil.py:fn"]
+    (run / "recipe.yaml").write_text(yaml.safe_dump(doc))
+    for verb in (["eval", str(run)], ["export", str(run), "--format", "keras"]):
+        assert main(verb) == EXIT_USER
+        errors, err = _errors(capsys)
+        assert len(errors) == 1 and errors[0] == err.strip().splitlines()[-1]
+        assert "'evil.py:fn' would import and run 'evil.py'; refused — pass --trust" in errors[0]
+    assert not (run / "PWNED").exists()
+    assert "dlrun_custom_evil" not in sys.modules
+
+
+def test_a_changed_model_file_is_refused(run, capsys):
+    with (run / "model.keras").open("ab") as fh:
+        fh.write(b"\0")
+    assert main(["eval", str(run)]) == EXIT_USER
+    errors, _ = _errors(capsys)
+    assert errors == [f"error: {run / 'model.keras'} changed since training (its sha256 differs from {INTEGRITY}); "
+                      "refused — restore it, or train the run again"]  # fmt: skip
+
+
+def test_a_changed_imported_file_is_refused(tmp_path):
+    from dlrun.trust import record_run, verify_run
+
+    (tmp_path / "model.keras").write_bytes(b"model")
+    (tmp_path / "layers.py").write_text("x = 1\n")
+    record_run(tmp_path, ["layers.py", "numpy"])
+    verify_run(tmp_path)  # unchanged: passes
+    (tmp_path / "layers.py").write_text("import os; os.system('echo pwned')\n")
+    with pytest.raises(RecipeError, match=r"layers.py changed since training"):
+        verify_run(tmp_path)
+
+
+def test_resume_of_a_run_folder_imports_nothing_without_trust(tmp_path):
+    importer = Importer(["evil.py"], tmp_path, origin=tmp_path)
+    (tmp_path / "evil.py").write_text(EVIL)
+    with pytest.raises(RecipeError, match=r"would import and run 'evil.py'; refused — pass --trust"):
+        importer.load("evil.py:fn")
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_imports_may_not_leave_the_recipe_folder(tmp_path, capsys):
+    (tmp_path / "evil.py").write_text(EVIL)
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    text = PLAIN.replace("name: plain\n", "name: plain\nimports: [../evil.py]\n").replace(
+        "compile: {optimizer: adam, loss: mse}", "compile: {optimizer: adam, loss: mse, metrics: ['../evil.py:fn']}"
+    )
+    recipe = write_recipe(folder, text)
+    assert main(["check", str(recipe)]) == EXIT_USER
+    errors, _ = _errors(capsys)
+    assert errors == [f"error: {recipe}:3:11: imports[0]: '../evil.py' is outside the recipe's folder {folder}; "
+                      "importing it needs --trust"]  # fmt: skip
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_outside_reason(tmp_path, monkeypatch):
+    inside = tmp_path / "recipe"
+    inside.mkdir()
+    (inside / "mine.py").write_text("")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "stray_module_x.py").write_text("raise SystemExit('must not run')\n")
+    monkeypatch.syspath_prepend(str(elsewhere))
+    assert outside_reason("mine.py", inside) is None
+    assert outside_reason("mine", inside) is None  # found in the recipe's folder
+    assert outside_reason("numpy", inside) is None  # installed
+    assert outside_reason("json", inside) is None  # standard library
+    assert "absolute path" in outside_reason(str(inside / "mine.py"), inside)
+    assert "outside the recipe's folder" in outside_reason("sub/../../x.py", inside)
+    assert "not an installed package" in outside_reason("stray_module_x", inside)
+    (inside / "link.py").symlink_to(elsewhere / "stray_module_x.py")
+    assert "outside the recipe's folder" in outside_reason("link.py", inside)
+
+
+def test_the_command_says_what_it_imports(tmp_path, capsys):
+    (tmp_path / "mine_here.py").write_text("def fn(y_true, y_pred):\n    return y_pred\n")
+    Importer(["mine_here.py"], tmp_path).load("mine_here.py:fn")
+    assert f"importing custom code: {tmp_path / 'mine_here.py'}" in capsys.readouterr().err
