@@ -31,6 +31,7 @@ from dlrun.data.tables import (
     read_parquet,
 )
 from dlrun.errors import RecipeError
+from dlrun.files import require_regular
 from dlrun.recipe.schema import KERAS_DATASETS, DataSpec
 
 Splits = dict[str, dict[str, np.ndarray]]
@@ -115,6 +116,8 @@ def find(raw: str, base_dir: Path, where: tuple[str | int, ...]) -> Path:
         candidates += [data_dir / path, data_dir / path.name]
     for candidate in candidates:
         if candidate.exists():
+            if not candidate.is_dir():
+                require_regular(candidate, "data file", where)  # a FIFO or device would block or never end
             return candidate.resolve()
     raise RecipeError(f"data file not found: {candidates[0]}", path=where)
 
