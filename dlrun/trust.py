@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import re
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dlrun.errors import RecipeError
@@ -131,3 +132,44 @@ def verify_run(run_path: Path) -> None:
                 f"{file} changed since training (its sha256 differs from {INTEGRITY}); refused — restore it, "
                 "or train the run again"
             )
+
+
+# ----------------------------------------------------------------------------------------------------
+# writes stay in the run folder; the network needs --trust
+
+WRITTEN_PATHS = {
+    "ModelCheckpoint": "filepath",
+    "CSVLogger": "filename",
+    "TensorBoard": "log_dir",
+    "BackupAndRestore": "backup_dir",
+}  # the callback argument that names where it writes; dlrun places it inside the run folder
+NETWORK_CALLBACKS = frozenset({"RemoteMonitor"})
+# `{epoch:03d}`, `{val_loss:.2f}`: Keras fills these in; a fill character (`{epoch:/>9}`) could write a path
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*(?::[0-9.]*[a-zA-Z%]?)?\}")
+
+
+def write_path_problem(callback: str, kwargs: dict[str, Any]) -> tuple[str, str] | None:
+    """(argument, why) when a callback's write path would leave the run folder; None when it stays inside."""
+    key = WRITTEN_PATHS.get(callback)
+    if key is None or key not in kwargs:
+        return None
+    value = kwargs[key]
+    if not isinstance(value, str) or not value.strip():
+        return key, f"expected a file name inside the run folder, got {value!r}"
+    plain = _PLACEHOLDER.sub("0", value)
+    if "{" in plain or "}" in plain:
+        return key, f"{value!r}: placeholders take a name and a plain format, like {{epoch:03d}} or {{val_loss:.2f}}"
+    path = PurePosixPath(plain.replace("\\", "/"))
+    if path.is_absolute() or plain.startswith("~") or re.match(r"^[A-Za-z]:", plain):
+        return key, f"{value!r} is an absolute path; {callback} writes inside the run folder: give a relative name"
+    if ".." in path.parts:
+        return key, f"{value!r} leaves the run folder ('..'); {callback} writes inside the run folder"
+    return None
+
+
+def check_network(callback: str, trust: bool, path: tuple[str | int, ...]) -> None:
+    """RecipeError for a callback that sends data over the network unless the user passed --trust."""
+    if callback in NETWORK_CALLBACKS and not trust:
+        raise RecipeError(
+            f"{callback} sends training data over the network; refused — pass --trust to allow it", path=path
+        )

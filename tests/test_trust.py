@@ -159,3 +159,28 @@ def test_the_command_says_what_it_imports(tmp_path, capsys):
     (tmp_path / "mine_here.py").write_text("def fn(y_true, y_pred):\n    return y_pred\n")
     Importer(["mine_here.py"], tmp_path).load("mine_here.py:fn")
     assert f"importing custom code: {tmp_path / 'mine_here.py'}" in capsys.readouterr().err
+
+
+def test_remote_monitor_needs_trust(tmp_path):
+    from dlrun.recipe.schema import Component
+    from dlrun.train.fit import make_callbacks
+    from dlrun.train.rundir import RunDir
+
+    monitor = [Component(type="RemoteMonitor", root="http://attacker.example:9000")]
+    with pytest.raises(
+        RecipeError, match=r"RemoteMonitor sends training data over the network; refused — pass --trust"
+    ):
+        make_callbacks(monitor, RunDir(tmp_path), Importer([], tmp_path), ("train", "callbacks"))
+    made = make_callbacks(monitor, RunDir(tmp_path), Importer([], tmp_path, trust=True), ("train", "callbacks"))
+    assert type(made[0]).__name__ == "RemoteMonitor"
+
+
+@pytest.mark.parametrize(
+    ("callback", "value"),
+    [("ModelCheckpoint", "best.keras"), ("ModelCheckpoint", "ckpt/{epoch:03d}-{val_loss:.2f}.weights.h5"),
+     ("CSVLogger", "logs/history.csv"), ("TensorBoard", "tb"), ("BackupAndRestore", "backup")],
+)  # fmt: skip
+def test_relative_write_paths_inside_the_run_folder_are_fine(callback, value):
+    from dlrun.trust import WRITTEN_PATHS, write_path_problem
+
+    assert write_path_problem(callback, {WRITTEN_PATHS[callback]: value}) is None

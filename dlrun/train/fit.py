@@ -40,7 +40,7 @@ from dlrun.train.rundir import (
     file_fingerprint,
 )
 from dlrun.train.tracking import tracking_callbacks
-from dlrun.trust import record_run
+from dlrun.trust import check_network, record_run
 
 # Steps per compiled call when the recipe says "auto": the per-call Python overhead dominates small models
 # on CPU (about 2x on the seeds' MLP); results are the same steps in the same order.
@@ -191,6 +191,7 @@ def make_callbacks(comps: list[Component], run: RunDir, importer: Importer, base
     for i, comp in enumerate(comps):
         kwargs = comp.kwargs
         path = (*base, i)
+        check_network(comp.type, importer.trust, path)  # RemoteMonitor needs --trust
         if comp.type == "ModelCheckpoint":
             best_only = bool(kwargs.get("save_best_only", False))
             default = "best.weights.h5" if best_only else "epoch-{epoch:03d}.weights.h5"
