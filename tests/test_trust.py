@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 
@@ -184,3 +185,91 @@ def test_relative_write_paths_inside_the_run_folder_are_fine(callback, value):
     from dlrun.trust import WRITTEN_PATHS, write_path_problem
 
     assert write_path_problem(callback, {WRITTEN_PATHS[callback]: value}) is None
+
+
+# ----------------------------------------------------------------------------------------------------
+# every failure the recipe or the data causes: exit 2, one located line, and the run listed as failed
+
+BAD_TRAINING = {
+    "lambda_print": (
+        "train: {epochs: 1, batch_size: 16, callbacks: [{type: LambdaCallback, on_epoch_end: print}]}",
+        "train.callbacks[0].on_epoch_end: LambdaCallback.on_epoch_end takes a Python function: give "
+        "`module:function` (with the module under `imports:`), not 'print'",
+    ),
+    "scheduler_os_system": (
+        "train: {epochs: 1, batch_size: 16, callbacks: [{type: LearningRateScheduler, schedule: os.system}]}",
+        "train.callbacks[0].schedule: LearningRateScheduler.schedule takes a Python function: give "
+        "`module:function` (with the module under `imports:`), not 'os.system'",
+    ),
+    "metric_wrapper_fn": (
+        "compile: {optimizer: adam, loss: mse, metrics: [{type: MeanMetricWrapper, fn: x}]}\n"
+        "train: {epochs: 1, batch_size: 16}",
+        "compile.metrics.fn: MeanMetricWrapper.fn takes a Python function: give `module:function` (with "
+        "the module under `imports:`) or a Keras metric name, not 'x'",
+    ),
+    "seed_too_big": ("seed: 1180591620717411303424", "seed: seed must be between 0 and 2**32 - 1"),
+    "seed_negative": ("seed: -5", "seed: seed must be between 0 and 2**32 - 1, got -5"),
+    "string_lookup_on_numbers": (
+        "train: {epochs: 1, batch_size: 16}",
+        ": TensorFlow could not run the model on this data (in layer 'string_lookup'): Cast float to string is "
+        "not supported",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TRAINING))
+def test_training_mistakes_exit_2_with_one_line_and_fail_the_run(case, tmp_path, capsys):
+    text, tail = BAD_TRAINING[case]
+    body = PLAIN.replace("train: {epochs: 1, batch_size: 16}\n", "")
+    if "compile:" in text:
+        body = body.replace("compile: {optimizer: adam, loss: mse}\n", "")
+    if case == "string_lookup_on_numbers":
+        body = body.replace("    - {name: y,", "    - {type: StringLookup}\n    - {name: y,")
+    _data(tmp_path)
+    recipe = write_recipe(tmp_path, body + text + "\n")
+    assert main(["train", str(recipe), "--runs", str(tmp_path / "runs"), "-q"]) == EXIT_USER
+    errors, err = _errors(capsys)
+    assert len(errors) == 1 and errors[0] == err.strip().splitlines()[-1]
+    if case != "string_lookup_on_numbers":
+        assert re.fullmatch(rf"error: {re.escape(str(recipe))}:\d+:\d+: {re.escape(tail)}.*", errors[0]), errors[0]
+    else:
+        assert re.fullmatch(re.escape(f"error{tail}").replace("string_lookup", r"string_lookup(_\d+)?"), errors[0])
+        from dlrun.runs import list_runs
+
+        (row,) = list_runs(tmp_path / "runs")
+        assert row["status"] == "failed" and "Cast float to string is not supported" in row["reason"]
+
+
+def test_a_run_failing_before_its_first_epoch_is_listed_failed_with_the_reason(tmp_path, capsys):
+    from dlrun.runs import list_runs
+
+    _data(tmp_path)
+    text = PLAIN.replace("train: {epochs: 1, batch_size: 16}", BAD_TRAINING["lambda_print"][0])
+    assert main(["train", str(write_recipe(tmp_path, text)), "--runs", str(tmp_path / "runs"), "-q"]) == EXIT_USER
+    capsys.readouterr()
+    (row,) = list_runs(tmp_path / "runs")
+    assert row["status"] == "failed"
+    assert row["reason"].startswith("train.callbacks[0].on_epoch_end: LambdaCallback.on_epoch_end takes a Python")
+
+
+def test_runs_of_a_missing_folder_exits_2(capsys):
+    assert main(["runs", "/nonexistent/runs"]) == EXIT_USER
+    assert capsys.readouterr().err.strip() == "error: runs folder not found: /nonexistent/runs"
+
+
+def test_disk_full_while_saving_the_model_is_one_line(tmp_path, capsys, monkeypatch):
+    """ENOSPC simulated (no tmpfs can be mounted here): the final save fails, nothing half-written."""
+    import errno
+
+    import keras
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    _data(tmp_path)
+    monkeypatch.setattr(keras.Model, "save", full)
+    assert main(["train", str(write_recipe(tmp_path, PLAIN)), "--runs", str(tmp_path / "runs"), "-q"]) == EXIT_USER
+    _, err = _errors(capsys)
+    assert err.strip() == "error: disk full: no space left on the device; free some and run again"
+    (run,) = (tmp_path / "runs" / "plain").iterdir()
+    assert not (run / "model.keras").exists() and not list(run.glob(".model*"))

@@ -338,6 +338,8 @@ def train(
     from dlrun.graph.build import build_graph
 
     recipe = loaded.recipe
+    if not 0 <= recipe.seed < 2**32:  # NumPy's range; until the schema refuses it at validate time
+        raise RecipeError(f"seed must be between 0 and 2**32 - 1, got {recipe.seed}", path=("seed",))
     if recipe.data is None:
         raise RecipeError("this recipe has no `data` section; nothing to train on (use `dlrun check`)", path=("data",))
     device_data.check_setting(recipe.train.data_on_device)
@@ -443,7 +445,11 @@ def _train_in_run_folder(
     say(f"run folder: {run.path}" + (f" (resuming after epoch {state.epoch()})" if resume else ""), quiet=quiet)
     try:
         return _fit_stages(loaded, model, prepared, run, state, importer, quiet=quiet, resuming=resume is not None)
-    except (RecipeError, RunInterrupted):
+    except RecipeError as exc:
+        if not state.exists():  # failed before its first epoch: `dlrun runs` lists it failed, with the reason
+            atomic_write_text(run.path / "error.log", f"error: {exc}\n")
+        raise
+    except RunInterrupted:
         raise
     except Exception as exc:
         log = run.path / "error.log"
