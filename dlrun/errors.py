@@ -96,9 +96,13 @@ def framework_error(exc: BaseException) -> RecipeError | None:
     kind = type(exc)
     if kind.__module__.startswith("tensorflow") and kind.__name__ in _FRAMEWORK_DATA_ERRORS:
         text = str(getattr(exc, "message", None) or exc)
-        node = re.search(r"node (?:[^/\s]+/)?([^/\s]+)/", text)  # `m_1/string_lookup_1/Cast`: the layer
-        lines = [line.strip() for line in _NODE_DETAIL.sub("", text).splitlines() if line.strip()]
+        node = re.search(r"\{\{node ([^}]+)\}\}", text)
+        parts = node.group(1).split("/") if node else []  # `model/layer/Op`
+        text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", _NODE_DETAIL.sub("", text))
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
         last = lines[-1] if lines else kind.__name__  # TensorFlow puts the reason last, after the call stack
-        where = f" (in layer {node.group(1)!r})" if node else ""
+        if "IteratorGetNext" in str(exc) or "decode_image" in parts[:1]:
+            return RecipeError(f"TensorFlow could not read the data: {last}")
+        where = f" (in layer {parts[1]!r})" if len(parts) >= 3 else ""
         return RecipeError(f"TensorFlow could not run the model on this data{where}: {last}")
     return None

@@ -24,11 +24,14 @@ def load_run_model(path: Path, custom_objects: dict[str, Any], *, unsafe: bool =
     import keras
 
     from dlrun.backend import torch_layers_accept_dotted_names
+    from dlrun.trust import model_load_error
 
     torch_layers_accept_dotted_names()
     try:
         model = keras.saving.load_model(str(path), custom_objects=custom_objects, safe_mode=not unsafe)
-    except ValueError as exc:
+    except (ValueError, TypeError, OSError) as exc:
+        if (user := model_load_error(path, exc)) is not None:  # truncated, corrupt, or custom code not imported
+            raise user from None
         text = str(exc)
         if "safe_mode" in text or "Lambda" in text or "lambda" in text:
             raise RecipeError(

@@ -173,3 +173,45 @@ def check_network(callback: str, trust: bool, path: tuple[str | int, ...]) -> No
         raise RecipeError(
             f"{callback} sends training data over the network; refused — pass --trust to allow it", path=path
         )
+
+
+# ----------------------------------------------------------------------------------------------------
+# a .keras file that does not load: say why, truthfully
+
+
+def _custom_classes(config: Any) -> list[str]:
+    """Registered names of the non-Keras classes a saved model's config names (`package>Class`)."""
+    found: list[str] = []
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            module = str(node.get("module") or "")
+            name = node.get("registered_name") or node.get("class_name")
+            if isinstance(name, str) and node.get("class_name") and module and not module.startswith("keras"):
+                found.append(name)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return sorted(set(found))
+
+
+def model_load_error(path: Path, exc: Exception) -> RecipeError | None:
+    """A one-line, truthful `RecipeError` for a `.keras` file Keras could not load; None when not recognised."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return RecipeError(f"{path} is not a valid .keras file (not a zip archive: truncated or corrupt?); refused")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError):
+        return RecipeError(f"{path} is not a valid .keras file (its config.json is missing or unreadable); refused")
+    custom = _custom_classes(config)
+    if custom and isinstance(exc, TypeError | ValueError):
+        names = ", ".join(repr(c) for c in custom)
+        return RecipeError(
+            f"{path.name} uses custom classes {names} whose code is not imported; pass --trust to import the run's "
+            "custom code (only if you trust where it came from)"
+        )
+    return None

@@ -273,3 +273,53 @@ def test_disk_full_while_saving_the_model_is_one_line(tmp_path, capsys, monkeypa
     assert err.strip() == "error: disk full: no space left on the device; free some and run again"
     (run,) = (tmp_path / "runs" / "plain").iterdir()
     assert not (run / "model.keras").exists() and not list(run.glob(".model*"))
+
+
+def test_a_truncated_model_file_says_so(trained, tmp_path):
+    from dlrun.evaluate import load_run_model
+
+    data = (trained / "model.keras").read_bytes()
+    (tmp_path / "model.keras").write_bytes(data[: len(data) // 2])
+    with pytest.raises(RecipeError, match=r"model.keras is not a valid .keras file \(not a zip archive: truncated"):
+        load_run_model(tmp_path / "model.keras", {})
+
+
+def test_a_model_with_a_custom_class_not_imported_names_it(tmp_path, monkeypatch):
+    import keras
+
+    from dlrun.evaluate import load_run_model
+
+    @keras.saving.register_keras_serializable(package="trust_tests")
+    class Doubler(keras.layers.Layer):
+        def call(self, x):
+            return x * 2
+
+    inputs = keras.Input((3,))
+    keras.Model(inputs, Doubler()(inputs)).save(tmp_path / "model.keras")
+    monkeypatch.delitem(keras.saving.get_custom_objects(), "trust_tests>Doubler")
+    with pytest.raises(RecipeError, match=r"model.keras uses custom classes 'trust_tests>Doubler' whose code is not "
+                                          r"imported; pass --trust"):  # fmt: skip
+        load_run_model(tmp_path / "model.keras", {})
+
+
+def test_a_corrupt_jpeg_in_an_image_archive_is_a_user_error(tmp_path):
+    """TensorFlow decodes images inside the input pipeline; what it raises for a bad file becomes one line."""
+    import tarfile
+
+    from dlrun.data.prepare import prepare
+    from dlrun.errors import framework_error
+    from dlrun.recipe.schema import DataSpec
+    from tests.test_data_sources import image_folder
+
+    root = image_folder(tmp_path / "shapes", per_class=2)
+    (root / "train" / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with tarfile.open(tmp_path / "shapes.tar.gz", "w:gz") as tar:
+        tar.add(root, arcname="shapes")
+    spec = DataSpec.model_validate({"source": "images", "path": "shapes.tar.gz", "image_size": [8, 8],
+                                    "inputs": {"image": {"from": "image"}}, "targets": {"c": {"from": "label"}}})  # fmt: skip
+    ds, _ = prepare(spec, tmp_path, seed=0).feed("train", ["image"], ["c"], batch_size=64, training=False)
+    with pytest.raises(Exception) as raised:
+        list(ds)
+    user = framework_error(raised.value)
+    assert user is not None, repr(raised.value)
+    assert str(user) == "TensorFlow could not read the data: jpeg::Uncompress failed. Invalid JPEG data or crop window."
