@@ -24,9 +24,10 @@ def load_run_model(path: Path, custom_objects: dict[str, Any], *, unsafe: bool =
     import keras
 
     from dlrun.backend import torch_layers_accept_dotted_names
-    from dlrun.trust import model_load_error
+    from dlrun.trust import check_keras_version, model_load_error
 
     torch_layers_accept_dotted_names()
+    check_keras_version(keras.__version__, unsafe=unsafe)  # older Keras: known safe-mode bypasses
     try:
         model = keras.saving.load_model(str(path), custom_objects=custom_objects, safe_mode=not unsafe)
     except (ValueError, TypeError, OSError) as exc:

@@ -215,3 +215,32 @@ def model_load_error(path: Path, exc: Exception) -> RecipeError | None:
             "custom code (only if you trust where it came from)"
         )
     return None
+
+
+# ----------------------------------------------------------------------------------------------------
+# the Keras that loads .keras files must have the safe-mode fixes
+
+KERAS_FLOOR = (3, 15, 1)
+KERAS_ADVISORIES = (  # as listed in issue 17
+    "CVE-2025-1550, CVE-2025-8747, CVE-2025-9905, CVE-2025-9906, CVE-2026-1669, CVE-2026-1462, CVE-2026-12479, "
+    "CVE-2026-12481"
+)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = re.findall(r"\d+", text.split("+")[0])[:3]
+    return tuple(int(p) for p in parts)
+
+
+def check_keras_version(version: str, *, unsafe: bool) -> None:
+    """Refuse to load a `.keras` file with a Keras older than the safe-mode fixes (a warning with --unsafe)."""
+    if _version(version) >= KERAS_FLOOR:
+        return
+    floor = ".".join(map(str, KERAS_FLOOR))
+    message = (
+        f"Keras {version} is older than {floor} and its safe mode can be bypassed by a crafted .keras file "
+        f"({KERAS_ADVISORIES}); upgrade: pip install 'keras>={floor}'"
+    )
+    if not unsafe:
+        raise RecipeError(f"{message}; refused to load a model file (--unsafe loads it anyway)")
+    print(f"warning: {message}", file=sys.stderr)

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -323,3 +324,20 @@ def test_a_corrupt_jpeg_in_an_image_archive_is_a_user_error(tmp_path):
     user = framework_error(raised.value)
     assert user is not None, repr(raised.value)
     assert str(user) == "TensorFlow could not read the data: jpeg::Uncompress failed. Invalid JPEG data or crop window."
+
+
+def test_pyproject_asks_for_the_fixed_keras():
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert '"keras>=3.15.1"' in text and '"tensorflow>=2.21"' in text
+
+
+def test_an_older_keras_is_refused_naming_the_advisories(tmp_path, capsys):
+    from dlrun.trust import check_keras_version
+
+    with pytest.raises(RecipeError, match=r"Keras 3.3.3 is older than 3.15.1 .*CVE-2025-1550.*CVE-2026-12481\); "
+                                          r"upgrade: pip install 'keras>=3.15.1'; refused to load"):  # fmt: skip
+        check_keras_version("3.3.3", unsafe=False)
+    check_keras_version("3.3.3", unsafe=True)
+    assert capsys.readouterr().err.startswith("warning: Keras 3.3.3 is older than 3.15.1")
+    check_keras_version("3.15.1", unsafe=False)
+    check_keras_version("3.16.0.dev2026", unsafe=False)
