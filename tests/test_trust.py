@@ -341,3 +341,33 @@ def test_an_older_keras_is_refused_naming_the_advisories(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("warning: Keras 3.3.3 is older than 3.15.1")
     check_keras_version("3.15.1", unsafe=False)
     check_keras_version("3.16.0.dev2026", unsafe=False)
+
+
+@pytest.mark.slow
+def test_disk_full_on_a_real_small_tmpfs(tmp_path, capsys):
+    """A 20 MB tmpfs and a model whose checkpoints are 12 MB: one line, exit 2, the first checkpoint intact."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        _data(tmp_path)
+        text = PLAIN.replace("    - {name: y,", "    - {type: Dense, units: 1000}\n    - {type: Dense, units: 1000}\n"
+                             "    - {name: y,").replace(
+            "train: {epochs: 1, batch_size: 16}",
+            'train: {epochs: 6, batch_size: 16, callbacks: [{type: ModelCheckpoint, filepath: "e{epoch:03d}.keras"}]}',
+        )  # fmt: skip
+        recipe = write_recipe(tmp_path, text)
+        assert main(["train", str(recipe), "--runs", str(mount / "runs"), "-q"]) == EXIT_USER
+        _, err = _errors(capsys)
+        assert err.strip().splitlines()[-1].startswith("error: ")
+        assert "disk full" in err and len([line for line in err.splitlines() if line.strip()]) == 1
+        (run,) = (mount / "runs" / "plain").iterdir()
+        first = run / "checkpoints" / "e001.keras"
+        import keras
+
+        assert keras.saving.load_model(first).count_params() > 1_000_000  # the previous checkpoint loads
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
