@@ -81,3 +81,27 @@ def read_regular(path: Path, limit: int, what: str) -> bytes:
 
 def _megabytes(limit: int) -> str:
     return f"{limit // (1024 * 1024)} MB" if limit >= 1024 * 1024 else f"{limit} bytes"
+
+
+def _human(size: int) -> str:
+    return f"{size / 1024**3:.1f} GB" if size >= 1024**3 else f"{size / 1024**2:.1f} MB"
+
+
+MAX_EXTRACTED_BYTES = 8 * 1024**3  # what an archive may unpack to (its headers' sizes are what extraction writes)
+MAX_EXTRACTED_MEMBERS = 1_000_000
+
+
+def check_extracted_size(sizes: list[int], archive: Path, key: tuple[str | int, ...] = ()) -> None:
+    """RecipeError when an archive would unpack to more than the caps (a zip or tar bomb).
+
+    zipfile stops each member at its header's `file_size` and tar members are stored at their header
+    size, so the headers bound what extraction writes."""
+    if len(sizes) > MAX_EXTRACTED_MEMBERS:
+        raise RecipeError(f"{archive} holds more than {MAX_EXTRACTED_MEMBERS:,} files; refused", path=key)
+    total = sum(sizes)
+    if total > MAX_EXTRACTED_BYTES:
+        raise RecipeError(
+            f"{archive} would unpack to {_human(total)}, more than the {_human(MAX_EXTRACTED_BYTES)} limit; refused "
+            "(unpack it yourself and give the folder)",
+            path=key,
+        )

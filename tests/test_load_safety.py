@@ -294,3 +294,20 @@ def test_a_file_that_is_not_a_recipe_is_never_echoed(tmp_path, capsys):
     assert err.strip() == (f"error: {shadow}:1:1: this file does not look like a recipe: none of its top-level keys is "
                            "a recipe section (name, model, compile, ...); its content is not shown")  # fmt: skip
     assert "root:" not in err and "SECRETHASH" not in err
+
+
+def test_a_zip_bomb_is_refused_before_it_unpacks(tmp_path, monkeypatch):
+    import zipfile
+
+    from dlrun import files
+    from dlrun.data.sources import extract
+
+    monkeypatch.setattr(files, "MAX_EXTRACTED_BYTES", 1024 * 1024)
+    monkeypatch.setenv("DLRUN_CACHE_DIR", str(tmp_path / "cache"))
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("train/a/zeros.png", b"\0" * (2 * 1024 * 1024))  # 2 MB of zeros: a few KB compressed
+    with pytest.raises(
+        RecipeError, match=r"bomb.zip would unpack to 2.0 MB, more than the 1.0 MB limit; refused"
+    ) as err:
+        extract(tmp_path / "bomb.zip")
+    assert err.value.path == ("data", "path")
