@@ -360,7 +360,7 @@ def train_ensemble(
         method=method,
         split=split,
         export=export,
-        trust=trust,
+        trust=True,  # runs this command just trained, importing only what their recipes were allowed to
     )
     out["recipe"] = str(recipe)
     return out
