@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -16,7 +17,15 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 from dlrun import api
 from dlrun.console import console, err_console
-from dlrun.errors import EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USER, RecipeError, RunInterrupted
+from dlrun.errors import (
+    EXIT_INTERNAL,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_USER,
+    RecipeError,
+    RunInterrupted,
+    framework_error,
+)
 
 app = typer.Typer(
     name="dlrun",
@@ -34,7 +43,9 @@ SetOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or status lines.")]
-TrustOpt = Annotated[bool, typer.Option("--trust", help="Allow custom components from any module.")]
+TrustOpt = Annotated[
+    bool, typer.Option("--trust", help="Import custom code a run folder names, or from outside the recipe's folder.")
+]
 
 
 def _emit(data: Any) -> None:
@@ -301,7 +312,8 @@ def runs_(
         table.add_column(header)
     for r in rows:
         shown = " · ".join(f"{k} {v:.4f}" for k, v in list(r["metrics"].items())[:4])
-        table.add_row(r["name"], r["started"], r["status"], str(r["epochs"]), shown, r["run"])
+        status = f"{r['status']}: {r['reason']}" if r.get("reason") else r["status"]
+        table.add_row(r["name"], r["started"], status, str(r["epochs"]), shown, r["run"])
     console.print(table)
 
 
@@ -564,6 +576,13 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print("interrupted")
         return EXIT_SIGINT
     except Exception as exc:
+        if (user := framework_error(exc)) is not None:  # caused by the recipe, the data or the disk
+            log = getattr(exc, "dlrun_log", None)
+            if log is not None:  # a run folder's error.log: `dlrun runs` shows this line as the reason
+                with contextlib.suppress(OSError), open(log, "a", encoding="utf-8") as fh:
+                    fh.write(f"error: {user}\n")
+            print(f"error: {user}", file=sys.stderr)
+            return EXIT_USER
         log = getattr(exc, "dlrun_log", None) or api.write_crash_log(traceback.format_exc())
         err_console.print(f"internal error (a bug in dlrun; please report it with {log})", markup=False)
         return EXIT_INTERNAL

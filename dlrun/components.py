@@ -1,8 +1,10 @@
 """Keras objects by name (optimizers, losses, metrics, callbacks) and custom code by import path.
 
 Custom components are written `module.path:Name` or `file.py:Name` (relative to the recipe). They are
-imported only when their top-level module is listed under the recipe's `imports:` or the caller passes
-`trust=True`: a recipe from elsewhere cannot run code unasked.
+imported only when their top-level module is listed under the recipe's `imports:` and lies inside the
+recipe's folder tree or is an installed package, or when the caller passes `trust=True`. A recipe read from
+a run folder (`origin`) imports nothing without `trust=True`: consent comes from the command line, not from
+the file (see `dlrun.trust`).
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ from dlrun.errors import RecipeError
 from dlrun.graph import catalog
 from dlrun.recipe.load import KeyPath
 from dlrun.recipe.schema import Component
+from dlrun.trust import announce, outside_reason
 
 
 class Importer:
     """Imports custom components under the recipe's allow-list (or full trust)."""
 
-    def __init__(self, allowed: list[str], base_dir: Path, *, trust: bool = False) -> None:
-        self.allowed = {a.split(":")[0].removesuffix(".py") for a in allowed}
+    def __init__(self, allowed: list[str], base_dir: Path, *, trust: bool = False, origin: Path | None = None) -> None:
+        self.entries = {a.split(":")[0].removesuffix(".py"): i for i, a in enumerate(allowed)}
+        self.allowed = set(self.entries)
         self.base_dir = base_dir
         self.trust = trust
+        self.origin = origin  # the run folder the recipe came from, if it came from one
         self.loaded: dict[str, Any] = {}
 
     def is_allowed(self, module: str) -> bool:
@@ -42,12 +47,7 @@ class Importer:
         module_name, _, attr = ref.partition(":")
         if not module_name or not attr:
             raise RecipeError(f"import path {ref!r} must look like `module.path:Name`", path=path)
-        if not self.is_allowed(module_name):
-            raise RecipeError(
-                f"custom component {ref!r} would run code from {module_name!r}; list it under `imports:` "
-                "in the recipe or pass --trust",
-                path=path,
-            )
+        self._check_consent(ref, module_name, path)
         module = self._import(module_name, path)
         obj = module
         for part in attr.split("."):
@@ -57,6 +57,29 @@ class Importer:
         self.loaded[ref] = obj
         return obj
 
+    def _check_consent(self, ref: str, module_name: str, path: KeyPath) -> None:
+        """Refuse, before anything runs, code the user did not consent to on the command line."""
+        if self.trust:
+            return
+        if self.origin is not None:
+            raise RecipeError(
+                f"{self.origin} names custom code: {ref!r} would import and run {module_name!r}; refused — pass "
+                "--trust to allow it, only if you trust where this run folder came from",
+                path=path,
+            )
+        if not self.is_allowed(module_name):
+            raise RecipeError(
+                f"custom component {ref!r} would run code from {module_name!r}; list it under `imports:` "
+                "in the recipe or pass --trust",
+                path=path,
+            )
+        reason = outside_reason(module_name, self.base_dir)
+        if reason is not None:
+            stem = module_name.removesuffix(".py")
+            index = self.entries.get(stem, self.entries.get(stem.split(".")[0]))
+            where = ("imports", index) if index is not None else path
+            raise RecipeError(f"{reason}; importing it needs --trust", path=where)
+
     def _import(self, module_name: str, path: KeyPath) -> Any:
         if module_name.endswith(".py"):
             file = (self.base_dir / module_name).resolve()
@@ -65,6 +88,7 @@ class Importer:
             key = f"dlrun_custom_{file.stem}"
             if key in sys.modules:
                 return sys.modules[key]
+            announce(str(file))
             spec = importlib.util.spec_from_file_location(key, file)
             assert spec is not None and spec.loader is not None
             module = importlib.util.module_from_spec(spec)
@@ -75,6 +99,8 @@ class Importer:
                 del sys.modules[key]
                 raise RecipeError(f"importing {file.name} failed: {type(exc).__name__}: {exc}", path=path) from None
             return module
+        if module_name.split(".")[0] not in sys.modules:
+            announce(module_name)
         added = str(self.base_dir)
         sys.path.insert(0, added)
         try:
@@ -102,6 +128,43 @@ def _keras_module(section: str) -> Any:
     }[section]
 
 
+# Keras arguments that take a Python function. YAML cannot write one, so a string there is either an import
+# path (`module:function`, under the consent rules of `Importer`) or, for the metric/loss wrappers, a Keras
+# metric or loss name; anything else fails at once instead of as "'str' object is not callable" mid-training.
+# (Keras' signatures do not mark these arguments, so they are listed here.)
+CALLABLE_ARGUMENTS: dict[str, frozenset[str]] = {
+    "LambdaCallback": frozenset({
+        "on_epoch_begin", "on_epoch_end", "on_train_begin", "on_train_end", "on_train_batch_begin",
+        "on_train_batch_end",
+    }),
+    "LearningRateScheduler": frozenset({"schedule"}),
+    "MeanMetricWrapper": frozenset({"fn"}),
+    "LossFunctionWrapper": frozenset({"fn"}),
+}  # fmt: skip
+
+
+def _function(section: str, name: str, key: str, value: Any, importer: Importer, path: KeyPath) -> Any:
+    """The function an argument in CALLABLE_ARGUMENTS names."""
+    if isinstance(value, str) and ":" in value:
+        function = importer.load(value, path)
+        if callable(function):
+            return function
+    elif isinstance(value, str) and key == "fn":
+        import keras
+
+        lookup = keras.losses.get if section == "losses" else keras.metrics.get
+        try:
+            return lookup(value)
+        except ValueError:
+            pass
+    raise RecipeError(
+        f"{name}.{key} takes a Python function: give `module:function` (with the module under `imports:`)"
+        + (f" or a Keras {section[:-1]} name" if key == "fn" else "")
+        + f", not {value!r}",
+        path=path,
+    )
+
+
 def make(section: str, comp: Component, importer: Importer, path: KeyPath = (), **overrides: Any) -> Any:
     """Instantiate a component: Keras class with kwargs, Keras string identifier, or custom import."""
     kwargs = {**comp.kwargs, **overrides}
@@ -113,6 +176,8 @@ def make(section: str, comp: Component, importer: Importer, path: KeyPath = (), 
     module = _keras_module(section)
     if spec is None or spec["kind"] == "function":
         return name  # a string identifier Keras resolves itself ("accuracy", "mse", ...)
+    for key in CALLABLE_ARGUMENTS.get(name, ()) & kwargs.keys():
+        kwargs[key] = _function(section, name, key, kwargs[key], importer, (*path, key))
     if section == "optimizers" and isinstance(kwargs.get("learning_rate"), dict):
         sched = Component.model_validate(kwargs["learning_rate"])
         kwargs["learning_rate"] = make("schedules", sched, importer, (*path, "learning_rate"))

@@ -48,11 +48,11 @@ class Member:
 
 def load_member(run_path: Path, *, trust: bool = False, unsafe: bool = False) -> Member:
     """A finished run's model, recipe and data."""
-    from dlrun.components import Importer
     from dlrun.data.prepare import prepare
     from dlrun.evaluate import _custom_refs, load_run_model
     from dlrun.recipe.compose import load_recipe
     from dlrun.train.rundir import RunDir
+    from dlrun.trust import artifact_importer
 
     run = RunDir.open(Path(run_path))
     if not run.model.is_file():
@@ -61,7 +61,7 @@ def load_member(run_path: Path, *, trust: bool = False, unsafe: bool = False) ->
     recipe = loaded.recipe
     if recipe.data is None:
         raise RecipeError(f"{run_path}: the run's recipe has no data section to evaluate on")
-    importer = Importer(recipe.imports, loaded.base_dir, trust=trust)
+    importer = artifact_importer(run.path, loaded, trust=trust)  # verifies integrity.json; no code without --trust
     for ref in _custom_refs(loaded):
         importer.load(ref)
     model = load_run_model(run.model, importer.custom_objects(), unsafe=unsafe)
@@ -360,7 +360,7 @@ def train_ensemble(
         method=method,
         split=split,
         export=export,
-        trust=trust,
+        trust=True,  # runs this command just trained, importing only what their recipes were allowed to
     )
     out["recipe"] = str(recipe)
     return out

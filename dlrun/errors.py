@@ -6,6 +6,8 @@ from; the CLI prints it as one line and exits with `EXIT_USER`. Anything else is
 
 from __future__ import annotations
 
+import errno
+import re
 from dataclasses import dataclass
 
 EXIT_OK = 0
@@ -76,3 +78,31 @@ class RunInterrupted(Exception):
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
+
+
+# TensorFlow's errors that a recipe or its data cause (a dtype a layer cannot take, an undecodable image,
+# shapes that disagree at run time); matched by name so this module never imports TensorFlow.
+_FRAMEWORK_DATA_ERRORS = frozenset({"InvalidArgumentError", "UnimplementedError", "FailedPreconditionError"})
+_NODE_DETAIL = re.compile(r"\s*\[\[\{\{node [^}]*\}\}\]\].*|\s*\[Op:[^\]]*\]", re.S)
+
+
+def framework_error(exc: BaseException) -> RecipeError | None:
+    """The `RecipeError` for an exception the recipe, the data or the disk caused; None for a dlrun bug."""
+    if isinstance(exc, OSError) and (
+        exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) or "No space left" in str(exc)
+    ):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return RecipeError(f"disk full{where}: no space left on the device; free some and run again")
+    kind = type(exc)
+    if kind.__module__.startswith("tensorflow") and kind.__name__ in _FRAMEWORK_DATA_ERRORS:
+        text = str(getattr(exc, "message", None) or exc)
+        node = re.search(r"\{\{node ([^}]+)\}\}", text)
+        parts = node.group(1).split("/") if node else []  # `model/layer/Op`
+        text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", _NODE_DETAIL.sub("", text))
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        last = lines[-1] if lines else kind.__name__  # TensorFlow puts the reason last, after the call stack
+        if "IteratorGetNext" in str(exc) or "decode_image" in parts[:1]:
+            return RecipeError(f"TensorFlow could not read the data: {last}")
+        where = f" (in layer {parts[1]!r})" if len(parts) >= 3 else ""
+        return RecipeError(f"TensorFlow could not run the model on this data{where}: {last}")
+    return None

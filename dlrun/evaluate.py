@@ -24,11 +24,15 @@ def load_run_model(path: Path, custom_objects: dict[str, Any], *, unsafe: bool =
     import keras
 
     from dlrun.backend import torch_layers_accept_dotted_names
+    from dlrun.trust import check_keras_version, model_load_error
 
     torch_layers_accept_dotted_names()
+    check_keras_version(keras.__version__, unsafe=unsafe)  # older Keras: known safe-mode bypasses
     try:
         model = keras.saving.load_model(str(path), custom_objects=custom_objects, safe_mode=not unsafe)
-    except ValueError as exc:
+    except (ValueError, TypeError, OSError) as exc:
+        if (user := model_load_error(path, exc)) is not None:  # truncated, corrupt, or custom code not imported
+            raise user from None
         text = str(exc)
         if "safe_mode" in text or "Lambda" in text or "lambda" in text:
             raise RecipeError(
@@ -52,9 +56,9 @@ def load_run_for_inference(run_path: Path, *, trust: bool = False, unsafe: bool 
 def _load_run(run_path: Path, *, trust: bool, unsafe: bool) -> tuple[Any, Any, Any]:
     """(model, RunDir, LoadedRecipe) of a finished run."""
     from dlrun.backend import quiet_native_startup
-    from dlrun.components import Importer
     from dlrun.recipe.compose import load_recipe
     from dlrun.train.rundir import RunDir
+    from dlrun.trust import artifact_importer
 
     run = RunDir.open(run_path)
     if not run.model.is_file():
@@ -63,7 +67,7 @@ def _load_run(run_path: Path, *, trust: bool, unsafe: bool) -> tuple[Any, Any, A
         import keras  # noqa: F401  (loaded here, its start-up lines hidden)
 
     loaded = load_recipe(run.recipe)
-    importer = Importer(loaded.recipe.imports, loaded.base_dir, trust=trust)
+    importer = artifact_importer(run.path, loaded, trust=trust)  # verifies integrity.json; no code without --trust
     for ref in _custom_refs(loaded):
         importer.load(ref)
     return load_run_model(run.model, importer.custom_objects(), unsafe=unsafe), run, loaded

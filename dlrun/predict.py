@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from dlrun.errors import RecipeError
+from dlrun.files import require_regular
 from dlrun.graph.catalog import did_you_mean
 
 KeyPath = tuple[str | int, ...]
@@ -472,6 +473,8 @@ def predict_run(
     run = RunDir.open(run_path)
     if not input_path.exists():
         raise RecipeError(f"input file not found: {input_path}")
+    if not input_path.is_dir():
+        require_regular(input_path, "--input")  # a FIFO or device would block or never end
     kind = input_kind(input_path)
     loaded = load_recipe(run.recipe)
     spec = loaded.recipe.data
@@ -635,6 +638,8 @@ def predict_file(
     RunDir.open(run_path)
     if not input_path.exists():
         raise RecipeError(f"input file not found: {input_path}")
+    if not input_path.is_dir():
+        require_regular(input_path, "--input")  # a FIFO or device would block or never end
     input_kind(input_path)
     target = output if output is not None else default_output(run_path, input_path)
     fmt = check_output(target, overwrite)

@@ -22,8 +22,20 @@ def status(run: RunDir) -> str:
     return "incomplete"
 
 
+def failure_reason(run: RunDir) -> str | None:
+    """Why a failed run failed: the last line of its error.log (the error, or a traceback's exception)."""
+    log = run.path / "error.log"
+    if run.model.is_file() or not log.is_file():
+        return None
+    lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]  # dlrun's one line, when it wrote one
+    return (errors or lines or [""])[-1].removeprefix("error: ")[:300] or None
+
+
 def list_runs(root: Path) -> list[dict[str, Any]]:
     """Every run folder under `root`, newest first, with status, epochs and evaluation metrics."""
+    if not root.is_dir():
+        raise RecipeError(f"runs folder not found: {root}")
     rows = []
     for recipe in sorted(root.glob("*/*/recipe.yaml"), key=lambda p: p.parent.name, reverse=True):
         run = RunDir(recipe.parent)
@@ -34,6 +46,7 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
             "name": run.path.parent.name,
             "started": run.path.name,
             "status": status(run),
+            "reason": failure_reason(run),
             "epochs": len(history.get("epoch", [])),
             "metrics": evaluation.get("metrics", {}),
         })  # fmt: skip

@@ -102,3 +102,33 @@ def test_bad_recipe_through_the_real_cli(cli, name):
     assert matches(lines[-1], f"error: {expected}"), f"\n got: {lines[-1]}\nwant: error: {expected}"
     assert sum(line.startswith("error:") for line in lines) == 1
     assert result.stdout == ""
+
+
+HOSTILE = sorted(p for p in CASES if p.stem.startswith(("expression_", "callback_", "interpolation_", "yaml_")))
+
+
+def test_hostile_cases_stay_under_five_seconds_and_500_mb(tmp_path):
+    """The hostile cases in one fresh process capped at 500 MB of address space: each under 5 s, exit 2."""
+    import json
+    import subprocess
+    import sys
+
+    script = f"""
+import json, resource, sys, time
+resource.setrlimit(resource.RLIMIT_AS, (500 * 1024 * 1024, 500 * 1024 * 1024))
+from dlrun.cli import main
+out = {{}}
+for rel in {[p.relative_to(ROOT).as_posix() for p in HOSTILE]!r}:
+    started = time.process_time()
+    code = main(["validate", rel])
+    out[rel] = (code, time.process_time() - started)
+print(json.dumps(out))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(results) == len(HOSTILE) >= 20
+    for rel, (code, seconds) in results.items():
+        assert code == EXIT_USER, rel
+        assert seconds < 5, f"{rel} took {seconds:.1f} s"

@@ -54,7 +54,7 @@ def test_custom_layer_trains_saves_and_loads_in_a_fresh_process(cli, tmp_path):
     expected = result.model.predict(x, verbose=0)
     script = (
         "import sys, numpy as np; from dlrun.evaluate import load_run_for_inference; from pathlib import Path;"
-        f"m, _ = load_run_for_inference(Path({str(result.run.path)!r}));"
+        f"m, _ = load_run_for_inference(Path({str(result.run.path)!r}), trust=True);"
         f"print(np.asarray(m.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0)).tolist())"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)

@@ -12,6 +12,7 @@ import pytest
 
 from dlrun import api
 from dlrun.errors import RecipeError
+from dlrun.trust import record_run
 from tests.conftest import write_digits as _write_digits
 from tests.conftest import write_recipe
 
@@ -105,6 +106,7 @@ def test_members_must_share_inputs_and_outputs(members, tmp_path):
     text = RECIPE.replace("units: 10, activation: softmax", "units: 3, activation: softmax")
     changed = write_recipe(tmp_path, text.replace("one_hot: 10", "one_hot: 3"))
     api.build_model(api.load_recipe(changed)).save(other / "model.keras")
+    record_run(other, [])  # a run folder made on purpose: its integrity record matches its new model
     (other / "recipe.yaml").write_text(
         (other / "recipe.yaml").read_text().replace("units: 10, activation: softmax", "units: 3, activation: softmax")
     )

@@ -197,3 +197,117 @@ def test_bad_merge_value_is_located():
     assert str(info.value) == (
         "r.yaml:2:9: b: invalid merge key `<<`: expected a mapping or list of mappings for merging, but found scalar"
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# regular files only: FIFOs and devices refused at once, the size cap on the bytes read
+
+
+@pytest.fixture
+def alarm():
+    """Fail (instead of hanging the suite) when a read blocks: a FIFO with no writer blocks forever."""
+    import signal
+
+    def expired(signum, frame):
+        raise TimeoutError("blocked on a special file")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_dev_zero_is_refused_at_once(cli):
+    started = time.monotonic()
+    result = cli("validate", "/dev/zero", timeout=60)
+    assert result.code == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "error: /dev/zero is a character device, not a recipe file; refused"
+    assert time.monotonic() - started < 2.0 + _startup(cli)
+
+
+def test_fifo_recipe_is_refused_at_once(tmp_path, alarm, capsys):
+    import os
+
+    from dlrun.cli import main
+
+    fifo = tmp_path / "recipe.yaml"
+    os.mkfifo(fifo)
+    assert main(["validate", str(fifo)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {fifo} is a FIFO (named pipe), not a recipe file; refused"
+
+
+def test_fifo_extends_is_refused(tmp_path, alarm):
+    import os
+
+    os.mkfifo(tmp_path / "base.yaml")
+    recipe = write_bytes(tmp_path, "r.yaml", b"extends: base.yaml\n" + MODEL.encode())
+    with pytest.raises(RecipeError, match=r"r.yaml:1:10: extends: extended recipe not found: .*base.yaml"):
+        from dlrun.recipe.compose import load_recipe
+
+        load_recipe(recipe)
+
+
+def test_fifo_data_file_is_refused_at_its_key(tmp_path, alarm):
+    import os
+
+    from dlrun.data.sources import find
+
+    os.mkfifo(tmp_path / "data.npz")
+    with pytest.raises(RecipeError, match=r"data file .*data.npz is a FIFO \(named pipe\), not a regular file") as err:
+        find("data.npz", tmp_path, ("data", "path"))
+    assert err.value.path == ("data", "path")
+
+
+def test_fifo_predict_input_is_refused(tmp_path, alarm):
+    import os
+
+    from dlrun import api
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text(MODEL)
+    os.mkfifo(tmp_path / "input.csv")
+    with pytest.raises(RecipeError, match=r"--input .*input.csv is a FIFO \(named pipe\), not a regular file"):
+        api.predict(run, tmp_path / "input.csv")
+
+
+def test_the_cap_holds_on_bytes_read_not_on_stat(tmp_path):
+    """/proc files report size 0 and still hold bytes: the cap counts what a read returns."""
+    from dlrun.files import read_regular
+
+    status = Path("/proc/self/status")
+    if not status.is_file() or status.stat().st_size != 0:
+        pytest.skip("needs a Linux /proc file that under-reports its size")
+    with pytest.raises(RecipeError, match="larger than the 16 bytes limit; refused"):
+        read_regular(status, 16, "recipe")
+    assert read_regular(status, 1 << 20, "recipe").startswith(b"Name:")
+
+
+def test_a_file_that_is_not_a_recipe_is_never_echoed(tmp_path, capsys):
+    """`dlrun validate /etc/shadow`: the error says what is wrong, not what the file holds."""
+    from dlrun.cli import main
+
+    shadow = write_bytes(tmp_path, "shadow", b"root:*:19000:0:99999:7:::\nbob:$6$salt$SECRETHASH:19000:0:99999:7:::\n")
+    assert main(["validate", str(shadow)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (f"error: {shadow}:1:1: this file does not look like a recipe: none of its top-level keys is "
+                           "a recipe section (name, model, compile, ...); its content is not shown")  # fmt: skip
+    assert "root:" not in err and "SECRETHASH" not in err
+
+
+def test_a_zip_bomb_is_refused_before_it_unpacks(tmp_path, monkeypatch):
+    import zipfile
+
+    from dlrun import files
+    from dlrun.data.sources import extract
+
+    monkeypatch.setattr(files, "MAX_EXTRACTED_BYTES", 1024 * 1024)
+    monkeypatch.setenv("DLRUN_CACHE_DIR", str(tmp_path / "cache"))
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("train/a/zeros.png", b"\0" * (2 * 1024 * 1024))  # 2 MB of zeros: a few KB compressed
+    with pytest.raises(
+        RecipeError, match=r"bomb.zip would unpack to 2.0 MB, more than the 1.0 MB limit; refused"
+    ) as err:
+        extract(tmp_path / "bomb.zip")
+    assert err.value.path == ("data", "path")

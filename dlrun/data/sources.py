@@ -31,6 +31,7 @@ from dlrun.data.tables import (
     read_parquet,
 )
 from dlrun.errors import RecipeError
+from dlrun.files import check_extracted_size, require_regular
 from dlrun.recipe.schema import KERAS_DATASETS, DataSpec
 
 Splits = dict[str, dict[str, np.ndarray]]
@@ -115,6 +116,8 @@ def find(raw: str, base_dir: Path, where: tuple[str | int, ...]) -> Path:
         candidates += [data_dir / path, data_dir / path.name]
     for candidate in candidates:
         if candidate.exists():
+            if not candidate.is_dir():
+                require_regular(candidate, "data file", where)  # a FIFO or device would block or never end
             return candidate.resolve()
     raise RecipeError(f"data file not found: {candidates[0]}", path=where)
 
@@ -180,12 +183,14 @@ def extract(archive: Path) -> Path:
     try:
         if archive.name.endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:
+                check_extracted_size([i.file_size for i in zf.infolist()], archive, ("data", "path"))
                 for member in zf.namelist():
                     if member.startswith("/") or ".." in Path(member).parts:
                         raise RecipeError(f"{archive.name} has an unsafe member {member!r}", path=("data", "path"))
                 zf.extractall(tmp)
         else:
             with tarfile.open(archive) as tf:
+                check_extracted_size([m.size for m in tf.getmembers()], archive, ("data", "path"))
                 tf.extractall(tmp, filter="data")
         try:
             tmp.rename(target)

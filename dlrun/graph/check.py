@@ -15,6 +15,7 @@ from dlrun.graph import catalog, values
 from dlrun.graph.expand import ExpandedNode, expand_nodes
 from dlrun.recipe.load import Document, KeyPath
 from dlrun.recipe.schema import CompileSpec, Component, GraphSpec, InputSpec, Recipe
+from dlrun.trust import write_path_problem
 
 NodeKind = Literal["layer", "share", "submodel", "application", "custom"]
 APPLICATION_PREFIX = "applications."
@@ -392,6 +393,8 @@ def check_callbacks(doc: Document | None, callbacks: list[Component], base: KeyP
     """Each callback is a Keras callback class (or import path) with valid arguments."""
     for i, comp in enumerate(callbacks):
         _check_component(doc, "callbacks", comp, (*base, i), allow_alias=False)
+        if problem := write_path_problem(comp.type, comp.kwargs):  # writes stay in the run folder
+            raise _error(doc, problem[1], (*base, i, problem[0]))
 
 
 def resolve_graph(recipe: Recipe, doc: Document | None = None) -> Graph:

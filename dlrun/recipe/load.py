@@ -7,7 +7,9 @@ refused as `RecipeError`s with a location.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import yaml
 
 from dlrun.errors import Location, RecipeError
+from dlrun.files import file_kind, read_regular
 
 MAX_BYTES = 5 * 1024 * 1024
 MAX_NODES = 200_000  # after alias expansion; real recipes have a few thousand at most
@@ -298,23 +301,28 @@ def load_text(text: str, file: str = "<recipe>") -> Document:
 
 
 def load_file(path: str | Path) -> Document:
-    """Read and parse a recipe file; the error names the file when it is missing or not UTF-8."""
+    """Read and parse a recipe file; the error names the file when it is missing, not a regular file, too
+    big or not UTF-8. A FIFO or device is refused before it is opened for reading; the size cap holds on
+    the bytes read, whatever `stat()` reports."""
     path = Path(path)
     shown = str(path)
     try:
-        size = path.stat().st_size
+        info = os.stat(path)
     except FileNotFoundError:
         raise RecipeError(f"recipe file not found: {shown}") from None
     except OSError as exc:
         raise RecipeError(f"cannot read recipe {shown}: {exc.strerror}") from None
-    if path.is_dir():
+    if stat.S_ISDIR(info.st_mode):
         raise RecipeError(f"{shown} is a directory, not a recipe file")
-    if size > MAX_BYTES:
+    kind = file_kind(info.st_mode)
+    if kind is not None:
+        raise RecipeError(f"{shown} is {kind}, not a recipe file; refused")
+    if info.st_size > MAX_BYTES:
         raise RecipeError(
-            f"recipe is {size / 1e6:.1f} MB, larger than the {MAX_BYTES // (1024 * 1024)} MB limit; refused",
+            f"recipe is {info.st_size / 1e6:.1f} MB, larger than the {MAX_BYTES // (1024 * 1024)} MB limit; refused",
             location=Location(shown),
         )
-    raw = path.read_bytes()
+    raw = read_regular(path, MAX_BYTES, "recipe")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

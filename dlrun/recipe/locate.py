@@ -140,6 +140,13 @@ def to_recipe_error(exc: ValidationError, doc: Document, prefix: KeyPath = ()) -
     here = _clean_path(err["loc"], data)
     path = (*prefix, *here)
     if err["type"] == "unknown_key":
+        if not path and isinstance(data, dict) and not set(map(str, data)) & set(err["ctx"]["allowed"].split(", ")):
+            # Not a recipe at all (`dlrun validate /etc/shadow`): say so without quoting any of its content.
+            return RecipeError(
+                "this file does not look like a recipe: none of its top-level keys is a recipe section (name, "
+                "model, compile, ...); its content is not shown",
+                location=doc.locate(()),
+            )
         path = (*path, err["ctx"]["key"])
         return doc.error(_message(err), path, key=True)
     if err["type"] == "missing":

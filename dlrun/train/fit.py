@@ -40,6 +40,7 @@ from dlrun.train.rundir import (
     file_fingerprint,
 )
 from dlrun.train.tracking import tracking_callbacks
+from dlrun.trust import check_network, record_run
 
 # Steps per compiled call when the recipe says "auto": the per-call Python overhead dominates small models
 # on CPU (about 2x on the seeds' MLP); results are the same steps in the same order.
@@ -190,6 +191,7 @@ def make_callbacks(comps: list[Component], run: RunDir, importer: Importer, base
     for i, comp in enumerate(comps):
         kwargs = comp.kwargs
         path = (*base, i)
+        check_network(comp.type, importer.trust, path)  # RemoteMonitor needs --trust
         if comp.type == "ModelCheckpoint":
             best_only = bool(kwargs.get("save_best_only", False))
             default = "best.weights.h5" if best_only else "epoch-{epoch:03d}.weights.h5"
@@ -336,10 +338,12 @@ def train(
     from dlrun.graph.build import build_graph
 
     recipe = loaded.recipe
+    if not 0 <= recipe.seed < 2**32:  # NumPy's range; until the schema refuses it at validate time
+        raise RecipeError(f"seed must be between 0 and 2**32 - 1, got {recipe.seed}", path=("seed",))
     if recipe.data is None:
         raise RecipeError("this recipe has no `data` section; nothing to train on (use `dlrun check`)", path=("data",))
     device_data.check_setting(recipe.train.data_on_device)
-    importer = Importer(recipe.imports, loaded.base_dir, trust=trust)
+    importer = Importer(recipe.imports, loaded.base_dir, trust=trust, origin=resume)  # a run folder: --trust
     data_file = resolve_path(recipe.data, loaded.base_dir)
     prepared = prepare(recipe.data, loaded.base_dir, recipe.seed)
     seed_everything(recipe.seed, deterministic=recipe.train.deterministic)
@@ -441,7 +445,11 @@ def _train_in_run_folder(
     say(f"run folder: {run.path}" + (f" (resuming after epoch {state.epoch()})" if resume else ""), quiet=quiet)
     try:
         return _fit_stages(loaded, model, prepared, run, state, importer, quiet=quiet, resuming=resume is not None)
-    except (RecipeError, RunInterrupted):
+    except RecipeError as exc:
+        if not state.exists():  # failed before its first epoch: `dlrun runs` lists it failed, with the reason
+            atomic_write_text(run.path / "error.log", f"error: {exc}\n")
+        raise
+    except RunInterrupted:
         raise
     except Exception as exc:
         log = run.path / "error.log"
@@ -647,6 +655,7 @@ def _save_and_evaluate(
         say(f"restored best weights from {Path(restored).name}", quiet=quiet)
     with atomic_target(run.model, ".keras") as tmp:
         model.save(str(tmp))
+    record_run(run.path, recipe.imports)  # integrity.json: later verbs refuse a changed model or module
     metrics: dict[str, float] = {}
     eval_split = recipe.eval.split
     if eval_split in prepared.splits:
