@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from dlrun.data.sources import Tables, load_tables
-from dlrun.data.splits import apply_slices, class_labels, holdout
+from dlrun.data.record import DataRecord, build_record
+from dlrun.data.sources import Tables, load_tables, source_files
+from dlrun.data.splits import apply_slices, class_labels, holdout, subset, subset_size
 from dlrun.data.tables import ArrayReader, ArrayTable, StreamTable, is_string
 from dlrun.errors import RecipeError
 from dlrun.recipe.schema import DataSpec, FeatureSpec, Step
@@ -70,12 +71,58 @@ def stratify_labels(spec: DataSpec, table: Any) -> np.ndarray | None:
     return class_labels(values, ("data", "stratify"))
 
 
+# integer labels with at most this many distinct values count as classes a subset must keep
+MAX_CLASSES = 256
+
+
+def class_values(spec: DataSpec, table: Any) -> np.ndarray | None:
+    """The first target's labels when they are classes (text, declared `classes`, folder labels, or integers
+    with few distinct values; every target under `stratify`), else None (a regression target)."""
+    name, feature = next(iter(spec.targets.items()))
+    if spec.stratify:
+        return stratify_labels(spec, table)
+    if len(feature.columns) != 1 or any(c not in table.names for c in feature.columns):
+        return None
+    column = table.spec(feature.columns[0])
+    if column.shape not in ((), (1,)) or not (column.dtype == "string" or column.dtype.startswith(("int", "uint"))):
+        return None
+    values = table.column(feature.columns[0], ("data", "targets", name, "from"))
+    values = values.reshape(len(values))
+    if feature.classes is None and column.dtype != "string" and len(np.unique(values)) > MAX_CLASSES:
+        return None
+    return values
+
+
+def _limit(spec: DataSpec, table: Any, seed: int) -> Any:
+    assert spec.limit is not None
+    size = subset_size(spec.limit, table.count)
+    labels = class_values(spec, table)
+    where: KeyPath = ("data", "limit")
+    return table.take(subset(table.count, size, seed, labels, stratified=spec.stratify, where=where))
+
+
 def load_splits(spec: DataSpec, base_dir: Path, seed: int, *, validation: bool = True) -> Tables:
-    """Source splits -> limit -> slices -> test_split -> validation_split (all seeded, optionally stratified)."""
-    tables = load_tables(spec, base_dir)
+    """Source splits -> head/limit -> slices -> test_split -> validation_split (seeded, optionally stratified)."""
+    return load_recorded_splits(spec, base_dir, seed, validation=validation)[0]
+
+
+def load_recorded_splits(
+    spec: DataSpec, base_dir: Path, seed: int, *, validation: bool = True
+) -> tuple[Tables, DataRecord]:
+    """`load_splits` plus the record of what was drawn from where (fingerprints, rows, class counts)."""
+    source = load_tables(spec, base_dir)
+    tables = _make_splits(spec, source, seed, validation=validation)
+    return tables, build_record(spec, tables, source, source_files(spec, base_dir))
+
+
+def _make_splits(spec: DataSpec, tables: Tables, seed: int, *, validation: bool) -> Tables:
+    for split, table in tables.items():
+        table.source_split = split
     _nan_check(tables, spec)
+    if spec.head is not None:
+        tables = {s: t.take(np.arange(min(spec.head, t.count))) for s, t in tables.items()}
     if spec.limit is not None:
-        tables = {s: t.take(np.arange(min(spec.limit, t.count))) for s, t in tables.items()}
+        tables = {s: _limit(spec, t, seed + 2) for s, t in tables.items()}
     if spec.splits is not None:
         tables = apply_slices(tables, spec.splits)
     for key, fraction, salt in (("test", spec.test_split, 1), ("validation", spec.validation_split, 0)):
@@ -421,6 +468,7 @@ class Prepared:
     seed: int = 42
     batch_size: int = 32
     shuffle: bool = True
+    record: DataRecord | None = None  # where the rows came from (fingerprints, split rows, class counts)
 
     def count(self, split: str) -> int:
         """Number of samples in `split`."""
@@ -618,4 +666,7 @@ def _prepare_arrays(spec: DataSpec, tables: Tables, seed: int, vocab_from: Any |
 
 def prepare(spec: DataSpec, base_dir: Path, seed: int) -> Prepared:
     """Load the source, make the splits, and produce every split's inputs and targets by name."""
-    return prepare_tables(spec, load_splits(spec, base_dir, seed), seed)
+    tables, record = load_recorded_splits(spec, base_dir, seed)
+    prepared = prepare_tables(spec, tables, seed)
+    prepared.record = record
+    return prepared

@@ -145,6 +145,19 @@ def resolve_path(spec: DataSpec, base_dir: Path) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
+def source_files(spec: DataSpec, base_dir: Path) -> list[Path]:
+    """The data files a spec reads (for fingerprints): one per split with `files`, else the one file;
+    none for folders (their file lists are fingerprinted instead), downloads and scikit-learn sets."""
+    if spec.source in ("images", "text", "sklearn"):
+        return []
+    if spec.files is not None:
+        root = find(spec.path, base_dir, ("data", "path")) if spec.path else base_dir
+        found = [find(rel, root, ("data", "files", split)) for split, rel in spec.files.items()]
+        return [f for f in found if f.is_file()]
+    file = resolve_path(spec, base_dir)
+    return [file] if file is not None else []
+
+
 def absolute_data_paths(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     """The data section with `path`/`files` made absolute (a run folder's recipe must find the data)."""
     out = dict(data)
@@ -240,7 +253,7 @@ def _list_class_folder(kind: str, folder: Path, spec: DataSpec, class_names: lis
     labels = np.array([index[Path(p).relative_to(folder).parts[0]] for p in paths], dtype="int64")
     path_array = np.empty(len(paths), dtype=object)
     path_array[:] = paths
-    return FileListReader(kind, path_array, labels, classes, folder.name, size, channels)
+    return FileListReader(kind, path_array, labels, classes, folder.name, size, channels, root=folder)
 
 
 def _load_folder(spec: DataSpec, folder: Path) -> Tables:
@@ -295,13 +308,13 @@ def _read_table(spec: DataSpec, file: Path) -> Any:
     if spec.source == "csv":
         if _stream(spec, _file_bytes(file)):
             return StreamTable(CsvReader(file, spec.delimiter, _dtypes(spec)))
-        return read_csv(file, spec.delimiter, _dtypes(spec), spec.limit)
+        return read_csv(file, spec.delimiter, _dtypes(spec), spec.head)
     if spec.source == "jsonl":
         if _stream(spec, _file_bytes(file)):
             return StreamTable(JsonlReader(file))
-        return read_jsonl(file, spec.limit)
+        return read_jsonl(file, spec.head)
     if spec.source == "parquet":
-        return read_parquet(file, spec.limit)
+        return read_parquet(file, spec.head)
     raise AssertionError(spec.source)
 
 

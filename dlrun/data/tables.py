@@ -52,7 +52,9 @@ class ArrayTable:
 
     streamed = False
 
-    def __init__(self, data: dict[str, np.ndarray], origin: str) -> None:
+    def __init__(
+        self, data: dict[str, np.ndarray], origin: str, rows: np.ndarray | None = None, source_split: str = "train"
+    ) -> None:
         lengths = {len(v) for v in data.values()}
         if len(lengths) > 1:
             sizes = ", ".join(f"{k}: {len(v)}" for k, v in data.items())
@@ -60,6 +62,12 @@ class ArrayTable:
         self.data = data
         self.origin = origin
         self.count = lengths.pop() if lengths else 0
+        self.rows = rows
+        self.source_split = source_split
+
+    def row_numbers(self) -> np.ndarray:
+        """The rows of the source split (0-based, in file order) this table holds."""
+        return np.arange(self.count) if self.rows is None else self.rows
 
     @property
     def names(self) -> list[str]:
@@ -75,7 +83,8 @@ class ArrayTable:
         return Column("string" if is_string(x) else str(x.dtype), tuple(x.shape[1:]))
 
     def take(self, indices: np.ndarray) -> ArrayTable:
-        return ArrayTable({k: v[indices] for k, v in self.data.items()}, self.origin)
+        rows = self.row_numbers()[indices]
+        return ArrayTable({k: v[indices] for k, v in self.data.items()}, self.origin, rows, self.source_split)
 
 
 class StreamTable:
@@ -83,11 +92,16 @@ class StreamTable:
 
     streamed = True
 
-    def __init__(self, reader: Any, indices: np.ndarray | None = None) -> None:
+    def __init__(self, reader: Any, indices: np.ndarray | None = None, source_split: str = "train") -> None:
         self.reader = reader
         self.indices = indices
         self.origin = reader.origin
         self.count = reader.count if indices is None else len(indices)
+        self.source_split = source_split
+
+    def row_numbers(self) -> np.ndarray:
+        """The rows of the source split (0-based, in file order) this table holds."""
+        return np.arange(self.reader.count) if self.indices is None else self.indices
 
     @property
     def names(self) -> list[str]:
@@ -104,8 +118,7 @@ class StreamTable:
         return self.reader.columns[name]
 
     def take(self, indices: np.ndarray) -> StreamTable:
-        base = np.arange(self.reader.count) if self.indices is None else self.indices
-        return StreamTable(self.reader, np.sort(base[indices]))
+        return StreamTable(self.reader, np.sort(self.row_numbers()[indices]), self.source_split)
 
     def row_bytes(self) -> float:
         """Decoded bytes per row (for cache and shuffle-buffer sizing)."""
@@ -500,8 +513,10 @@ class FileListReader:
         origin: str,
         image_size: tuple[int, int] = (256, 256),
         channels: int = 3,
+        root: Path | None = None,
     ) -> None:
         self.kind = kind
+        self.root = root
         self.paths = paths
         self.labels = labels.astype("int64")
         self.class_names = class_names

@@ -270,7 +270,14 @@ class DataSpec(Strict):
         default=0.0, description="Hold out this fraction of train as the test split (when the source has none)."
     )
     stratify: bool = Field(default=False, description="Keep class proportions in validation/test splits and folds.")
-    limit: Annotated[int, Field(ge=1)] | None = Field(default=None, description="Use only the first N samples.")
+    limit: Annotated[int, Field(ge=1)] | Annotated[float, Field(gt=0.0, lt=1.0)] | None = Field(
+        default=None,
+        description="Use a seeded random subset of each source split: N samples, or a fraction (0.1); stratified "
+        "with `stratify`, and never without a class the split has. Drawn before validation/test splits.",
+    )
+    head: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Use the first N samples of each source split, in file order (classes may be lost)."
+    )
     class_weight: Literal["balanced"] | dict[int | str, float] | None = Field(
         default=None, description="`balanced` or `{label: weight}` for the (single) target."
     )
@@ -328,6 +335,10 @@ class DataSpec(Strict):
             raise PydanticCustomError("files_train", "`files` needs a train file")
         if self.splits is not None and "train" not in self.splits:
             raise PydanticCustomError("splits_train", "`splits` needs a train split")
+        if self.limit is not None and self.head is not None:
+            raise PydanticCustomError(
+                "limit_head", "`limit` (a random subset) and `head` (the first rows) exclude each other; keep one"
+            )
         return self
 
 

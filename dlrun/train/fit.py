@@ -37,7 +37,6 @@ from dlrun.train.rundir import (
     atomic_write_bytes,
     atomic_write_text,
     environment,
-    file_fingerprint,
 )
 from dlrun.train.tracking import tracking_callbacks
 
@@ -342,6 +341,10 @@ def train(
     importer = Importer(recipe.imports, loaded.base_dir, trust=trust)
     data_file = resolve_path(recipe.data, loaded.base_dir)
     prepared = prepare(recipe.data, loaded.base_dir, recipe.seed)
+    if prepared.record is not None:
+        from dlrun.data.record import describe
+
+        say(describe(prepared.record), quiet=quiet)  # before any TensorFlow work
     seed_everything(recipe.seed, deterministic=recipe.train.deterministic)
     scope = strategy_scope(recipe)
     scope.__enter__()  # build, compile and fit under the distribution strategy (if any)
@@ -430,11 +433,10 @@ def _train_in_run_folder(
             "run.json",
             {"source": loaded.source, "overrides": list(overrides), "seed": recipe.seed, "environment": environment()},
         )
-        if data_file is not None:
-            run.write_json(
-                "data.json",
-                {"files": [file_fingerprint(data_file)], "samples": {s: prepared.count(s) for s in prepared.splits}},
-            )
+        if prepared.record is not None:  # data.json + splits.npz: fingerprints, counts, the rows of every split
+            from dlrun.data.record import save as save_data_record
+
+            save_data_record(run.path, prepared.record, atomic_write_bytes, run.write_json)
         from dlrun.predict import save_fitted
 
         save_fitted(run, loaded, prepared)  # classes.json (+ preprocessing.npz): what `dlrun predict` needs
