@@ -23,6 +23,7 @@ def load_run_model(path: Path, custom_objects: dict[str, Any], *, unsafe: bool =
     """Load a `.keras` file with Keras' safe mode unless `unsafe` (Lambda layers carry code)."""
     import keras
 
+    import dlrun.data.layers  # noqa: F401 (registers dlrun's preprocessing layers, e.g. FillMissing, for loading)
     from dlrun.backend import torch_layers_accept_dotted_names
 
     torch_layers_accept_dotted_names()

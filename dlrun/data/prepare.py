@@ -38,7 +38,10 @@ def _nan_check(tables: Tables, spec: DataSpec) -> None:
     for section, features in (("inputs", spec.inputs), ("targets", spec.targets)):
         for name, feature in features.items():
             for col in feature.columns:
-                wheres.setdefault(col, ("data", section, name, "from"))
+                if feature.fill is None:  # a declared fill handles missing values (inside the model)
+                    wheres.setdefault(col, ("data", section, name, "from"))
+                elif col not in tables["train"].names:
+                    tables["train"].column(col, ("data", section, name, "from"))  # the did-you-mean error
     if spec.sample_weight:
         wheres.setdefault(spec.sample_weight, ("data", "sample_weight"))
     for table in tables.values():
@@ -175,7 +178,9 @@ def _as_dtype(x: np.ndarray, dtype: str | None, where: KeyPath) -> np.ndarray:
         return x
     if dtype == "string":
         out = np.empty(x.shape, dtype=object)
-        out[...] = x.astype(str) if not is_string(x) else x
+        out[...] = x if is_string(x) else x.astype(str)
+        if x.dtype.kind == "f":
+            out[np.isnan(x)] = ""  # a missing number is missing text, not the word 'nan'
         return out
     try:
         return x.astype(dtype)
@@ -223,8 +228,8 @@ def encode_labels(x: np.ndarray, vocab: list[Any], split: str, where: KeyPath) -
 
 def _fit_standardize(train_x: np.ndarray) -> dict[str, Any]:
     x = train_x.astype("float32")
-    mean = x.mean(axis=0)
-    std = x.std(axis=0)
+    mean = np.nanmean(x, axis=0)  # missing values (a declared fill) are filled later, inside the model
+    std = np.nanstd(x, axis=0)
     return {"mean": mean, "std": np.where(std == 0, 1.0, std).astype("float32")}
 
 
@@ -249,7 +254,7 @@ def _prepare_feature(
     for split, x in raw.items():
         for i, step in enumerate(feature.steps):
             x = _apply(step, x, (*where, "steps", i), fitted[i])
-        if x.dtype.kind == "f" and not np.isfinite(x).all():
+        if x.dtype.kind == "f" and feature.fill is None and not np.isfinite(x).all():
             raise RecipeError(f"this feature has NaN or infinite values in the {split} split", path=where)
         out[split] = x
     return out, stats, vocab
@@ -277,7 +282,9 @@ def class_weights(spec: DataSpec, labels: np.ndarray, vocab: list[Any] | None) -
         else:
             raise RecipeError(f"class_weight names class {key!r}, which the labels do not have", path=(*where, key))
         if not 0 <= index < n_classes:
-            raise RecipeError(f"class_weight names class {key!r}; the labels have {n_classes} classes", (*where, key))
+            raise RecipeError(
+                f"class_weight names class {key!r}; the labels have {n_classes} classes", path=(*where, key)
+            )
         weights[index] = value
     return weights
 
@@ -335,11 +342,7 @@ class StreamSplit:
             x = tf.concat(parts, axis=-1)
         vocab = self.vocab.get(name) if target else None
         if vocab is not None:
-            keys = tf.constant([str(v) for v in vocab])
-            table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(keys, tf.range(len(vocab), dtype=tf.int64)), default_value=-1
-            )
-            x = table.lookup(x if x.dtype == tf.string else tf.strings.as_string(x))
+            x = _label_lookup(vocab)(x)
         for i, step in enumerate(feature.steps):
             x = _tf_step(step, x, (*where, "steps", i))
         return x
@@ -430,6 +433,28 @@ class StreamSplit:
 
         spec = self._batches(inputs, outputs, 2).element_spec
         return tf.nest.map_structure(lambda s: tf.TensorSpec(s.shape[1:], s.dtype), spec)
+
+
+def _label_lookup(vocab: list[Any]) -> Any:
+    """Labels -> class indices in tf: numeric labels by value (1, 1.0 and "1" are the same class), text by
+    its characters. Every label was checked against the vocabulary before streaming (`encode_labels`)."""
+    import tensorflow as tf
+
+    values = tf.range(len(vocab), dtype=tf.int64)
+    numeric = all(isinstance(v, int) or (isinstance(v, str) and v.lstrip("-").isdigit()) for v in vocab)
+    if numeric:
+        keys = tf.constant([int(v) for v in vocab], dtype=tf.int64)
+        table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=-1)
+
+        def lookup(x: Any) -> Any:
+            if x.dtype == tf.string:
+                x = tf.strings.to_number(x, tf.float64)
+            return table.lookup(tf.cast(tf.round(tf.cast(x, tf.float64)), tf.int64))
+
+        return lookup
+    keys = tf.constant([str(v) for v in vocab])
+    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=-1)
+    return lambda x: table.lookup(x if x.dtype == tf.string else tf.strings.as_string(x))
 
 
 def _tf_step(step: Step, x: Any, where: KeyPath) -> Any:

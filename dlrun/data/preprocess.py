@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from dlrun.errors import RecipeError
-from dlrun.recipe.schema import Component
+from dlrun.recipe.schema import Component, FeatureSpec
 
 KeyPath = tuple[str | int, ...]
 
@@ -196,10 +196,42 @@ def _min_max(ds: Any, rank: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(lo), np.asarray(hi)
 
 
+def _collect(ds: Any) -> np.ndarray:
+    """A dataset of batches as one NumPy array (text as Python strings)."""
+    parts = [np.asarray(b) for b in ds.as_numpy_iterator()]
+    if not parts:
+        raise RecipeError("the training split is empty")
+    out = np.concatenate(parts)
+    if out.dtype.kind == "S" or (out.dtype.kind == "O" and out.size and isinstance(out.flat[0], bytes)):
+        out = np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(out)
+    return out
+
+
+def _fill_step(name: str, feature: FeatureSpec, current: Any) -> Step:
+    """The `fill` of one input as a FillMissing layer, fitted on the training split."""
+    from dlrun.data.layers import FillMissing, fit_fill
+
+    where: KeyPath = ("data", "inputs", name, "fill")
+    assert feature.fill is not None
+    values = fit_fill(_collect(current), feature.fill, feature.fill_value, where)
+    try:
+        layer = FillMissing(values, feature.missing_indicator, name=f"{name}_fill_missing")
+    except ValueError as exc:
+        raise RecipeError(str(exc), path=(*where[:-1], "missing_indicator")) from None
+    return Step(Component(type="FillMissing"), where, layer=layer)
+
+
 def build_input_steps(
-    name: str, comps: list[Component], data: Any, raw: Any, importer: Any, used: set[str]
+    name: str,
+    comps: list[Component],
+    data: Any,
+    raw: Any,
+    importer: Any,
+    used: set[str],
+    feature: FeatureSpec | None = None,
 ) -> tuple[list[Step], Any]:
-    """Build and adapt (on `data`, the training split only) the preprocessing of one input, in order.
+    """Build and adapt (on `data`, the training split only) the preprocessing of one input, in order:
+    the feature's `fill` first, then its `preprocess` layers.
 
     Returns the steps and their output on the symbolic input `raw`.
     """
@@ -209,6 +241,11 @@ def build_input_steps(
     steps: list[Step] = []
     current = _as_batches(data)
     sym = raw
+    if feature is not None and feature.fill is not None:
+        step = _fill_step(name, feature, current)
+        steps.append(step)
+        sym = step(sym)
+        current = current.map(lambda b, s=step: s(b))
     channels = raw.shape[-1] if len(raw.shape) > 1 else None
     for i, comp in enumerate(comps):
         where: KeyPath = ("data", "inputs", name, "preprocess", i)
@@ -231,7 +268,7 @@ def build_input_steps(
             if comp.type == "CategoryEncoding" and "num_tokens" not in comp.kwargs:
                 previous = next((s.layer for s in reversed(steps) if hasattr(s.layer, "vocabulary_size")), None)
                 if previous is None:
-                    raise RecipeError("CategoryEncoding needs `num_tokens` (or a lookup layer before it)", where)
+                    raise RecipeError("CategoryEncoding needs `num_tokens` (or a lookup layer before it)", path=where)
                 extra["num_tokens"] = int(previous.vocabulary_size())
             step = Step(comp, where, layer=_keras_layer(comp, layer_name, importer, where, **extra))
             if _needs_adapt(step):
@@ -239,7 +276,9 @@ def build_input_steps(
                     step.layer.adapt(current)
                 except (TypeError, ValueError, tf.errors.InvalidArgumentError) as exc:
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    raise RecipeError(f"adapting {comp.type} on the training split failed: {first}", where) from None
+                    raise RecipeError(
+                        f"adapting {comp.type} on the training split failed: {first}", path=where
+                    ) from None
             new = [step]
         for step in new:
             steps.append(step)
@@ -367,8 +406,9 @@ def attach_preprocessing(model: Any, loaded: Any, prepared: Any, importer: Any =
     used = {layer.name for layer in model.layers}
     for name in names:
         shape, dtype = prepared.input_spec(name, names, outputs)
-        comps = spec.inputs[name].preprocess
-        if not comps:
+        feature = spec.inputs[name]
+        comps = feature.preprocess
+        if not comps and feature.fill is None:
             if dtype != "string" and _compatible(shape, tuple(core[name].shape[1:])):
                 continue
             probe = keras.KerasTensor((None, *shape), dtype=dtype)
@@ -384,7 +424,7 @@ def attach_preprocessing(model: Any, loaded: Any, prepared: Any, importer: Any =
 
                 data = data.map(lambda b: tf.reshape(b, (-1, 1)))
         raw[name] = keras.Input(shape=shape, dtype=dtype, name=name)
-        _, x = build_input_steps(name, comps, data, raw[name], importer, used)
+        _, x = build_input_steps(name, comps, data, raw[name], importer, used, feature)
         _check_input(name, x, core[name], comps)
         pre[name] = x
     if not raw:

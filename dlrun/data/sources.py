@@ -161,6 +161,7 @@ def source_files(spec: DataSpec, base_dir: Path) -> list[Path]:
 def absolute_data_paths(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     """The data section with `path`/`files` made absolute (a run folder's recipe must find the data)."""
     out = dict(data)
+    out = _matched_columns(out, base_dir)
     if out.get("source") in KERAS_DATASETS and out.get("path") is None:
         spec = DataSpec.model_validate(data)
         file = resolve_path(spec, base_dir)
@@ -171,6 +172,27 @@ def absolute_data_paths(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
         out["path"] = str(find(out["path"], base_dir, ("data", "path")))
     elif isinstance(out.get("files"), dict):
         out["files"] = {k: str(find(v, base_dir, ("data", "files", k))) for k, v in out["files"].items()}
+    return out
+
+
+def _matched_columns(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """`from` patterns replaced by the column lists they match in the data (a run folder's recipe names the
+    columns the model was trained on, whatever order a later file has them in)."""
+    sections = ("inputs", "targets")
+    if not any(
+        isinstance(f, dict) and isinstance(f.get("from"), dict) for s in sections for f in (data.get(s) or {}).values()
+    ):
+        return data
+    spec = DataSpec.model_validate(data)
+    load_tables(spec, base_dir)
+    out = dict(data)
+    for section, features in (("inputs", spec.inputs), ("targets", spec.targets)):
+        out[section] = {
+            name: {**data[section][name], "from": feature.columns}
+            if feature.pattern is not None
+            else data[section][name]
+            for name, feature in features.items()
+        }
     return out
 
 
@@ -259,7 +281,9 @@ def _list_class_folder(kind: str, folder: Path, spec: DataSpec, class_names: lis
 def _load_folder(spec: DataSpec, folder: Path) -> Tables:
     if folder.is_file():
         if not folder.name.endswith(ARCHIVES):
-            raise RecipeError(f"source {spec.source} reads a folder or an archive, not {folder.name}", ("data", "path"))
+            raise RecipeError(
+                f"source {spec.source} reads a folder or an archive, not {folder.name}", path=("data", "path")
+            )
         folder = extract(folder)
     folder = _folder_root(folder)
     split_dirs = {SPLIT_FOLDERS[d.name]: d for d in folder.iterdir() if d.is_dir() and d.name in SPLIT_FOLDERS}
@@ -297,7 +321,7 @@ def _file_bytes(file: Path) -> float:
 def _dtypes(spec: DataSpec) -> dict[str, str]:
     out: dict[str, str] = {}
     for feature in [*spec.inputs.values(), *spec.targets.values()]:
-        if feature.dtype is not None:
+        if feature.dtype is not None and feature.pattern is None:  # a pattern's dtype is applied after reading
             out.update(dict.fromkeys(feature.columns, feature.dtype))
     return out
 
@@ -322,7 +346,9 @@ def _sklearn(name: str) -> Tables:
     try:
         import sklearn.datasets as skd
     except ImportError:
-        raise RecipeError("source sklearn needs scikit-learn: pip install scikit-learn", ("data", "source")) from None
+        raise RecipeError(
+            "source sklearn needs scikit-learn: pip install scikit-learn", path=("data", "source")
+        ) from None
     bunch = getattr(skd, f"load_{name}")()
     x = np.asarray(bunch.data, dtype="float32")
     y = np.asarray(bunch.target)
@@ -338,7 +364,24 @@ def _sklearn(name: str) -> Tables:
 
 
 def load_tables(spec: DataSpec, base_dir: Path) -> Tables:
-    """The source's natural splits as tables."""
+    """The source's natural splits as tables; `from` patterns are matched against the train split's columns."""
+    tables = _load_tables(spec, base_dir)
+    match_columns(spec, tables["train"].names)
+    return tables
+
+
+def match_columns(spec: DataSpec, names: list[str]) -> None:
+    """Resolve every `from: {glob|regex}` of `spec` against `names`; a pattern that matches nothing is an error."""
+    for section, features in (("inputs", spec.inputs), ("targets", spec.targets)):
+        for name, feature in features.items():
+            if feature.pattern is not None and not feature.match_columns(names):
+                shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+                raise RecipeError(
+                    f"this pattern matches none of the columns: {shown}", path=("data", section, name, "from")
+                )
+
+
+def _load_tables(spec: DataSpec, base_dir: Path) -> Tables:
     if spec.source == "sklearn":
         assert spec.name is not None
         return _sklearn(spec.name)

@@ -129,7 +129,7 @@ def apply_slices(tables: dict[str, Any], splits: dict[str, str]) -> dict[str, An
         base, _, _ = parse_slice(expr, where)
         if base not in tables:
             raise RecipeError(
-                f"split {expr!r} reads {base!r}, which the data does not have ({', '.join(tables)})", where
+                f"split {expr!r} reads {base!r}, which the data does not have ({', '.join(tables)})", path=where
             )
         table = tables[base]
         out[name] = table.take(slice_indices(expr, table.count, where))

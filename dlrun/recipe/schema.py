@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from dlrun.ensemble_spec import EnsembleSpec
@@ -207,6 +207,41 @@ class Step(Strict):
         return self
 
 
+class ColumnPattern(Strict):
+    """Columns chosen by name, in the data's column order: `{glob: 'mean *'}` or `{regex: '^worst '}`."""
+
+    glob: str | None = Field(default=None, description="Shell-style pattern (`*`, `?`, `[...]`), matching whole names.")
+    regex: str | None = Field(default=None, description="Regular expression searched for in each name.")
+    exclude: list[str] = Field(default_factory=list, description="Names (or globs) dropped from the match.")
+
+    @model_validator(mode="after")
+    def _one_pattern(self) -> ColumnPattern:
+        if (self.glob is None) == (self.regex is None):
+            raise PydanticCustomError("column_pattern", "a column pattern has exactly one of: glob, regex")
+        if self.regex is not None:
+            import re
+
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise PydanticCustomError(
+                    "regex", "invalid regex {regex}: {msg}", {"regex": repr(self.regex), "msg": str(exc)}
+                ) from None
+        return self
+
+    def match(self, names: list[str]) -> list[str]:
+        """The names this pattern selects, in the given order."""
+        import fnmatch
+        import re
+
+        if self.glob is not None:
+            chosen = [n for n in names if fnmatch.fnmatchcase(n, self.glob)]
+        else:
+            assert self.regex is not None
+            chosen = [n for n in names if re.search(self.regex, n)]
+        return [n for n in chosen if not any(fnmatch.fnmatchcase(n, e) for e in self.exclude)]
+
+
 class FeatureSpec(Strict):
     """Where one model input (or output target) comes from, and how it is prepared.
 
@@ -217,7 +252,9 @@ class FeatureSpec(Strict):
     adapted on the training split and become part of the saved model, so `predict` takes raw data.
     """
 
-    from_: str | list[str] = Field(alias="from", description="Array key, column name(s) or dataset field.")
+    from_: str | list[str] | ColumnPattern = Field(
+        alias="from", description="Array key, column name(s), `{glob: ...}` / `{regex: ...}`, or dataset field."
+    )
     dtype: str | None = Field(default=None, description="Read the column(s) as this dtype (e.g. string).")
     classes: list[str | int] | None = Field(
         default=None, description="Targets: the label values in class-index order (default: sorted)."
@@ -226,18 +263,55 @@ class FeatureSpec(Strict):
     preprocess: list[Component] = Field(
         default_factory=list, description="Keras preprocessing layers that travel with the model (inputs only)."
     )
+    fill: Literal["mean", "median", "constant", "most_frequent"] | None = Field(
+        default=None,
+        description="Inputs: replace missing values (empty cells, NaN; empty text) by this statistic of the "
+        "training split, inside the saved model (a `dlrun>FillMissing` layer before `preprocess`). Without "
+        "`fill`, a missing value is an error.",
+    )
+    fill_value: float | int | str | None = Field(default=None, description="`fill: constant`: the value.")
+    missing_indicator: bool = Field(
+        default=False, description="With `fill`: append one 0/1 feature per column saying the value was missing."
+    )
+
+    @model_validator(mode="after")
+    def _fill_keys(self) -> FeatureSpec:
+        if self.fill_value is not None and self.fill != "constant":
+            raise PydanticCustomError("fill_value", "`fill_value` goes with `fill: constant`")
+        if self.fill == "constant" and self.fill_value is None:
+            raise PydanticCustomError("fill_value", "`fill: constant` needs `fill_value`")
+        if self.missing_indicator and self.fill is None:
+            raise PydanticCustomError("missing_indicator", "`missing_indicator` goes with `fill`")
+        return self
 
     @field_validator("from_")
     @classmethod
-    def _columns(cls, value: str | list[str]) -> str | list[str]:
+    def _columns(cls, value: str | list[str] | ColumnPattern) -> str | list[str] | ColumnPattern:
         if isinstance(value, list) and not value:
             raise PydanticCustomError("empty_from", "`from` needs at least one column")
         return value
 
+    _matched: list[str] | None = PrivateAttr(default=None)
+
     @property
     def columns(self) -> list[str]:
-        """The source columns/keys this feature reads."""
+        """The source columns/keys this feature reads (a pattern: once matched against the data's columns)."""
+        if isinstance(self.from_, ColumnPattern):
+            if self._matched is None:
+                raise RuntimeError("a `from` pattern is used before it was matched against the data's columns")
+            return list(self._matched)
         return list(self.from_) if isinstance(self.from_, list) else [self.from_]
+
+    @property
+    def pattern(self) -> ColumnPattern | None:
+        """The `from` pattern, if `from` is one."""
+        return self.from_ if isinstance(self.from_, ColumnPattern) else None
+
+    def match_columns(self, names: list[str]) -> list[str]:
+        """Match a `from` pattern against the data's column names (once); returns the columns."""
+        if self.pattern is not None:
+            self._matched = self.pattern.match(names)
+        return self.columns
 
 
 class DataSpec(Strict):
