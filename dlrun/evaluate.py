@@ -36,7 +36,14 @@ def load_run_model(path: Path, custom_objects: dict[str, Any], *, unsafe: bool =
                 f"{path.name} contains a Lambda layer with serialized Python code; refused in safe mode "
                 "(pass --unsafe only if you trust where the file came from)"
             ) from None
-        raise RecipeError(f"cannot load {path}: {text.splitlines()[0] if text else type(exc).__name__}") from None
+        hint = ""
+        if "repeated term" in text or "vocab size" in text:
+            hint = (
+                "; the saved vocabulary of a StringLookup/TextVectorization layer has terms with line breaks or "
+                "empty strings, which Keras' vocabulary file cannot hold: retrain the run with this dlrun (it "
+                "keeps vocabularies in the model config)"
+            )
+        raise RecipeError(f"cannot load {path}: {text or type(exc).__name__}{hint}") from None  # Keras' whole cause
     if keras.backend.backend() == "torch" and getattr(model, "steps_per_execution", 1) > 1:
         # Trained on tensorflow/jax with several steps per call (the 'auto' default); Keras' torch trainer
         # runs one step per call only, and the number of steps per call does not change any result.

@@ -92,6 +92,24 @@ def _keras_layer(comp: Component, name: str, importer: Any, where: KeyPath, **ex
         raise RecipeError(f"{comp.type}: {str(exc).splitlines()[0]}", path=where) from None
 
 
+def keep_vocabulary_in_config(layer: Any) -> None:
+    """Store an adapted lookup's vocabulary in the layer's config instead of Keras' vocabulary file.
+
+    Keras writes the file joined by '\n' and reads it back with `str.splitlines()`, dropping trailing empty
+    lines: a term holding '\x85', '\r', '\u2028', ... splits in two ("repeated term") and an empty string
+    vanishes ("Old vocab size is 5, new vocab size is 4"), so the saved model does not load. The config (JSON)
+    keeps every term exactly, and a layer built with a vocabulary skips the file.
+    """
+    lookup = getattr(layer, "_lookup_layer", layer)  # TextVectorization holds a StringLookup
+    if not hasattr(lookup, "input_vocabulary") or lookup.input_vocabulary is not None:
+        return
+    vocabulary = lookup.get_vocabulary(include_special_tokens=False)
+    lookup.input_vocabulary = vocabulary
+    if lookup.output_mode == "tf_idf":  # the weights of the special tokens come first
+        weights = np.asarray(lookup.idf_weights_const)
+        lookup.input_idf_weights = weights[len(weights) - len(vocabulary) :]
+
+
 def _needs_adapt(step: Step) -> bool:
     if step.layer is None or not hasattr(step.layer, "adapt"):
         return False
@@ -279,6 +297,7 @@ def build_input_steps(
                     raise RecipeError(
                         f"adapting {comp.type} on the training split failed: {first}", path=where
                     ) from None
+                keep_vocabulary_in_config(step.layer)
             new = [step]
         for step in new:
             steps.append(step)
