@@ -494,6 +494,7 @@ class Prepared:
     batch_size: int = 32
     shuffle: bool = True
     record: DataRecord | None = None  # where the rows came from (fingerprints, split rows, class counts)
+    preprocessed: dict[str, Any] = field(default_factory=dict)  # input -> (raw, output): resolve_input_shapes
 
     def count(self, split: str) -> int:
         """Number of samples in `split`."""

@@ -406,10 +406,59 @@ def input_names(model: Any) -> list[str]:
     return [t._keras_history[0].name for t in model.inputs]
 
 
+def _preprocessed_input(
+    name: str, feature: FeatureSpec, prepared: Any, names: list[str], outputs: list[str], importer: Any, used: set[str]
+) -> tuple[Any, Any] | None:
+    """(raw symbolic input, its output after `fill` and `preprocess`, adapted on the training split), or None
+    when the input declares neither."""
+    import keras
+
+    if not feature.preprocess and feature.fill is None:
+        return None
+    shape, dtype = prepared.input_spec(name, names, outputs)
+    data = prepared.adapt_data(name)
+    if shape == () and dtype != "string":  # one numeric column: layers want a feature axis; Keras
+        # expands (n,) arrays to (n, 1). Text stays scalar, as TextVectorization and lookups expect.
+        shape = (1,)
+        if isinstance(data, np.ndarray):
+            data = data.reshape(-1, 1)
+        else:
+            import tensorflow as tf
+
+            data = data.map(lambda b: tf.reshape(b, (-1, 1)))
+    raw = keras.Input(shape=shape, dtype=dtype, name=name)
+    _, x = build_input_steps(name, feature.preprocess, data, raw, importer, used, feature)
+    return raw, x
+
+
+def resolve_input_shapes(loaded: Any, prepared: Any, importer: Any = None) -> None:
+    """Give every model input declared `shape: auto` (or without a shape) the prepared data's per-sample
+    shape: after the steps, and after `fill` and the `preprocess` layers (adapted here on the training split,
+    once: `attach_preprocessing` reuses them). Replaces those inputs in `loaded.graph` before it is built."""
+    graph = loaded.graph
+    auto = [n for n, s in graph.inputs.items() if s.shape == "auto"]
+    if not auto:
+        return
+    names, outputs = list(graph.inputs), list(graph.outputs)
+    used = {node.name for node in graph.nodes}
+    built: dict[str, tuple[Any, Any]] = {}
+    for name in auto:
+        feature = loaded.recipe.data.inputs[name]
+        result = _preprocessed_input(name, feature, prepared, names, outputs, importer, used)
+        if result is not None:
+            built[name] = result
+            shape = tuple(result[1].shape[1:])
+        else:
+            shape, _ = prepared.input_spec(name, names, outputs)
+            shape = shape or (1,)  # one value per sample: Keras feeds (n,) arrays as (n, 1)
+        graph.inputs[name] = graph.inputs[name].model_copy(update={"shape": list(shape)})
+    prepared.preprocessed = built
+
+
 def attach_preprocessing(model: Any, loaded: Any, prepared: Any, importer: Any = None) -> Any:
     """The model to train: `raw inputs -> preprocessing (adapted on train) -> model`, after checking the
     data against the model. Also records the recipe's batch size and shuffle flag in `prepared` for its
-    tf.data pipelines. Returns `model` itself when no input declares `preprocess`."""
+    tf.data pipelines. Returns `model` itself when no input declares `preprocess` or `fill`."""
     import keras
 
     recipe = loaded.recipe
@@ -423,29 +472,18 @@ def attach_preprocessing(model: Any, loaded: Any, prepared: Any, importer: Any =
     raw: dict[str, Any] = {}
     pre: dict[str, Any] = {}
     used = {layer.name for layer in model.layers}
+    ready = prepared.preprocessed  # built by resolve_input_shapes
     for name in names:
-        shape, dtype = prepared.input_spec(name, names, outputs)
         feature = spec.inputs[name]
-        comps = feature.preprocess
-        if not comps and feature.fill is None:
+        result = ready.get(name) or _preprocessed_input(name, feature, prepared, names, outputs, importer, used)
+        if result is None:
+            shape, dtype = prepared.input_spec(name, names, outputs)
             if dtype != "string" and _compatible(shape, tuple(core[name].shape[1:])):
                 continue
-            probe = keras.KerasTensor((None, *shape), dtype=dtype)
-            _check_input(name, probe, core[name], [])
-        data = prepared.adapt_data(name)
-        if shape == () and dtype != "string":  # one numeric column: layers want a feature axis; Keras
-            # expands (n,) arrays to (n, 1). Text stays scalar, as TextVectorization and lookups expect.
-            shape = (1,)
-            if isinstance(data, np.ndarray):
-                data = data.reshape(-1, 1)
-            else:
-                import tensorflow as tf
-
-                data = data.map(lambda b: tf.reshape(b, (-1, 1)))
-        raw[name] = keras.Input(shape=shape, dtype=dtype, name=name)
-        _, x = build_input_steps(name, comps, data, raw[name], importer, used, feature)
-        _check_input(name, x, core[name], comps)
-        pre[name] = x
+            _check_input(name, keras.KerasTensor((None, *shape), dtype=dtype), core[name], [])
+            continue
+        raw[name], pre[name] = result
+        _check_input(name, pre[name], core[name], feature.preprocess)
     if not raw:
         return model
     for name in names:

@@ -247,7 +247,7 @@ def _folder_root(folder: Path) -> Path:
 def _list_class_folder(kind: str, folder: Path, spec: DataSpec, class_names: list[str] | None) -> FileListReader:
     """Files of a class-per-subfolder layout: listed by keras' dataset utilities, loaded lazily."""
     channels = {"rgb": 3, "grayscale": 1, "rgba": 4}[spec.color_mode]
-    size = (spec.image_size[0], spec.image_size[1])
+    size = (spec.image_size[0], spec.image_size[1]) if spec.image_size else (256, 256)
     classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     if class_names is not None and classes != class_names:
         raise RecipeError(f"{folder} has classes {classes}, the train folder has {class_names}", path=("data", "path"))

@@ -75,7 +75,11 @@ class Component(BaseModel):
 class InputSpec(Strict):
     """One model input: `keras.Input(shape=..., dtype=...)`; `null` marks a variable-length axis."""
 
-    shape: list[Annotated[int, Field(ge=1)] | None] = Field(min_length=0)
+    shape: list[Annotated[int, Field(ge=1)] | None] | Literal["auto"] = Field(
+        default="auto",
+        description="Per-sample shape; `auto` (or omitted): the shape of the prepared data (after steps and "
+        "preprocess layers), known once the data is loaded.",
+    )
     dtype: str = "float32"
     sparse: bool = False
 
@@ -356,8 +360,11 @@ class DataSpec(Strict):
         default=None, description="`balanced` or `{label: weight}` for the (single) target."
     )
     sample_weight: str | None = Field(default=None, description="Column/key holding per-sample weights.")
-    image_size: list[Annotated[int, Field(ge=1)]] = Field(
-        default_factory=lambda: [256, 256], min_length=2, max_length=2, description="Images: resize to [h, w]."
+    image_size: list[Annotated[int, Field(ge=1)]] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=2,
+        description="Images: resize to [h, w]; default: the image input's [h, w] in the model, else [256, 256].",
     )
     color_mode: Literal["rgb", "grayscale", "rgba"] = "rgb"
     delimiter: str = Field(default=",", min_length=1, max_length=1)
@@ -553,3 +560,72 @@ class Recipe(Strict):
     )
     search: SearchSpec | None = Field(default=None, description="Hyperparameter search for `dlrun tune`.")
     ensemble: EnsembleSpec | None = Field(default=None, description="Members to train and combine (`dlrun ensemble`).")
+
+    @model_validator(mode="after")
+    def _images_fit_the_model(self) -> Recipe:
+        """`data.image_size` defaults to the image input's size in the model; a different size or channel count
+        is an error here, not at train time (unless preprocess layers or steps stand between)."""
+        data = self.data
+        for where, graph in [
+            (("model",), self.model),
+            *((("model", "submodels", k), s) for k, s in self.model.submodels.items()),
+        ]:
+            for name, spec in graph.inputs.items():
+                if spec.shape == "auto" and (data is None or where != ("model",) or name not in data.inputs):
+                    reason = (
+                        "a sub-model's inputs need one"
+                        if where != ("model",)
+                        else "there is no `data` section to take it from"
+                        if data is None
+                        else "data.inputs has no entry of that name to take it from"
+                    )
+                    raise _located(
+                        (*where, "inputs", name),
+                        f"no `shape` (shape: auto), and {reason}; give the shape",
+                        input=spec.shape,
+                    )
+        if data is None or data.source != "images":
+            return self
+        channels = {"rgb": 3, "grayscale": 1, "rgba": 4}[data.color_mode]
+        for name, feature in data.inputs.items():
+            spec = self.model.inputs.get(name)
+            if (
+                feature.columns != ["image"]
+                or spec is None
+                or spec.shape == "auto"
+                or feature.preprocess
+                or feature.steps
+            ):
+                continue
+            shape = spec.shape
+            if len(shape) != 3:
+                continue
+            size = shape[:2]
+            if data.image_size is None and None not in size:
+                data.image_size = [int(s) for s in size if s is not None]
+            elif data.image_size is not None and None not in size and list(size) != data.image_size:
+                want = "x".join(map(str, shape))
+                raise _located(
+                    ("data", "image_size"),
+                    f"data.image_size is {data.image_size} but model input {name!r} takes {want} images; set "
+                    f"data.image_size: {list(size)} (or omit it: it defaults to the model input's size)",
+                    input=data.image_size,
+                )
+            if shape[2] is not None and shape[2] != channels:
+                raise _located(
+                    ("data", "color_mode"),
+                    f"color_mode {data.color_mode} gives {channels} channels but model input {name!r} takes {shape[2]}",
+                    input=data.color_mode,
+                )
+        if data.image_size is None:
+            data.image_size = [256, 256]
+        return self
+
+
+def _located(loc: tuple[str, ...], message: str, *, input: Any) -> Exception:
+    """A validation error at `loc` (a key below the recipe's root), raised from a recipe-wide check."""
+    from pydantic import ValidationError
+    from pydantic_core import InitErrorDetails
+
+    error = PydanticCustomError("data_model_mismatch", message.replace("{", "{{").replace("}", "}}"))
+    return ValidationError.from_exception_data("Recipe", [InitErrorDetails(type=error, loc=loc, input=input)])

@@ -330,7 +330,7 @@ def train(
     With `resume`, continue the interrupted run in that folder from its last completed epoch.
     """
     from dlrun.data.prepare import prepare
-    from dlrun.data.preprocess import attach_preprocessing
+    from dlrun.data.preprocess import attach_preprocessing, resolve_input_shapes
     from dlrun.data.sources import resolve_path
     from dlrun.graph.build import build_graph
 
@@ -353,6 +353,7 @@ def train(
 
         if splits_batches():  # before any run folder exists
             check_batch_size(recipe.train.batch_size, prepared.count("train"))
+        resolve_input_shapes(loaded, prepared, importer)  # `shape: auto` inputs take the prepared data's shape
         model = build_graph(loaded.graph, importer, doc=loaded.doc, base_dir=loaded.base_dir)
         model = attach_preprocessing(model, loaded, prepared, importer)  # raw inputs -> preprocess -> model
         return _train_model(
