@@ -95,4 +95,5 @@ def test_diamonds_recipe_streamed_and_in_memory_reach_the_same_metrics(shared_da
     assert metrics["true"].keys() == metrics["false"].keys()
     for key, value in metrics["false"].items():
         assert metrics["true"][key] == pytest.approx(value, rel=1e-3), key
-    assert min(v for k, v in metrics["false"].items() if "mae" in k) < 1.0  # thousands of dollars
+    # thousands of dollars: a constant guess (the mean price) is off by 3.0 on average
+    assert min(v for k, v in metrics["false"].items() if "mae" in k) < 2.0

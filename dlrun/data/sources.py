@@ -26,6 +26,7 @@ from dlrun.data.tables import (
     FileListReader,
     JsonlReader,
     StreamTable,
+    TFRecordReader,
     read_csv,
     read_jsonl,
     read_parquet,
@@ -119,9 +120,33 @@ def find(raw: str, base_dir: Path, where: tuple[str | int, ...]) -> Path:
     raise RecipeError(f"data file not found: {candidates[0]}", path=where)
 
 
+GLOB_CHARS = ("*", "?", "[")
+
+
+def find_shards(raw: str, base_dir: Path, where: tuple[str | int, ...]) -> list[Path]:
+    """The files of a sharded source: a glob (`data/train-*.tfrecord`, relative like `find`), a folder (its
+    `*.tfrecord*` files) or one file; sorted, at least one."""
+    if not any(c in raw for c in GLOB_CHARS):
+        found = find(raw, base_dir, where)
+        shards = sorted(p for p in found.glob("*.tfrecord*") if p.is_file()) if found.is_dir() else [found]
+        if not shards:
+            raise RecipeError(f"{found} holds no .tfrecord files", path=where)
+        return shards
+    path = Path(raw).expanduser()
+    bases = [Path(path.anchor)] if path.is_absolute() else [base_dir]
+    if not path.is_absolute() and os.environ.get("DLRUN_DATA_DIR"):
+        bases.append(Path(os.environ["DLRUN_DATA_DIR"]))
+    pattern = str(path.relative_to(path.anchor)) if path.is_absolute() else raw
+    for base in bases:
+        shards = sorted(p.resolve() for p in base.glob(pattern) if p.is_file())
+        if shards:
+            return shards
+    raise RecipeError(f"no file matches {raw!r} (looked in {', '.join(map(str, bases))})", path=where)
+
+
 def resolve_path(spec: DataSpec, base_dir: Path) -> Path | None:
     """The one file a data spec reads (for fingerprints), or None (a download, a folder, several files)."""
-    if spec.source == "sklearn":
+    if spec.source in ("sklearn", "tfrecord"):
         return None
     if spec.path is not None:
         file = find(spec.path, base_dir, ("data", "path"))
@@ -150,6 +175,12 @@ def source_files(spec: DataSpec, base_dir: Path) -> list[Path]:
     none for folders (their file lists are fingerprinted instead), downloads and scikit-learn sets."""
     if spec.source in ("images", "text", "sklearn"):
         return []
+    if spec.source == "tfrecord":
+        root = find(spec.path, base_dir, ("data", "path")) if spec.path and spec.files else base_dir
+        if spec.files is not None:
+            return [f for s, rel in spec.files.items() for f in find_shards(rel, root, ("data", "files", s))]
+        assert spec.path is not None
+        return find_shards(spec.path, base_dir, ("data", "path"))
     if spec.files is not None:
         root = find(spec.path, base_dir, ("data", "path")) if spec.path else base_dir
         found = [find(rel, root, ("data", "files", split)) for split, rel in spec.files.items()]
@@ -168,7 +199,14 @@ def absolute_data_paths(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
         if file is not None:
             out["path"] = str(file)
         return out
-    if isinstance(out.get("path"), str):
+    if out.get("source") == "tfrecord" and isinstance(out.get("path"), str) and not out.get("files"):
+        raw = out["path"]
+        if any(c in raw for c in GLOB_CHARS):  # the shards' folder made absolute, the pattern kept
+            shards = find_shards(raw, base_dir, ("data", "path"))
+            out["path"] = str(shards[0].parent / Path(raw).name)
+        else:
+            out["path"] = str(find(raw, base_dir, ("data", "path")))
+    elif isinstance(out.get("path"), str):
         out["path"] = str(find(out["path"], base_dir, ("data", "path")))
     elif isinstance(out.get("files"), dict):
         out["files"] = {k: str(find(v, base_dir, ("data", "files", k))) for k, v in out["files"].items()}
@@ -382,6 +420,20 @@ def match_columns(spec: DataSpec, names: list[str]) -> None:
 
 
 def _load_tables(spec: DataSpec, base_dir: Path) -> Tables:
+    if spec.source == "tfrecord":
+        assert spec.features is not None
+        features = {k: (f.dtype, tuple(f.shape)) for k, f in spec.features.items()}
+        if spec.files is not None:
+            root = find(spec.path, base_dir, ("data", "path")) if spec.path else base_dir
+            return {
+                s: StreamTable(TFRecordReader(find_shards(rel, root, ("data", "files", s)), features))
+                for s, rel in spec.files.items()
+            }
+        if spec.path is None:
+            raise RecipeError(
+                "source tfrecord needs `path:` (a file, folder or glob) or `files:`", path=("data", "path")
+            )
+        return {"train": StreamTable(TFRecordReader(find_shards(spec.path, base_dir, ("data", "path")), features))}
     if spec.source == "sklearn":
         assert spec.name is not None
         return _sklearn(spec.name)

@@ -500,6 +500,100 @@ class JsonlReader:
 
 
 # ----------------------------------------------------------------------------------------------------
+# TFRecord (tf.train.Example)
+
+
+class TFRecordReader:
+    """`tf.train.Example` records in one or more shards (read in order), parsed by a declared feature spec
+    (`{name: (dtype, shape)}`, `tf.io.FixedLenFeature` each); always streamed. GZIP shards end in `.gz`."""
+
+    def __init__(self, files: list[Path], features: dict[str, tuple[str, tuple[int, ...]]]) -> None:
+        self.files = files
+        self.features = features
+        self.origin = files[0].name if len(files) == 1 else f"{files[0].name} (+{len(files) - 1} shards)"
+        self.columns = {name: Column(dtype, shape) for name, (dtype, shape) in features.items()}
+        self._count: int | None = None
+        self._cache: dict[str, np.ndarray] = {}
+
+    def _records(self) -> Any:
+        import tensorflow as tf
+
+        compression = "GZIP" if self.files[0].suffix == ".gz" else None
+        return tf.data.TFRecordDataset([str(f) for f in self.files], compression_type=compression)
+
+    def _parse(self, names: list[str]) -> Any:
+        import tensorflow as tf
+
+        spec = {n: tf.io.FixedLenFeature(self.features[n][1], self.features[n][0]) for n in names}
+
+        def parse(batch: Any) -> dict[str, Any]:
+            try:
+                return tf.io.parse_example(batch, spec)
+            except (TypeError, ValueError) as exc:  # raised while tracing: a bad spec
+                raise RecipeError(f"data.features: {exc}", path=("data", "features")) from None
+
+        return parse
+
+    @property
+    def count(self) -> int:
+        if self._count is None:
+            self._count = int(self._records().reduce(np.int64(0), lambda n, _: n + 1).numpy())
+        return self._count
+
+    def column(self, name: str, where: KeyPath) -> np.ndarray:
+        """One feature's values for every record (one pass over the shards)."""
+        import tensorflow as tf
+
+        if name not in self._cache:
+            ds = self._records().batch(4096).map(self._parse([name]))
+            try:
+                parts = [b[name] for b in ds.as_numpy_iterator()]
+            except tf.errors.InvalidArgumentError as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise RecipeError(f"{self.origin}: cannot parse feature {name!r}: {first[:300]}", path=where) from None
+            dtype, shape = self.features[name]
+            values = np.concatenate(parts) if parts else np.empty((0, *shape))
+            if dtype == "string":
+                out = np.empty(values.shape, dtype=object)
+                out[...] = np.vectorize(lambda b: b.decode("utf-8", errors="replace"), otypes=[object])(values)
+                values = out
+            self._cache[name] = values
+        return self._cache[name]
+
+    def check_finite(self, wheres: dict[str, KeyPath]) -> None:
+        for name, where in wheres.items():
+            if self.columns[name].dtype == "float32":
+                values = self.column(name, where)
+                bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+                if bad.any():
+                    record = int(np.flatnonzero(bad)[0])
+                    raise RecipeError(
+                        f"feature {name!r} has a NaN value in record {record} of {self.origin}", path=where
+                    )
+
+    def dataset(self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int) -> Any:
+        import tensorflow as tf
+
+        chunk = 4096
+        ds = self._records().batch(chunk).map(self._parse(columns), num_parallel_calls=tf.data.AUTOTUNE)
+        if indices is not None and len(indices) < self.count:
+            mask = np.zeros(self.count, dtype=bool)
+            mask[indices] = True
+            keep = tf.constant(mask)
+
+            def subset(b: Any, r: dict[str, Any]) -> dict[str, Any]:
+                n = tf.shape(next(iter(r.values())))[0]
+                rows = keep[b * chunk : b * chunk + tf.cast(n, tf.int64)]
+                return {k: tf.boolean_mask(v, rows) for k, v in r.items()}
+
+            ds = ds.enumerate().map(subset)
+        ds = ds.unbatch()
+        if shuffle_seed is not None:
+            ds = ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+        return ds
+
+
+# ----------------------------------------------------------------------------------------------------
 # Parquet (optional: needs pyarrow)
 
 

@@ -173,7 +173,7 @@ class ModelSpec(GraphSpec):
 # data
 
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "imdb", "reuters", "boston_housing")
-FILE_SOURCES = ("npz", "npy", "csv", "parquet", "jsonl", "images", "text")
+FILE_SOURCES = ("npz", "npy", "csv", "parquet", "jsonl", "tfrecord", "images", "text")
 DATA_SOURCES = (*KERAS_DATASETS, *FILE_SOURCES, "sklearn")
 SKLEARN_DATASETS = ("iris", "digits", "wine", "breast_cancer", "diabetes", "linnerud")
 SPLIT_NAMES = ("train", "validation", "test")
@@ -318,10 +318,20 @@ class FeatureSpec(Strict):
         return self.columns
 
 
+class RecordFeature(Strict):
+    """One feature of a `tf.train.Example`: `tf.io.FixedLenFeature(shape, dtype)`."""
+
+    dtype: Literal["float32", "int64", "string"] = Field(description="float32 (float_list), int64, string (bytes).")
+    shape: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list, description="Per-example shape; [] a scalar."
+    )
+
+
 class DataSpec(Strict):
     """Data: a dataset name or files, mapped by name onto model inputs and outputs.
 
     Sources: keras.datasets names (mnist, ...); files `npz`, `npy`, `csv`, `parquet`, `jsonl` (`.gz` too);
+    `tfrecord` (tf.train.Example shards: a file, a folder or a glob such as `train-*.tfrecord`; streamed);
     folders `images` / `text` (one subfolder per class, optionally under `train/` and `test/`; a `.tar.gz`
     of such a folder works too); `sklearn` bundled datasets (`name: iris`).
     """
@@ -376,6 +386,10 @@ class DataSpec(Strict):
         default="auto", description="Keep decoded file data in memory after the first epoch (auto: if it fits)."
     )
     shuffle_buffer: Annotated[int, Field(ge=1)] = 10000
+    features: dict[str, RecordFeature] | None = Field(
+        default=None,
+        description="`source: tfrecord`: the tf.train.Example features to parse, by name (each a column).",
+    )
 
     @field_validator("source")
     @classmethod
@@ -416,6 +430,11 @@ class DataSpec(Strict):
             raise PydanticCustomError("files_train", "`files` needs a train file")
         if self.splits is not None and "train" not in self.splits:
             raise PydanticCustomError("splits_train", "`splits` needs a train split")
+        if (self.source == "tfrecord") != (self.features is not None):
+            raise PydanticCustomError(
+                "tfrecord_features",
+                "`features` (the tf.train.Example spec) goes with source: tfrecord, and it needs it",
+            )
         if self.limit is not None and self.head is not None:
             raise PydanticCustomError(
                 "limit_head", "`limit` (a random subset) and `head` (the first rows) exclude each other; keep one"
