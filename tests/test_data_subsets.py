@@ -82,7 +82,7 @@ def test_data_line_flags_imbalance_and_absent_classes():
     assert "train lacks 2" in line and "sklearn wine sha256 " in line
 
 
-def test_train_prints_the_data_line_and_saves_the_split_rows(tmp_path, cli):
+def test_train_prints_the_data_line_and_saves_the_split_rows(tmp_path, capfd):
     recipe = write_recipe(
         tmp_path,
         """
@@ -97,9 +97,10 @@ compile: {optimizer: adam, loss: sparse_categorical_crossentropy}
 train: {epochs: 1, tensorboard: false}
 """,
     )
-    result = cli("train", str(recipe), "--runs", str(tmp_path / "runs"), cwd=tmp_path)
-    assert result.code == 0, result.stderr
-    lines = result.stderr.splitlines()
+    from dlrun import api
+
+    api.train(api.load_recipe(recipe), runs_root=tmp_path / "runs")
+    lines = capfd.readouterr().err.splitlines()
     data_line = next(i for i, line in enumerate(lines) if line.startswith("data: "))
     assert "train 36, validation 9, test 15 · 3 classes of 'y'" in lines[data_line]
     run = next((tmp_path / "runs" / "wine_rows").iterdir())
