@@ -49,6 +49,13 @@ def test_auto_input_shapes_come_from_the_prepared_data(shared_data, tmp_path):
     assert result.model.count_params() == (8 + 4 + 1) * 3 + 3
 
 
+def test_check_and_summary_take_auto_shapes_from_the_data(shared_data, tmp_path):
+    """`dlrun check` on a recipe with `shape: auto` crashed building keras.Input(shape='auto')."""
+    recipe = write_recipe(tmp_path, PENGUINS.format(path=shared_data / "penguins.csv"))
+    assert api.check(recipe)["params"] == (8 + 4 + 1) * 3 + 3
+    assert api.build_model(recipe).count_params() == (8 + 4 + 1) * 3 + 3
+
+
 IMAGES = """
 name: images
 data:

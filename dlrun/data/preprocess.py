@@ -455,6 +455,16 @@ def resolve_input_shapes(loaded: Any, prepared: Any, importer: Any = None) -> No
     prepared.preprocessed = built
 
 
+def shapes_from_data(loaded: Any, importer: Any = None) -> None:
+    """Resolve `shape: auto` inputs by preparing the recipe's data, for commands that build the model without
+    training it (`check`, `summary`); nothing is read when every input has its shape."""
+    if loaded.recipe.data is None or all(s.shape != "auto" for s in loaded.graph.inputs.values()):
+        return
+    from dlrun.data.prepare import prepare
+
+    resolve_input_shapes(loaded, prepare(loaded.recipe.data, loaded.base_dir, loaded.recipe.seed), importer)
+
+
 def attach_preprocessing(model: Any, loaded: Any, prepared: Any, importer: Any = None) -> Any:
     """The model to train: `raw inputs -> preprocessing (adapted on train) -> model`, after checking the
     data against the model. Also records the recipe's batch size and shuffle flag in `prepared` for its
