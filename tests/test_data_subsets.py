@@ -117,3 +117,25 @@ train: {epochs: 1, tensorboard: false}
         assert {str(k): int(v) for k, v in enumerate(counts)} == info["splits"][split]["classes"]
     every = np.concatenate([rows[s] for s in rows.files])
     assert len(every) == len(set(every.tolist())) == 60
+
+
+@pytest.mark.slow
+def test_cv_prints_the_data_line_of_its_pool(tmp_path, capfd):
+    from dlrun import api
+
+    recipe = write_recipe(
+        tmp_path,
+        """
+name: wine_cv
+data: {source: sklearn, name: wine, limit: 60, stratify: true,
+       inputs: {x: {from: x, steps: [standardize: true]}}, targets: {y: {from: y}}}
+model:
+  inputs: {x: {shape: [13]}}
+  layers: [{name: y, type: Dense, units: 3, activation: softmax}]
+compile: {optimizer: adam, loss: sparse_categorical_crossentropy, metrics: [accuracy]}
+train: {epochs: 1, tensorboard: false}
+""",
+    )
+    api.cross_validate(api.load_recipe(recipe), folds=2, runs_root=tmp_path / "runs")
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith("data: ")]
+    assert lines == ["data: train 60 · 3 classes of 'y' (train 0:20 1:24 2:16) · sklearn wine sha256 e1488731b4bc"]
