@@ -146,3 +146,17 @@ def test_penguins_recipe_predicts_raw_rows_like_the_trained_model(shared_data, t
 
     want = result.model.predict(tf.data.Dataset.from_tensor_slices(x).batch(8), verbose=0)
     assert np.isfinite(want).all() and np.allclose(got, want, atol=1e-6)
+
+
+def test_null_text_in_json_lines_is_missing_text(tmp_path):
+    """A JSON null among strings crashed reading the file (a float32 array of text)."""
+    rows = [{"town": "a", "y": 0}, {"town": None, "y": 1}, {"town": "a", "y": 0}, {"town": "b", "y": 1}]
+    (tmp_path / "t.jsonl").write_text("".join(__import__("json").dumps(r) + "\n" for r in rows), encoding="utf-8")
+    spec = data_spec(
+        source="jsonl",
+        path="t.jsonl",
+        inputs={"town": {"from": "town", "fill": "most_frequent"}},
+        targets={"y": {"from": "y"}},
+    )
+    xs, _ = prepare(spec, tmp_path, seed=0).splits["train"]
+    assert xs["town"].tolist() == ["a", "", "a", "b"]

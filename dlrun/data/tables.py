@@ -410,9 +410,10 @@ def _json_rows(file: Path, limit: int | None = None) -> Any:
 
 
 def _json_array(name: str, values: list[Any], origin: str) -> np.ndarray:
-    if all(isinstance(v, str) for v in values):
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, str) for v in present):  # a missing (null) text value is the empty string
         out = np.empty(len(values), dtype=object)
-        out[:] = values
+        out[:] = ["" if v is None else v for v in values]
         return out
     if any(v is None for v in values):
         return np.array([math.nan if v is None else v for v in values], dtype="float32")
