@@ -43,6 +43,9 @@ def build(loaded: LoadedRecipe | str | Path, *, trust: bool = False) -> Any:
     with loaded.locating_errors():
         _activated(loaded)
         importer = Importer(loaded.recipe.imports, loaded.base_dir, trust=trust)
+        from dlrun.data.preprocess import shapes_from_data
+
+        shapes_from_data(loaded, importer)  # `shape: auto` inputs: the prepared data's shapes
         return build_traced(loaded.graph, importer, doc=loaded.doc, base_dir=loaded.base_dir)
 
 

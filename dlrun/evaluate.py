@@ -23,6 +23,7 @@ def load_run_model(path: Path, custom_objects: dict[str, Any], *, unsafe: bool =
     """Load a `.keras` file with Keras' safe mode unless `unsafe` (Lambda layers carry code)."""
     import keras
 
+    import dlrun.data.layers  # noqa: F401 (registers dlrun's preprocessing layers, e.g. FillMissing, for loading)
     from dlrun.backend import torch_layers_accept_dotted_names
     from dlrun.trust import check_keras_version, model_load_error
 
@@ -39,7 +40,14 @@ def load_run_model(path: Path, custom_objects: dict[str, Any], *, unsafe: bool =
                 f"{path.name} contains a Lambda layer with serialized Python code; refused in safe mode "
                 "(pass --unsafe only if you trust where the file came from)"
             ) from None
-        raise RecipeError(f"cannot load {path}: {text.splitlines()[0] if text else type(exc).__name__}") from None
+        hint = ""
+        if "repeated term" in text or "vocab size" in text:
+            hint = (
+                "; the saved vocabulary of a StringLookup/TextVectorization layer has terms with line breaks or "
+                "empty strings, which Keras' vocabulary file cannot hold: retrain the run with this dlrun (it "
+                "keeps vocabularies in the model config)"
+            )
+        raise RecipeError(f"cannot load {path}: {text or type(exc).__name__}{hint}") from None  # Keras' whole cause
     if keras.backend.backend() == "torch" and getattr(model, "steps_per_execution", 1) > 1:
         # Trained on tensorflow/jax with several steps per call (the 'auto' default); Keras' torch trainer
         # runs one step per call only, and the number of steps per call does not change any result.

@@ -284,7 +284,7 @@ def test_text_folder(tmp_path):
 
 
 def test_real_mnist_by_keras_name(shared_data):
-    spec = data_spec(source="mnist", limit=100, inputs={"x": {"from": "x"}}, targets={"y": {"from": "y"}})
+    spec = data_spec(source="mnist", head=100, inputs={"x": {"from": "x"}}, targets={"y": {"from": "y"}})
     prepared = prepare(spec, Path("."), seed=0)
     assert prepared.splits["train"][0]["x"].shape == (100, 28, 28)
     assert prepared.splits["train"][1]["y"][:5].tolist() == [5, 0, 4, 1, 9]

@@ -14,7 +14,7 @@ from tests.conftest import RECIPES, write_recipe
 
 def test_same_seed_same_result_as_hand_written_keras(shared_data, tmp_path):
     """dlrun adds nothing to the numbers: the seeds' MLP trained by hand gives the identical metrics."""
-    loaded = api.load_recipe(RECIPES / "mnist.yaml", overrides=["data.limit=4000", "train.epochs=1"])
+    loaded = api.load_recipe(RECIPES / "mnist.yaml", overrides=["data.head=4000", "train.epochs=1"])  # file order
     ours = api.train(loaded, runs_root=tmp_path / "runs", quiet=True).metrics
 
     keras.utils.set_random_seed(loaded.recipe.seed)

@@ -31,8 +31,9 @@ def cross_validate(
 
     from dlrun.components import Importer
     from dlrun.console import say
-    from dlrun.data.prepare import load_splits, prepare_tables, stratify_labels
-    from dlrun.data.preprocess import attach_preprocessing
+    from dlrun.data.prepare import load_recorded_splits, prepare_tables, stratify_labels
+    from dlrun.data.preprocess import attach_preprocessing, resolve_input_shapes
+    from dlrun.data.record import describe
     from dlrun.data.splits import kfold
     from dlrun.evaluate import evaluate_model
     from dlrun.graph.build import build_graph
@@ -46,7 +47,9 @@ def cross_validate(
     graph = loaded.graph
     inputs, outputs = list(graph.inputs), list(graph.outputs)
     importer = Importer(recipe.imports, loaded.base_dir, trust=trust)
-    pool = load_splits(spec, loaded.base_dir, recipe.seed, validation=False)["train"]
+    tables, record = load_recorded_splits(spec, loaded.base_dir, recipe.seed, validation=False)
+    say(describe(record), quiet=quiet)  # before any TensorFlow work
+    pool = tables["train"]
     labels = stratify_labels(spec, pool)
     pairs = kfold(pool.count, folds, recipe.seed, labels)
     stages = recipe.train.stages or [None]
@@ -58,6 +61,7 @@ def cross_validate(
         prepared = prepare_tables(
             spec, {"train": pool.take(train_idx), "validation": pool.take(held_idx)}, recipe.seed, vocab_from=pool
         )
+        resolve_input_shapes(loaded, prepared, importer)  # `shape: auto` inputs take the prepared data's shape
         model = build_graph(graph, importer, doc=loaded.doc, base_dir=loaded.base_dir)
         model = attach_preprocessing(model, loaded, prepared, importer)
         x, y = prepared.feed("train", inputs, outputs)

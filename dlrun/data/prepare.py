@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from dlrun.data.sources import Tables, load_tables
-from dlrun.data.splits import apply_slices, class_labels, holdout
+from dlrun.data.record import DataRecord, build_record
+from dlrun.data.sources import Tables, load_tables, source_files
+from dlrun.data.splits import apply_slices, class_labels, holdout, subset, subset_size
 from dlrun.data.tables import ArrayReader, ArrayTable, StreamTable, is_string
 from dlrun.errors import RecipeError
 from dlrun.recipe.schema import DataSpec, FeatureSpec, Step
@@ -37,7 +38,10 @@ def _nan_check(tables: Tables, spec: DataSpec) -> None:
     for section, features in (("inputs", spec.inputs), ("targets", spec.targets)):
         for name, feature in features.items():
             for col in feature.columns:
-                wheres.setdefault(col, ("data", section, name, "from"))
+                if feature.fill is None:  # a declared fill handles missing values (inside the model)
+                    wheres.setdefault(col, ("data", section, name, "from"))
+                elif col not in tables["train"].names:
+                    tables["train"].column(col, ("data", section, name, "from"))  # the did-you-mean error
     if spec.sample_weight:
         wheres.setdefault(spec.sample_weight, ("data", "sample_weight"))
     for table in tables.values():
@@ -70,12 +74,58 @@ def stratify_labels(spec: DataSpec, table: Any) -> np.ndarray | None:
     return class_labels(values, ("data", "stratify"))
 
 
+# integer labels with at most this many distinct values count as classes a subset must keep
+MAX_CLASSES = 256
+
+
+def class_values(spec: DataSpec, table: Any) -> np.ndarray | None:
+    """The first target's labels when they are classes (text, declared `classes`, folder labels, or integers
+    with few distinct values; every target under `stratify`), else None (a regression target)."""
+    name, feature = next(iter(spec.targets.items()))
+    if spec.stratify:
+        return stratify_labels(spec, table)
+    if len(feature.columns) != 1 or any(c not in table.names for c in feature.columns):
+        return None
+    column = table.spec(feature.columns[0])
+    if column.shape not in ((), (1,)) or not (column.dtype == "string" or column.dtype.startswith(("int", "uint"))):
+        return None
+    values = table.column(feature.columns[0], ("data", "targets", name, "from"))
+    values = values.reshape(len(values))
+    if feature.classes is None and column.dtype != "string" and len(np.unique(values)) > MAX_CLASSES:
+        return None
+    return values
+
+
+def _limit(spec: DataSpec, table: Any, seed: int) -> Any:
+    assert spec.limit is not None
+    size = subset_size(spec.limit, table.count)
+    labels = class_values(spec, table)
+    where: KeyPath = ("data", "limit")
+    return table.take(subset(table.count, size, seed, labels, stratified=spec.stratify, where=where))
+
+
 def load_splits(spec: DataSpec, base_dir: Path, seed: int, *, validation: bool = True) -> Tables:
-    """Source splits -> limit -> slices -> test_split -> validation_split (all seeded, optionally stratified)."""
-    tables = load_tables(spec, base_dir)
+    """Source splits -> head/limit -> slices -> test_split -> validation_split (seeded, optionally stratified)."""
+    return load_recorded_splits(spec, base_dir, seed, validation=validation)[0]
+
+
+def load_recorded_splits(
+    spec: DataSpec, base_dir: Path, seed: int, *, validation: bool = True
+) -> tuple[Tables, DataRecord]:
+    """`load_splits` plus the record of what was drawn from where (fingerprints, rows, class counts)."""
+    source = load_tables(spec, base_dir)
+    tables = _make_splits(spec, source, seed, validation=validation)
+    return tables, build_record(spec, tables, source, source_files(spec, base_dir))
+
+
+def _make_splits(spec: DataSpec, tables: Tables, seed: int, *, validation: bool) -> Tables:
+    for split, table in tables.items():
+        table.source_split = split
     _nan_check(tables, spec)
+    if spec.head is not None:
+        tables = {s: t.take(np.arange(min(spec.head, t.count))) for s, t in tables.items()}
     if spec.limit is not None:
-        tables = {s: t.take(np.arange(min(spec.limit, t.count))) for s, t in tables.items()}
+        tables = {s: _limit(spec, t, seed + 2) for s, t in tables.items()}
     if spec.splits is not None:
         tables = apply_slices(tables, spec.splits)
     for key, fraction, salt in (("test", spec.test_split, 1), ("validation", spec.validation_split, 0)):
@@ -128,7 +178,9 @@ def _as_dtype(x: np.ndarray, dtype: str | None, where: KeyPath) -> np.ndarray:
         return x
     if dtype == "string":
         out = np.empty(x.shape, dtype=object)
-        out[...] = x.astype(str) if not is_string(x) else x
+        out[...] = x if is_string(x) else x.astype(str)
+        if x.dtype.kind == "f":
+            out[np.isnan(x)] = ""  # a missing number is missing text, not the word 'nan'
         return out
     try:
         return x.astype(dtype)
@@ -176,8 +228,8 @@ def encode_labels(x: np.ndarray, vocab: list[Any], split: str, where: KeyPath) -
 
 def _fit_standardize(train_x: np.ndarray) -> dict[str, Any]:
     x = train_x.astype("float32")
-    mean = x.mean(axis=0)
-    std = x.std(axis=0)
+    mean = np.nanmean(x, axis=0)  # missing values (a declared fill) are filled later, inside the model
+    std = np.nanstd(x, axis=0)
     return {"mean": mean, "std": np.where(std == 0, 1.0, std).astype("float32")}
 
 
@@ -202,7 +254,7 @@ def _prepare_feature(
     for split, x in raw.items():
         for i, step in enumerate(feature.steps):
             x = _apply(step, x, (*where, "steps", i), fitted[i])
-        if x.dtype.kind == "f" and not np.isfinite(x).all():
+        if x.dtype.kind == "f" and feature.fill is None and not np.isfinite(x).all():
             raise RecipeError(f"this feature has NaN or infinite values in the {split} split", path=where)
         out[split] = x
     return out, stats, vocab
@@ -230,7 +282,9 @@ def class_weights(spec: DataSpec, labels: np.ndarray, vocab: list[Any] | None) -
         else:
             raise RecipeError(f"class_weight names class {key!r}, which the labels do not have", path=(*where, key))
         if not 0 <= index < n_classes:
-            raise RecipeError(f"class_weight names class {key!r}; the labels have {n_classes} classes", (*where, key))
+            raise RecipeError(
+                f"class_weight names class {key!r}; the labels have {n_classes} classes", path=(*where, key)
+            )
         weights[index] = value
     return weights
 
@@ -288,11 +342,7 @@ class StreamSplit:
             x = tf.concat(parts, axis=-1)
         vocab = self.vocab.get(name) if target else None
         if vocab is not None:
-            keys = tf.constant([str(v) for v in vocab])
-            table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(keys, tf.range(len(vocab), dtype=tf.int64)), default_value=-1
-            )
-            x = table.lookup(x if x.dtype == tf.string else tf.strings.as_string(x))
+            x = _label_lookup(vocab)(x)
         for i, step in enumerate(feature.steps):
             x = _tf_step(step, x, (*where, "steps", i))
         return x
@@ -385,6 +435,28 @@ class StreamSplit:
         return tf.nest.map_structure(lambda s: tf.TensorSpec(s.shape[1:], s.dtype), spec)
 
 
+def _label_lookup(vocab: list[Any]) -> Any:
+    """Labels -> class indices in tf: numeric labels by value (1, 1.0 and "1" are the same class), text by
+    its characters. Every label was checked against the vocabulary before streaming (`encode_labels`)."""
+    import tensorflow as tf
+
+    values = tf.range(len(vocab), dtype=tf.int64)
+    numeric = all(isinstance(v, int) or (isinstance(v, str) and v.lstrip("-").isdigit()) for v in vocab)
+    if numeric:
+        keys = tf.constant([int(v) for v in vocab], dtype=tf.int64)
+        table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=-1)
+
+        def lookup(x: Any) -> Any:
+            if x.dtype == tf.string:
+                x = tf.strings.to_number(x, tf.float64)
+            return table.lookup(tf.cast(tf.round(tf.cast(x, tf.float64)), tf.int64))
+
+        return lookup
+    keys = tf.constant([str(v) for v in vocab])
+    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=-1)
+    return lambda x: table.lookup(x if x.dtype == tf.string else tf.strings.as_string(x))
+
+
 def _tf_step(step: Step, x: Any, where: KeyPath) -> Any:
     """An array step on a batch."""
     import tensorflow as tf
@@ -421,6 +493,8 @@ class Prepared:
     seed: int = 42
     batch_size: int = 32
     shuffle: bool = True
+    record: DataRecord | None = None  # where the rows came from (fingerprints, split rows, class counts)
+    preprocessed: dict[str, Any] = field(default_factory=dict)  # input -> (raw, output): resolve_input_shapes
 
     def count(self, split: str) -> int:
         """Number of samples in `split`."""
@@ -618,4 +692,7 @@ def _prepare_arrays(spec: DataSpec, tables: Tables, seed: int, vocab_from: Any |
 
 def prepare(spec: DataSpec, base_dir: Path, seed: int) -> Prepared:
     """Load the source, make the splits, and produce every split's inputs and targets by name."""
-    return prepare_tables(spec, load_splits(spec, base_dir, seed), seed)
+    tables, record = load_recorded_splits(spec, base_dir, seed)
+    prepared = prepare_tables(spec, tables, seed)
+    prepared.record = record
+    return prepared

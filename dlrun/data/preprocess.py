@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from dlrun.errors import RecipeError
-from dlrun.recipe.schema import Component
+from dlrun.recipe.schema import Component, FeatureSpec
 
 KeyPath = tuple[str | int, ...]
 
@@ -90,6 +90,24 @@ def _keras_layer(comp: Component, name: str, importer: Any, where: KeyPath, **ex
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise RecipeError(f"{comp.type}: {str(exc).splitlines()[0]}", path=where) from None
+
+
+def keep_vocabulary_in_config(layer: Any) -> None:
+    """Store an adapted lookup's vocabulary in the layer's config instead of Keras' vocabulary file.
+
+    Keras writes the file joined by '\n' and reads it back with `str.splitlines()`, dropping trailing empty
+    lines: a term holding '\x85', '\r', '\u2028', ... splits in two ("repeated term") and an empty string
+    vanishes ("Old vocab size is 5, new vocab size is 4"), so the saved model does not load. The config (JSON)
+    keeps every term exactly, and a layer built with a vocabulary skips the file.
+    """
+    lookup = getattr(layer, "_lookup_layer", layer)  # TextVectorization holds a StringLookup
+    if not hasattr(lookup, "input_vocabulary") or lookup.input_vocabulary is not None:
+        return
+    vocabulary = lookup.get_vocabulary(include_special_tokens=False)
+    lookup.input_vocabulary = vocabulary
+    if lookup.output_mode == "tf_idf":  # the weights of the special tokens come first
+        weights = np.asarray(lookup.idf_weights_const)
+        lookup.input_idf_weights = weights[len(weights) - len(vocabulary) :]
 
 
 def _needs_adapt(step: Step) -> bool:
@@ -196,10 +214,42 @@ def _min_max(ds: Any, rank: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(lo), np.asarray(hi)
 
 
+def _collect(ds: Any) -> np.ndarray:
+    """A dataset of batches as one NumPy array (text as Python strings)."""
+    parts = [np.asarray(b) for b in ds.as_numpy_iterator()]
+    if not parts:
+        raise RecipeError("the training split is empty")
+    out = np.concatenate(parts)
+    if out.dtype.kind == "S" or (out.dtype.kind == "O" and out.size and isinstance(out.flat[0], bytes)):
+        out = np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(out)
+    return out
+
+
+def _fill_step(name: str, feature: FeatureSpec, current: Any) -> Step:
+    """The `fill` of one input as a FillMissing layer, fitted on the training split."""
+    from dlrun.data.layers import FillMissing, fit_fill
+
+    where: KeyPath = ("data", "inputs", name, "fill")
+    assert feature.fill is not None
+    values = fit_fill(_collect(current), feature.fill, feature.fill_value, where)
+    try:
+        layer = FillMissing(values, feature.missing_indicator, name=f"{name}_fill_missing")
+    except ValueError as exc:
+        raise RecipeError(str(exc), path=(*where[:-1], "missing_indicator")) from None
+    return Step(Component(type="FillMissing"), where, layer=layer)
+
+
 def build_input_steps(
-    name: str, comps: list[Component], data: Any, raw: Any, importer: Any, used: set[str]
+    name: str,
+    comps: list[Component],
+    data: Any,
+    raw: Any,
+    importer: Any,
+    used: set[str],
+    feature: FeatureSpec | None = None,
 ) -> tuple[list[Step], Any]:
-    """Build and adapt (on `data`, the training split only) the preprocessing of one input, in order.
+    """Build and adapt (on `data`, the training split only) the preprocessing of one input, in order:
+    the feature's `fill` first, then its `preprocess` layers.
 
     Returns the steps and their output on the symbolic input `raw`.
     """
@@ -209,6 +259,11 @@ def build_input_steps(
     steps: list[Step] = []
     current = _as_batches(data)
     sym = raw
+    if feature is not None and feature.fill is not None:
+        step = _fill_step(name, feature, current)
+        steps.append(step)
+        sym = step(sym)
+        current = current.map(lambda b, s=step: s(b))
     channels = raw.shape[-1] if len(raw.shape) > 1 else None
     for i, comp in enumerate(comps):
         where: KeyPath = ("data", "inputs", name, "preprocess", i)
@@ -231,7 +286,7 @@ def build_input_steps(
             if comp.type == "CategoryEncoding" and "num_tokens" not in comp.kwargs:
                 previous = next((s.layer for s in reversed(steps) if hasattr(s.layer, "vocabulary_size")), None)
                 if previous is None:
-                    raise RecipeError("CategoryEncoding needs `num_tokens` (or a lookup layer before it)", where)
+                    raise RecipeError("CategoryEncoding needs `num_tokens` (or a lookup layer before it)", path=where)
                 extra["num_tokens"] = int(previous.vocabulary_size())
             step = Step(comp, where, layer=_keras_layer(comp, layer_name, importer, where, **extra))
             if _needs_adapt(step):
@@ -239,7 +294,10 @@ def build_input_steps(
                     step.layer.adapt(current)
                 except (TypeError, ValueError, tf.errors.InvalidArgumentError) as exc:
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    raise RecipeError(f"adapting {comp.type} on the training split failed: {first}", where) from None
+                    raise RecipeError(
+                        f"adapting {comp.type} on the training split failed: {first}", path=where
+                    ) from None
+                keep_vocabulary_in_config(step.layer)
             new = [step]
         for step in new:
             steps.append(step)
@@ -348,10 +406,69 @@ def input_names(model: Any) -> list[str]:
     return [t._keras_history[0].name for t in model.inputs]
 
 
+def _preprocessed_input(
+    name: str, feature: FeatureSpec, prepared: Any, names: list[str], outputs: list[str], importer: Any, used: set[str]
+) -> tuple[Any, Any] | None:
+    """(raw symbolic input, its output after `fill` and `preprocess`, adapted on the training split), or None
+    when the input declares neither."""
+    import keras
+
+    if not feature.preprocess and feature.fill is None:
+        return None
+    shape, dtype = prepared.input_spec(name, names, outputs)
+    data = prepared.adapt_data(name)
+    if shape == () and dtype != "string":  # one numeric column: layers want a feature axis; Keras
+        # expands (n,) arrays to (n, 1). Text stays scalar, as TextVectorization and lookups expect.
+        shape = (1,)
+        if isinstance(data, np.ndarray):
+            data = data.reshape(-1, 1)
+        else:
+            import tensorflow as tf
+
+            data = data.map(lambda b: tf.reshape(b, (-1, 1)))
+    raw = keras.Input(shape=shape, dtype=dtype, name=name)
+    _, x = build_input_steps(name, feature.preprocess, data, raw, importer, used, feature)
+    return raw, x
+
+
+def resolve_input_shapes(loaded: Any, prepared: Any, importer: Any = None) -> None:
+    """Give every model input declared `shape: auto` (or without a shape) the prepared data's per-sample
+    shape: after the steps, and after `fill` and the `preprocess` layers (adapted here on the training split,
+    once: `attach_preprocessing` reuses them). Replaces those inputs in `loaded.graph` before it is built."""
+    graph = loaded.graph
+    auto = [n for n, s in graph.inputs.items() if s.shape == "auto"]
+    if not auto:
+        return
+    names, outputs = list(graph.inputs), list(graph.outputs)
+    used = {node.name for node in graph.nodes}
+    built: dict[str, tuple[Any, Any]] = {}
+    for name in auto:
+        feature = loaded.recipe.data.inputs[name]
+        result = _preprocessed_input(name, feature, prepared, names, outputs, importer, used)
+        if result is not None:
+            built[name] = result
+            shape = tuple(result[1].shape[1:])
+        else:
+            shape, _ = prepared.input_spec(name, names, outputs)
+            shape = shape or (1,)  # one value per sample: Keras feeds (n,) arrays as (n, 1)
+        graph.inputs[name] = graph.inputs[name].model_copy(update={"shape": list(shape)})
+    prepared.preprocessed = built
+
+
+def shapes_from_data(loaded: Any, importer: Any = None) -> None:
+    """Resolve `shape: auto` inputs by preparing the recipe's data, for commands that build the model without
+    training it (`check`, `summary`); nothing is read when every input has its shape."""
+    if loaded.recipe.data is None or all(s.shape != "auto" for s in loaded.graph.inputs.values()):
+        return
+    from dlrun.data.prepare import prepare
+
+    resolve_input_shapes(loaded, prepare(loaded.recipe.data, loaded.base_dir, loaded.recipe.seed), importer)
+
+
 def attach_preprocessing(model: Any, loaded: Any, prepared: Any, importer: Any = None) -> Any:
     """The model to train: `raw inputs -> preprocessing (adapted on train) -> model`, after checking the
     data against the model. Also records the recipe's batch size and shuffle flag in `prepared` for its
-    tf.data pipelines. Returns `model` itself when no input declares `preprocess`."""
+    tf.data pipelines. Returns `model` itself when no input declares `preprocess` or `fill`."""
     import keras
 
     recipe = loaded.recipe
@@ -365,28 +482,18 @@ def attach_preprocessing(model: Any, loaded: Any, prepared: Any, importer: Any =
     raw: dict[str, Any] = {}
     pre: dict[str, Any] = {}
     used = {layer.name for layer in model.layers}
+    ready = prepared.preprocessed  # built by resolve_input_shapes
     for name in names:
-        shape, dtype = prepared.input_spec(name, names, outputs)
-        comps = spec.inputs[name].preprocess
-        if not comps:
+        feature = spec.inputs[name]
+        result = ready.get(name) or _preprocessed_input(name, feature, prepared, names, outputs, importer, used)
+        if result is None:
+            shape, dtype = prepared.input_spec(name, names, outputs)
             if dtype != "string" and _compatible(shape, tuple(core[name].shape[1:])):
                 continue
-            probe = keras.KerasTensor((None, *shape), dtype=dtype)
-            _check_input(name, probe, core[name], [])
-        data = prepared.adapt_data(name)
-        if shape == () and dtype != "string":  # one numeric column: layers want a feature axis; Keras
-            # expands (n,) arrays to (n, 1). Text stays scalar, as TextVectorization and lookups expect.
-            shape = (1,)
-            if isinstance(data, np.ndarray):
-                data = data.reshape(-1, 1)
-            else:
-                import tensorflow as tf
-
-                data = data.map(lambda b: tf.reshape(b, (-1, 1)))
-        raw[name] = keras.Input(shape=shape, dtype=dtype, name=name)
-        _, x = build_input_steps(name, comps, data, raw[name], importer, used)
-        _check_input(name, x, core[name], comps)
-        pre[name] = x
+            _check_input(name, keras.KerasTensor((None, *shape), dtype=dtype), core[name], [])
+            continue
+        raw[name], pre[name] = result
+        _check_input(name, pre[name], core[name], feature.preprocess)
     if not raw:
         return model
     for name in names:

@@ -26,6 +26,7 @@ from dlrun.data.tables import (
     FileListReader,
     JsonlReader,
     StreamTable,
+    TFRecordReader,
     read_csv,
     read_jsonl,
     read_parquet,
@@ -122,9 +123,33 @@ def find(raw: str, base_dir: Path, where: tuple[str | int, ...]) -> Path:
     raise RecipeError(f"data file not found: {candidates[0]}", path=where)
 
 
+GLOB_CHARS = ("*", "?", "[")
+
+
+def find_shards(raw: str, base_dir: Path, where: tuple[str | int, ...]) -> list[Path]:
+    """The files of a sharded source: a glob (`data/train-*.tfrecord`, relative like `find`), a folder (its
+    `*.tfrecord*` files) or one file; sorted, at least one."""
+    if not any(c in raw for c in GLOB_CHARS):
+        found = find(raw, base_dir, where)
+        shards = sorted(p for p in found.glob("*.tfrecord*") if p.is_file()) if found.is_dir() else [found]
+        if not shards:
+            raise RecipeError(f"{found} holds no .tfrecord files", path=where)
+        return shards
+    path = Path(raw).expanduser()
+    bases = [Path(path.anchor)] if path.is_absolute() else [base_dir]
+    if not path.is_absolute() and os.environ.get("DLRUN_DATA_DIR"):
+        bases.append(Path(os.environ["DLRUN_DATA_DIR"]))
+    pattern = str(path.relative_to(path.anchor)) if path.is_absolute() else raw
+    for base in bases:
+        shards = sorted(p.resolve() for p in base.glob(pattern) if p.is_file())
+        if shards:
+            return shards
+    raise RecipeError(f"no file matches {raw!r} (looked in {', '.join(map(str, bases))})", path=where)
+
+
 def resolve_path(spec: DataSpec, base_dir: Path) -> Path | None:
     """The one file a data spec reads (for fingerprints), or None (a download, a folder, several files)."""
-    if spec.source == "sklearn":
+    if spec.source in ("sklearn", "tfrecord"):
         return None
     if spec.path is not None:
         file = find(spec.path, base_dir, ("data", "path"))
@@ -148,19 +173,67 @@ def resolve_path(spec: DataSpec, base_dir: Path) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
+def source_files(spec: DataSpec, base_dir: Path) -> list[Path]:
+    """The data files a spec reads (for fingerprints): one per split with `files`, else the one file;
+    none for folders (their file lists are fingerprinted instead), downloads and scikit-learn sets."""
+    if spec.source in ("images", "text", "sklearn"):
+        return []
+    if spec.source == "tfrecord":
+        root = find(spec.path, base_dir, ("data", "path")) if spec.path and spec.files else base_dir
+        if spec.files is not None:
+            return [f for s, rel in spec.files.items() for f in find_shards(rel, root, ("data", "files", s))]
+        assert spec.path is not None
+        return find_shards(spec.path, base_dir, ("data", "path"))
+    if spec.files is not None:
+        root = find(spec.path, base_dir, ("data", "path")) if spec.path else base_dir
+        found = [find(rel, root, ("data", "files", split)) for split, rel in spec.files.items()]
+        return [f for f in found if f.is_file()]
+    file = resolve_path(spec, base_dir)
+    return [file] if file is not None else []
+
+
 def absolute_data_paths(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     """The data section with `path`/`files` made absolute (a run folder's recipe must find the data)."""
     out = dict(data)
+    out = _matched_columns(out, base_dir)
     if out.get("source") in KERAS_DATASETS and out.get("path") is None:
         spec = DataSpec.model_validate(data)
         file = resolve_path(spec, base_dir)
         if file is not None:
             out["path"] = str(file)
         return out
-    if isinstance(out.get("path"), str):
+    if out.get("source") == "tfrecord" and isinstance(out.get("path"), str) and not out.get("files"):
+        raw = out["path"]
+        if any(c in raw for c in GLOB_CHARS):  # the shards' folder made absolute, the pattern kept
+            shards = find_shards(raw, base_dir, ("data", "path"))
+            out["path"] = str(shards[0].parent / Path(raw).name)
+        else:
+            out["path"] = str(find(raw, base_dir, ("data", "path")))
+    elif isinstance(out.get("path"), str):
         out["path"] = str(find(out["path"], base_dir, ("data", "path")))
     elif isinstance(out.get("files"), dict):
         out["files"] = {k: str(find(v, base_dir, ("data", "files", k))) for k, v in out["files"].items()}
+    return out
+
+
+def _matched_columns(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """`from` patterns replaced by the column lists they match in the data (a run folder's recipe names the
+    columns the model was trained on, whatever order a later file has them in)."""
+    sections = ("inputs", "targets")
+    if not any(
+        isinstance(f, dict) and isinstance(f.get("from"), dict) for s in sections for f in (data.get(s) or {}).values()
+    ):
+        return data
+    spec = DataSpec.model_validate(data)
+    load_tables(spec, base_dir)
+    out = dict(data)
+    for section, features in (("inputs", spec.inputs), ("targets", spec.targets)):
+        out[section] = {
+            name: {**data[section][name], "from": feature.columns}
+            if feature.pattern is not None
+            else data[section][name]
+            for name, feature in features.items()
+        }
     return out
 
 
@@ -217,7 +290,7 @@ def _folder_root(folder: Path) -> Path:
 def _list_class_folder(kind: str, folder: Path, spec: DataSpec, class_names: list[str] | None) -> FileListReader:
     """Files of a class-per-subfolder layout: listed by keras' dataset utilities, loaded lazily."""
     channels = {"rgb": 3, "grayscale": 1, "rgba": 4}[spec.color_mode]
-    size = (spec.image_size[0], spec.image_size[1])
+    size = (spec.image_size[0], spec.image_size[1]) if spec.image_size else (256, 256)
     classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     if class_names is not None and classes != class_names:
         raise RecipeError(f"{folder} has classes {classes}, the train folder has {class_names}", path=("data", "path"))
@@ -245,13 +318,15 @@ def _list_class_folder(kind: str, folder: Path, spec: DataSpec, class_names: lis
     labels = np.array([index[Path(p).relative_to(folder).parts[0]] for p in paths], dtype="int64")
     path_array = np.empty(len(paths), dtype=object)
     path_array[:] = paths
-    return FileListReader(kind, path_array, labels, classes, folder.name, size, channels)
+    return FileListReader(kind, path_array, labels, classes, folder.name, size, channels, root=folder)
 
 
 def _load_folder(spec: DataSpec, folder: Path) -> Tables:
     if folder.is_file():
         if not folder.name.endswith(ARCHIVES):
-            raise RecipeError(f"source {spec.source} reads a folder or an archive, not {folder.name}", ("data", "path"))
+            raise RecipeError(
+                f"source {spec.source} reads a folder or an archive, not {folder.name}", path=("data", "path")
+            )
         folder = extract(folder)
     folder = _folder_root(folder)
     split_dirs = {SPLIT_FOLDERS[d.name]: d for d in folder.iterdir() if d.is_dir() and d.name in SPLIT_FOLDERS}
@@ -289,7 +364,7 @@ def _file_bytes(file: Path) -> float:
 def _dtypes(spec: DataSpec) -> dict[str, str]:
     out: dict[str, str] = {}
     for feature in [*spec.inputs.values(), *spec.targets.values()]:
-        if feature.dtype is not None:
+        if feature.dtype is not None and feature.pattern is None:  # a pattern's dtype is applied after reading
             out.update(dict.fromkeys(feature.columns, feature.dtype))
     return out
 
@@ -300,13 +375,13 @@ def _read_table(spec: DataSpec, file: Path) -> Any:
     if spec.source == "csv":
         if _stream(spec, _file_bytes(file)):
             return StreamTable(CsvReader(file, spec.delimiter, _dtypes(spec)))
-        return read_csv(file, spec.delimiter, _dtypes(spec), spec.limit)
+        return read_csv(file, spec.delimiter, _dtypes(spec), spec.head)
     if spec.source == "jsonl":
         if _stream(spec, _file_bytes(file)):
             return StreamTable(JsonlReader(file))
-        return read_jsonl(file, spec.limit)
+        return read_jsonl(file, spec.head)
     if spec.source == "parquet":
-        return read_parquet(file, spec.limit)
+        return read_parquet(file, spec.head)
     raise AssertionError(spec.source)
 
 
@@ -314,7 +389,9 @@ def _sklearn(name: str) -> Tables:
     try:
         import sklearn.datasets as skd
     except ImportError:
-        raise RecipeError("source sklearn needs scikit-learn: pip install scikit-learn", ("data", "source")) from None
+        raise RecipeError(
+            "source sklearn needs scikit-learn: pip install scikit-learn", path=("data", "source")
+        ) from None
     bunch = getattr(skd, f"load_{name}")()
     x = np.asarray(bunch.data, dtype="float32")
     y = np.asarray(bunch.target)
@@ -330,7 +407,38 @@ def _sklearn(name: str) -> Tables:
 
 
 def load_tables(spec: DataSpec, base_dir: Path) -> Tables:
-    """The source's natural splits as tables."""
+    """The source's natural splits as tables; `from` patterns are matched against the train split's columns."""
+    tables = _load_tables(spec, base_dir)
+    match_columns(spec, tables["train"].names)
+    return tables
+
+
+def match_columns(spec: DataSpec, names: list[str]) -> None:
+    """Resolve every `from: {glob|regex}` of `spec` against `names`; a pattern that matches nothing is an error."""
+    for section, features in (("inputs", spec.inputs), ("targets", spec.targets)):
+        for name, feature in features.items():
+            if feature.pattern is not None and not feature.match_columns(names):
+                shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+                raise RecipeError(
+                    f"this pattern matches none of the columns: {shown}", path=("data", section, name, "from")
+                )
+
+
+def _load_tables(spec: DataSpec, base_dir: Path) -> Tables:
+    if spec.source == "tfrecord":
+        assert spec.features is not None
+        features = {k: (f.dtype, tuple(f.shape)) for k, f in spec.features.items()}
+        if spec.files is not None:
+            root = find(spec.path, base_dir, ("data", "path")) if spec.path else base_dir
+            return {
+                s: StreamTable(TFRecordReader(find_shards(rel, root, ("data", "files", s)), features))
+                for s, rel in spec.files.items()
+            }
+        if spec.path is None:
+            raise RecipeError(
+                "source tfrecord needs `path:` (a file, folder or glob) or `files:`", path=("data", "path")
+            )
+        return {"train": StreamTable(TFRecordReader(find_shards(spec.path, base_dir, ("data", "path")), features))}
     if spec.source == "sklearn":
         assert spec.name is not None
         return _sklearn(spec.name)

@@ -129,8 +129,61 @@ def apply_slices(tables: dict[str, Any], splits: dict[str, str]) -> dict[str, An
         base, _, _ = parse_slice(expr, where)
         if base not in tables:
             raise RecipeError(
-                f"split {expr!r} reads {base!r}, which the data does not have ({', '.join(tables)})", where
+                f"split {expr!r} reads {base!r}, which the data does not have ({', '.join(tables)})", path=where
             )
         table = tables[base]
         out[name] = table.take(slice_indices(expr, table.count, where))
     return out
+
+
+def subset_size(limit: int | float, n: int) -> int:
+    """How many of `n` rows `limit` keeps: N rows (at most n), or a fraction of n (at least one)."""
+    if isinstance(limit, float):
+        return max(1, min(n, round(n * limit)))
+    return min(limit, n)
+
+
+def subset(n: int, size: int, seed: int, labels: np.ndarray | None, *, stratified: bool, where: KeyPath) -> np.ndarray:
+    """Sorted indices of a seeded random `size` of `n` rows that keeps every class of `labels`.
+
+    Stratified: each class gets its share (largest remainders), at least one row. Otherwise a plain random
+    draw, in which a class that drew no row swaps one in for a row of the most drawn class.
+    """
+    rng = np.random.default_rng(seed)
+    if size >= n:
+        return np.arange(n)
+    if labels is None:
+        return np.sort(rng.permutation(n)[:size])
+    values, inverse = np.unique(labels, return_inverse=True)
+    if size < len(values):
+        shown = ", ".join(map(str, values[:10].tolist())) + (", ..." if len(values) > 10 else "")
+        raise RecipeError(
+            f"a subset of {size} samples cannot keep the {len(values)} classes of the labels ({shown}); "
+            "raise limit to at least the number of classes",
+            path=where,
+        )
+    members = [np.flatnonzero(inverse == c) for c in range(len(values))]
+    members = [m[rng.permutation(len(m))] for m in members]
+    counts = np.array([len(m) for m in members])
+    if stratified:
+        share = counts * size / n
+        quota = np.maximum(np.floor(share).astype(int), 1)
+        while quota.sum() > size:  # the minimum of one per class overshot: take back from the largest
+            quota[np.argmax(quota)] -= 1
+        for c in np.argsort(-(share - np.floor(share)), kind="stable"):
+            if quota.sum() >= size:
+                break
+            if quota[c] < counts[c]:
+                quota[c] += 1
+        while quota.sum() < size:  # classes smaller than their share: fill from the others
+            quota[np.argmax(counts - quota)] += 1
+        return np.sort(np.concatenate([m[:q] for m, q in zip(members, quota, strict=True)]))
+    picked = rng.permutation(n)[:size]
+    drawn = np.bincount(inverse[picked], minlength=len(values))
+    for c in np.flatnonzero(drawn == 0):
+        donor = int(np.argmax(drawn))
+        drop = np.flatnonzero(inverse[picked] == donor)[-1]
+        picked[drop] = members[c][0]
+        drawn[donor] -= 1
+        drawn[c] += 1
+    return np.sort(picked)

@@ -52,7 +52,9 @@ class ArrayTable:
 
     streamed = False
 
-    def __init__(self, data: dict[str, np.ndarray], origin: str) -> None:
+    def __init__(
+        self, data: dict[str, np.ndarray], origin: str, rows: np.ndarray | None = None, source_split: str = "train"
+    ) -> None:
         lengths = {len(v) for v in data.values()}
         if len(lengths) > 1:
             sizes = ", ".join(f"{k}: {len(v)}" for k, v in data.items())
@@ -60,6 +62,12 @@ class ArrayTable:
         self.data = data
         self.origin = origin
         self.count = lengths.pop() if lengths else 0
+        self.rows = rows
+        self.source_split = source_split
+
+    def row_numbers(self) -> np.ndarray:
+        """The rows of the source split (0-based, in file order) this table holds."""
+        return np.arange(self.count) if self.rows is None else self.rows
 
     @property
     def names(self) -> list[str]:
@@ -75,7 +83,8 @@ class ArrayTable:
         return Column("string" if is_string(x) else str(x.dtype), tuple(x.shape[1:]))
 
     def take(self, indices: np.ndarray) -> ArrayTable:
-        return ArrayTable({k: v[indices] for k, v in self.data.items()}, self.origin)
+        rows = self.row_numbers()[indices]
+        return ArrayTable({k: v[indices] for k, v in self.data.items()}, self.origin, rows, self.source_split)
 
 
 class StreamTable:
@@ -83,11 +92,16 @@ class StreamTable:
 
     streamed = True
 
-    def __init__(self, reader: Any, indices: np.ndarray | None = None) -> None:
+    def __init__(self, reader: Any, indices: np.ndarray | None = None, source_split: str = "train") -> None:
         self.reader = reader
         self.indices = indices
         self.origin = reader.origin
         self.count = reader.count if indices is None else len(indices)
+        self.source_split = source_split
+
+    def row_numbers(self) -> np.ndarray:
+        """The rows of the source split (0-based, in file order) this table holds."""
+        return np.arange(self.reader.count) if self.indices is None else self.indices
 
     @property
     def names(self) -> list[str]:
@@ -104,8 +118,7 @@ class StreamTable:
         return self.reader.columns[name]
 
     def take(self, indices: np.ndarray) -> StreamTable:
-        base = np.arange(self.reader.count) if self.indices is None else self.indices
-        return StreamTable(self.reader, np.sort(base[indices]))
+        return StreamTable(self.reader, np.sort(self.row_numbers()[indices]), self.source_split)
 
     def row_bytes(self) -> float:
         """Decoded bytes per row (for cache and shuffle-buffer sizing)."""
@@ -127,47 +140,96 @@ class StreamTable:
 def open_text(file: Path) -> io.TextIOBase:
     """A text handle on a plain or gzip-compressed file."""
     if file.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(file, "rb"), encoding="utf-8", newline="")
-    return file.open("r", encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(file, "rb"), encoding="utf-8-sig", newline="")
+    return file.open("r", encoding="utf-8-sig", newline="")  # a byte-order mark is not part of the first name
+
+
+MISSING = ("", "nan", "inf", "-inf", "+inf")
 
 
 def _to_float(value: str) -> float:
     return float(value) if value.strip() else math.nan
 
 
-def _parses_as_float(values: list[str]) -> bool:
-    try:
-        for v in values:
-            if v.strip():
-                float(v)
-    except ValueError:
-        return False
-    return True
+class ColumnKind:
+    """What the text values of one column look like, seen one at a time: the one type inference of both
+    the in-memory and the streaming CSV reader (so the same file gives the same arrays either way).
+
+    Numeric when every non-missing value parses as a number; int64 when, besides, none is missing and none
+    is written with a decimal point or an exponent; else float32 (missing cells are NaN). Anything else is
+    text (`string`). A missing value is an empty cell, `nan` or an infinity.
+    """
+
+    __slots__ = ("first_missing", "first_text", "integer", "numeric")
+
+    def __init__(self) -> None:
+        self.numeric = True
+        self.integer = True
+        self.first_missing: int | None = None  # line of the first missing value
+        self.first_text: str | None = None  # the first value that is not a number
+
+    def add(self, value: str, line: int) -> None:
+        """Account for one cell (at `line` of the file)."""
+        v = value.strip()
+        if v.lower() in MISSING:
+            if self.first_missing is None:
+                self.first_missing = line
+            self.integer = False
+            return
+        if not self.numeric:
+            return
+        try:
+            float(v)
+        except ValueError:
+            self.numeric = self.integer = False
+            self.first_text = value
+            return
+        if self.integer and ("." in v or "e" in v.lower() or "n" in v.lower()):
+            self.integer = False
+
+    def dtype(self, given: str | None = None) -> str:
+        """The column's dtype: `given` (the recipe's `dtype`), else the inferred one."""
+        if given is not None:
+            return given
+        if not self.numeric:
+            return "string"
+        return "int64" if self.integer else "float32"
 
 
-def _column_array(name: str, values: list[str], dtype: str | None, origin: str) -> np.ndarray:
-    if dtype == "string" or (dtype is None and not _parses_as_float(values)):
+def _column_array(name: str, values: list[str], dtype: str, origin: str) -> np.ndarray:
+    if dtype == "string":
         out = np.empty(len(values), dtype=object)
         out[:] = values
         return out
     try:
         array = np.array([_to_float(v) for v in values], dtype="float64")
     except ValueError:
-        bad = next(v for v in values if not _parses_as_float([v]))
+        bad = next(v for v in values if v.strip() and not _is_number(v))
         raise RecipeError(f"{origin}: column {name!r} has non-numeric value {bad!r}", path=("data",)) from None
-    if dtype is not None:
-        return array.astype(dtype)
-    if np.isfinite(array).all() and (array == np.round(array)).all() and _looks_integer(values):
-        return array.astype("int64")
-    return array.astype("float32")
+    if dtype.startswith(("int", "uint")):
+        if not np.isfinite(array).all():
+            raise RecipeError(f"{origin}: column {name!r} is read as {dtype} but has missing values", path=("data",))
+        return np.array([_to_int(v) for v in values], dtype=dtype)
+    return array.astype(dtype)
 
 
-def _looks_integer(values: list[str]) -> bool:
-    return all("." not in v and "e" not in v.lower() for v in values[:1000] if v.strip())
+def _to_int(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:  # 1e3, 2.0: exact while they fit a float
+        return int(float(value))
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
 
 
 def read_csv(file: Path, delimiter: str, dtypes: dict[str, str], limit: int | None = None) -> ArrayTable:
-    """A whole CSV file in memory: numeric columns as float32/int64, others as strings."""
+    """A whole CSV file in memory: numeric columns as int64/float32 (`ColumnKind`), others as strings."""
     with open_text(file) as fh:
         reader = csv.reader(fh, delimiter=delimiter)
         try:
@@ -175,6 +237,7 @@ def read_csv(file: Path, delimiter: str, dtypes: dict[str, str], limit: int | No
         except StopIteration:
             raise RecipeError(f"{file} is empty", path=("data", "path")) from None
         columns: list[list[str]] = [[] for _ in header]
+        kinds = [ColumnKind() for _ in header]
         for i, row in enumerate(reader):
             if limit is not None and i >= limit:
                 break
@@ -182,71 +245,48 @@ def read_csv(file: Path, delimiter: str, dtypes: dict[str, str], limit: int | No
                 if not row:
                     continue
                 raise RecipeError(
-                    f"{file.name} line {i + 2} has {len(row)} fields, the header has {len(header)}",
+                    f"{file.name} line {reader.line_num} has {len(row)} fields, the header has {len(header)}",
                     path=("data", "path"),
                 )
-            for col, value in zip(columns, row, strict=True):
+            for col, kind, value in zip(columns, kinds, row, strict=True):
                 col.append(value)
+                kind.add(value, reader.line_num)
     data = {
-        name: _column_array(name, values, dtypes.get(name), file.name)
-        for name, values in zip(header, columns, strict=True)
+        name: _column_array(name, values, kind.dtype(dtypes.get(name)), file.name)
+        for name, values, kind in zip(header, columns, kinds, strict=True)
     }
-    return ArrayTable(data, file.name)
+    table = ArrayTable(data, file.name)
+    table.missing_lines = {n: k.first_missing for n, k in zip(header, kinds, strict=True) if k.first_missing}
+    return table
+
+
+def _parsed_as(dtype: str) -> str:
+    """The dtype tf.data parses a CSV column as before casting to `dtype`: text, 64-bit integers or floats."""
+    if dtype == "string":
+        return "string"
+    return "int64" if dtype.startswith(("int", "uint")) else "float32"
 
 
 class CsvReader:
-    """A CSV file streamed with `tf.data.experimental.CsvDataset` (parsed in C++, bounded memory).
+    """A CSV file streamed with tf.data (parsed in C++, bounded memory).
 
-    Column types come from the first rows; the row count and the NaN check take one pass over the file
-    (memory: one row at a time); a single column (labels, weights) can be read whole.
+    One pass over the file at construction (memory: one row at a time) counts the records, checks their
+    widths and infers every column's type exactly as `read_csv` does (`ColumnKind`); a single column
+    (labels, weights) can be read whole.
     """
 
-    def __init__(self, file: Path, delimiter: str, dtypes: dict[str, str], sample_rows: int = 2000) -> None:
+    def __init__(self, file: Path, delimiter: str, dtypes: dict[str, str]) -> None:
         self.file = file
         self.delimiter = delimiter
         self.origin = file.name
-        sample: list[list[str]] = []
         with open_text(file) as fh:
-            reader = csv.reader(fh, delimiter=delimiter)
             try:
-                self.header = next(reader)
+                self.header = next(csv.reader(fh, delimiter=delimiter))
             except StopIteration:
                 raise RecipeError(f"{file} is empty", path=("data", "path")) from None
-            for row in reader:
-                if row:
-                    sample.append(row)
-                if len(sample) >= sample_rows:
-                    break
-        self._count: int | None = None
-        self.one_record_per_line = False
         with gzip.open(file, "rb") if file.suffix == ".gz" else file.open("rb") as raw:
             self.crlf = raw.readline().endswith(b"\r\n")
-        self.columns: dict[str, Column] = {}
-        for j, name in enumerate(self.header):
-            values = [r[j] for r in sample if j < len(r)]
-            given = dtypes.get(name)
-            numeric = given != "string" and (given is not None or _parses_as_float(values))
-            self.columns[name] = Column(given or ("float32" if numeric else "string"), ())
-        self._cache: dict[str, np.ndarray] = {}
-
-    @property
-    def count(self) -> int:
-        if self._count is None:
-            self._scan({})
-        assert self._count is not None
-        return self._count
-
-    def _rows(self) -> Any:
-        """(line number where the record ends, fields) of every non-empty record."""
-        with open_text(self.file) as fh:
-            reader = csv.reader(fh, delimiter=self.delimiter)
-            next(reader)
-            for row in reader:
-                if row:
-                    yield reader.line_num, row
-
-    def _scan(self, numeric: dict[str, KeyPath]) -> None:
-        idx = [self.header.index(n) for n in numeric]
+        kinds = [ColumnKind() for _ in self.header]
         width = len(self.header)
         count = 0
         previous = 1
@@ -259,53 +299,53 @@ class CsvReader:
                 raise RecipeError(
                     f"{self.origin} line {line} has {len(row)} fields, the header has {width}", path=("data", "path")
                 )
-            for name, j in zip(numeric, idx, strict=True):
-                value = row[j].strip().lower()
-                if not value or value in ("nan", "inf", "-inf", "+inf"):
-                    raise RecipeError(
-                        f"column {name!r} has a missing or NaN value at line {line} of {self.origin}",
-                        path=numeric[name],
-                    )
-        self._count = count
+            for kind, value in zip(kinds, row, strict=True):
+                kind.add(value, line)
+        self.count = count
         self.one_record_per_line = regular and not self.crlf
+        self.columns: dict[str, Column] = {
+            name: Column(kind.dtype(dtypes.get(name)), ()) for name, kind in zip(self.header, kinds, strict=True)
+        }
+        self.missing_lines = {n: k.first_missing for n, k in zip(self.header, kinds, strict=True) if k.first_missing}
+        self._cache: dict[str, np.ndarray] = {}
+
+    def _rows(self) -> Any:
+        """(line number where the record ends, fields) of every non-empty record."""
+        with open_text(self.file) as fh:
+            reader = csv.reader(fh, delimiter=self.delimiter)
+            next(reader)
+            for row in reader:
+                if row:
+                    yield reader.line_num, row
 
     def check_finite(self, wheres: dict[str, KeyPath]) -> None:
-        """One pass: count the rows; NaN or empty numeric fields are errors (named by column and line)."""
-        self._scan({n: w for n, w in wheres.items() if self.columns[n].dtype != "string"})
+        """Missing or NaN values in the numeric columns of `wheres` are errors (named by column and line)."""
+        for name, where in wheres.items():
+            line = self.missing_lines.get(name)
+            if line is not None and self.columns[name].dtype != "string":
+                raise RecipeError(
+                    f"column {name!r} has a missing or NaN value at line {line} of {self.origin}", path=where
+                )
 
     def column(self, name: str, where: KeyPath) -> np.ndarray:
         """One column's values for the whole file (one pass; memory: that column only)."""
-        if name in self._cache:
-            return self._cache[name]
-        j = self.header.index(name)
-        dtype = self.columns[name].dtype
-        if dtype == "string":
-            out = np.empty(self.count, dtype=object)
-            out[:] = [row[j] for _, row in self._rows()]
-        else:
-            parts: list[np.ndarray] = []
-            chunk: list[float] = []
-            for _, row in self._rows():
-                chunk.append(_to_float(row[j]))
-                if len(chunk) >= 65536:
-                    parts.append(np.asarray(chunk, dtype="float64"))
-                    chunk = []
-            parts.append(np.asarray(chunk, dtype="float64"))
-            out = np.concatenate(parts).astype(dtype)
-        self._cache[name] = out
-        return out
+        if name not in self._cache:
+            j = self.header.index(name)
+            self._cache[name] = _column_array(
+                name, [row[j] for _, row in self._rows()], self.columns[name].dtype, self.origin
+            )
+        return self._cache[name]
 
     def dataset(self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int) -> Any:
         import tensorflow as tf
 
         cols = sorted({self.header.index(c) for c in columns})
         names = [self.header[j] for j in cols]
-        defaults = [
-            tf.constant([], dtype=tf.string if self.columns[n].dtype == "string" else tf.float32) for n in names
-        ]
+        parsed = {n: _parsed_as(self.columns[n].dtype) for n in names}  # string, int64 or float32
+        # an empty numeric cell reads as NaN: a declared `fill` replaces it, else the scan has refused it
+        defaults = [tf.constant([math.nan] if parsed[n] == "float32" else [], dtype=parsed[n]) for n in names]
         chunk = 4096  # rows are parsed in C++; the Python-defined mapping runs once per chunk
         compression = "GZIP" if self.file.suffix == ".gz" else None
-        self.count  # noqa: B018 (the scan that also tells whether records are one per line)
         if self.one_record_per_line:  # batches of lines parsed in parallel by decode_csv
             lines = tf.data.TextLineDataset(str(self.file), compression_type=compression).skip(1).batch(chunk)
             ds = lines.map(
@@ -320,16 +360,16 @@ class CsvReader:
                 deterministic=True,
             )
         else:  # quoted newlines, blank lines or CRLF: Python's csv module, one record at a time (slower)
-            numeric = [self.columns[n].dtype != "string" for n in names]
+            convert = [{"string": str, "int64": int, "float32": _to_float}[parsed[n]] for n in names]
 
             def records() -> Any:
                 for _, row in self._rows():
-                    yield tuple(_to_float(row[j]) if num else row[j] for j, num in zip(cols, numeric, strict=True))
+                    yield tuple(f(row[j]) for j, f in zip(cols, convert, strict=True))
 
-            signature = tuple(tf.TensorSpec((), tf.float32 if num else tf.string) for num in numeric)
+            signature = tuple(tf.TensorSpec((), parsed[n]) for n in names)
             ds = tf.data.Dataset.from_generator(records, output_signature=signature)
             ds = ds.batch(chunk).map(lambda *fields: dict(zip(names, fields, strict=True)))
-        casts = {n: self.columns[n].dtype for n in names if self.columns[n].dtype not in ("string", "float32")}
+        casts = {n: self.columns[n].dtype for n in names if self.columns[n].dtype != parsed[n]}
         if casts:
             ds = ds.map(lambda r: {k: tf.cast(v, casts[k]) if k in casts else v for k, v in r.items()})
         if indices is not None and len(indices) < self.count:
@@ -370,9 +410,10 @@ def _json_rows(file: Path, limit: int | None = None) -> Any:
 
 
 def _json_array(name: str, values: list[Any], origin: str) -> np.ndarray:
-    if all(isinstance(v, str) for v in values):
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, str) for v in present):  # a missing (null) text value is the empty string
         out = np.empty(len(values), dtype=object)
-        out[:] = values
+        out[:] = ["" if v is None else v for v in values]
         return out
     if any(v is None for v in values):
         return np.array([math.nan if v is None else v for v in values], dtype="float32")
@@ -434,7 +475,7 @@ class JsonlReader:
                 if bad.any():
                     line = int(np.flatnonzero(bad)[0]) + 1
                     raise RecipeError(
-                        f"field {name!r} has a missing or NaN value at line {line} of {self.origin}", where
+                        f"field {name!r} has a missing or NaN value at line {line} of {self.origin}", path=where
                     )
 
     def dataset(self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int) -> Any:
@@ -454,6 +495,100 @@ class JsonlReader:
                     yield {c: row.get(c) for c in columns}
 
         ds = tf.data.Dataset.from_generator(rows, output_signature=specs)
+        if shuffle_seed is not None:
+            ds = ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+        return ds
+
+
+# ----------------------------------------------------------------------------------------------------
+# TFRecord (tf.train.Example)
+
+
+class TFRecordReader:
+    """`tf.train.Example` records in one or more shards (read in order), parsed by a declared feature spec
+    (`{name: (dtype, shape)}`, `tf.io.FixedLenFeature` each); always streamed. GZIP shards end in `.gz`."""
+
+    def __init__(self, files: list[Path], features: dict[str, tuple[str, tuple[int, ...]]]) -> None:
+        self.files = files
+        self.features = features
+        self.origin = files[0].name if len(files) == 1 else f"{files[0].name} (+{len(files) - 1} shards)"
+        self.columns = {name: Column(dtype, shape) for name, (dtype, shape) in features.items()}
+        self._count: int | None = None
+        self._cache: dict[str, np.ndarray] = {}
+
+    def _records(self) -> Any:
+        import tensorflow as tf
+
+        compression = "GZIP" if self.files[0].suffix == ".gz" else None
+        return tf.data.TFRecordDataset([str(f) for f in self.files], compression_type=compression)
+
+    def _parse(self, names: list[str]) -> Any:
+        import tensorflow as tf
+
+        spec = {n: tf.io.FixedLenFeature(self.features[n][1], self.features[n][0]) for n in names}
+
+        def parse(batch: Any) -> dict[str, Any]:
+            try:
+                return tf.io.parse_example(batch, spec)
+            except (TypeError, ValueError) as exc:  # raised while tracing: a bad spec
+                raise RecipeError(f"data.features: {exc}", path=("data", "features")) from None
+
+        return parse
+
+    @property
+    def count(self) -> int:
+        if self._count is None:
+            self._count = int(self._records().reduce(np.int64(0), lambda n, _: n + 1).numpy())
+        return self._count
+
+    def column(self, name: str, where: KeyPath) -> np.ndarray:
+        """One feature's values for every record (one pass over the shards)."""
+        import tensorflow as tf
+
+        if name not in self._cache:
+            ds = self._records().batch(4096).map(self._parse([name]))
+            try:
+                parts = [b[name] for b in ds.as_numpy_iterator()]
+            except tf.errors.InvalidArgumentError as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise RecipeError(f"{self.origin}: cannot parse feature {name!r}: {first[:300]}", path=where) from None
+            dtype, shape = self.features[name]
+            values = np.concatenate(parts) if parts else np.empty((0, *shape))
+            if dtype == "string":
+                out = np.empty(values.shape, dtype=object)
+                out[...] = np.vectorize(lambda b: b.decode("utf-8", errors="replace"), otypes=[object])(values)
+                values = out
+            self._cache[name] = values
+        return self._cache[name]
+
+    def check_finite(self, wheres: dict[str, KeyPath]) -> None:
+        for name, where in wheres.items():
+            if self.columns[name].dtype == "float32":
+                values = self.column(name, where)
+                bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+                if bad.any():
+                    record = int(np.flatnonzero(bad)[0])
+                    raise RecipeError(
+                        f"feature {name!r} has a NaN value in record {record} of {self.origin}", path=where
+                    )
+
+    def dataset(self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int) -> Any:
+        import tensorflow as tf
+
+        chunk = 4096
+        ds = self._records().batch(chunk).map(self._parse(columns), num_parallel_calls=tf.data.AUTOTUNE)
+        if indices is not None and len(indices) < self.count:
+            mask = np.zeros(self.count, dtype=bool)
+            mask[indices] = True
+            keep = tf.constant(mask)
+
+            def subset(b: Any, r: dict[str, Any]) -> dict[str, Any]:
+                n = tf.shape(next(iter(r.values())))[0]
+                rows = keep[b * chunk : b * chunk + tf.cast(n, tf.int64)]
+                return {k: tf.boolean_mask(v, rows) for k, v in r.items()}
+
+            ds = ds.enumerate().map(subset)
+        ds = ds.unbatch()
         if shuffle_seed is not None:
             ds = ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
         return ds
@@ -500,8 +635,10 @@ class FileListReader:
         origin: str,
         image_size: tuple[int, int] = (256, 256),
         channels: int = 3,
+        root: Path | None = None,
     ) -> None:
         self.kind = kind
+        self.root = root
         self.paths = paths
         self.labels = labels.astype("int64")
         self.class_names = class_names

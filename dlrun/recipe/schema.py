@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from dlrun.ensemble_spec import EnsembleSpec
@@ -77,7 +77,11 @@ class Component(BaseModel):
 class InputSpec(Strict):
     """One model input: `keras.Input(shape=..., dtype=...)`; `null` marks a variable-length axis."""
 
-    shape: list[Annotated[int, Field(ge=1)] | None] = Field(min_length=0)
+    shape: list[Annotated[int, Field(ge=1)] | None] | Literal["auto"] = Field(
+        default="auto",
+        description="Per-sample shape; `auto` (or omitted): the shape of the prepared data (after steps and "
+        "preprocess layers), known once the data is loaded.",
+    )
     dtype: str = "float32"
     sparse: bool = False
 
@@ -171,7 +175,7 @@ class ModelSpec(GraphSpec):
 # data
 
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "imdb", "reuters", "boston_housing")
-FILE_SOURCES = ("npz", "npy", "csv", "parquet", "jsonl", "images", "text")
+FILE_SOURCES = ("npz", "npy", "csv", "parquet", "jsonl", "tfrecord", "images", "text")
 DATA_SOURCES = (*KERAS_DATASETS, *FILE_SOURCES, "sklearn")
 SKLEARN_DATASETS = ("iris", "digits", "wine", "breast_cancer", "diabetes", "linnerud")
 SPLIT_NAMES = ("train", "validation", "test")
@@ -209,6 +213,41 @@ class Step(Strict):
         return self
 
 
+class ColumnPattern(Strict):
+    """Columns chosen by name, in the data's column order: `{glob: 'mean *'}` or `{regex: '^worst '}`."""
+
+    glob: str | None = Field(default=None, description="Shell-style pattern (`*`, `?`, `[...]`), matching whole names.")
+    regex: str | None = Field(default=None, description="Regular expression searched for in each name.")
+    exclude: list[str] = Field(default_factory=list, description="Names (or globs) dropped from the match.")
+
+    @model_validator(mode="after")
+    def _one_pattern(self) -> ColumnPattern:
+        if (self.glob is None) == (self.regex is None):
+            raise PydanticCustomError("column_pattern", "a column pattern has exactly one of: glob, regex")
+        if self.regex is not None:
+            import re
+
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise PydanticCustomError(
+                    "regex", "invalid regex {regex}: {msg}", {"regex": repr(self.regex), "msg": str(exc)}
+                ) from None
+        return self
+
+    def match(self, names: list[str]) -> list[str]:
+        """The names this pattern selects, in the given order."""
+        import fnmatch
+        import re
+
+        if self.glob is not None:
+            chosen = [n for n in names if fnmatch.fnmatchcase(n, self.glob)]
+        else:
+            assert self.regex is not None
+            chosen = [n for n in names if re.search(self.regex, n)]
+        return [n for n in chosen if not any(fnmatch.fnmatchcase(n, e) for e in self.exclude)]
+
+
 class FeatureSpec(Strict):
     """Where one model input (or output target) comes from, and how it is prepared.
 
@@ -219,7 +258,9 @@ class FeatureSpec(Strict):
     adapted on the training split and become part of the saved model, so `predict` takes raw data.
     """
 
-    from_: str | list[str] = Field(alias="from", description="Array key, column name(s) or dataset field.")
+    from_: str | list[str] | ColumnPattern = Field(
+        alias="from", description="Array key, column name(s), `{glob: ...}` / `{regex: ...}`, or dataset field."
+    )
     dtype: str | None = Field(default=None, description="Read the column(s) as this dtype (e.g. string).")
     classes: list[str | int] | None = Field(
         default=None, description="Targets: the label values in class-index order (default: sorted)."
@@ -228,24 +269,71 @@ class FeatureSpec(Strict):
     preprocess: list[Component] = Field(
         default_factory=list, description="Keras preprocessing layers that travel with the model (inputs only)."
     )
+    fill: Literal["mean", "median", "constant", "most_frequent"] | None = Field(
+        default=None,
+        description="Inputs: replace missing values (empty cells, NaN; empty text) by this statistic of the "
+        "training split, inside the saved model (a `dlrun>FillMissing` layer before `preprocess`). Without "
+        "`fill`, a missing value is an error.",
+    )
+    fill_value: float | int | str | None = Field(default=None, description="`fill: constant`: the value.")
+    missing_indicator: bool = Field(
+        default=False, description="With `fill`: append one 0/1 feature per column saying the value was missing."
+    )
+
+    @model_validator(mode="after")
+    def _fill_keys(self) -> FeatureSpec:
+        if self.fill_value is not None and self.fill != "constant":
+            raise PydanticCustomError("fill_value", "`fill_value` goes with `fill: constant`")
+        if self.fill == "constant" and self.fill_value is None:
+            raise PydanticCustomError("fill_value", "`fill: constant` needs `fill_value`")
+        if self.missing_indicator and self.fill is None:
+            raise PydanticCustomError("missing_indicator", "`missing_indicator` goes with `fill`")
+        return self
 
     @field_validator("from_")
     @classmethod
-    def _columns(cls, value: str | list[str]) -> str | list[str]:
+    def _columns(cls, value: str | list[str] | ColumnPattern) -> str | list[str] | ColumnPattern:
         if isinstance(value, list) and not value:
             raise PydanticCustomError("empty_from", "`from` needs at least one column")
         return value
 
+    _matched: list[str] | None = PrivateAttr(default=None)
+
     @property
     def columns(self) -> list[str]:
-        """The source columns/keys this feature reads."""
+        """The source columns/keys this feature reads (a pattern: once matched against the data's columns)."""
+        if isinstance(self.from_, ColumnPattern):
+            if self._matched is None:
+                raise RuntimeError("a `from` pattern is used before it was matched against the data's columns")
+            return list(self._matched)
         return list(self.from_) if isinstance(self.from_, list) else [self.from_]
+
+    @property
+    def pattern(self) -> ColumnPattern | None:
+        """The `from` pattern, if `from` is one."""
+        return self.from_ if isinstance(self.from_, ColumnPattern) else None
+
+    def match_columns(self, names: list[str]) -> list[str]:
+        """Match a `from` pattern against the data's column names (once); returns the columns."""
+        if self.pattern is not None:
+            self._matched = self.pattern.match(names)
+        return self.columns
+
+
+class RecordFeature(Strict):
+    """One feature of a `tf.train.Example`: `tf.io.FixedLenFeature(shape, dtype)`."""
+
+    dtype: Literal["float32", "int64", "string"] = Field(description="float32 (float_list), int64, string (bytes).")
+    shape: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list, description="Per-example shape; [] a scalar."
+    )
 
 
 class DataSpec(Strict):
     """Data: a dataset name or files, mapped by name onto model inputs and outputs.
 
     Sources: keras.datasets names (mnist, ...); files `npz`, `npy`, `csv`, `parquet`, `jsonl` (`.gz` too);
+    `tfrecord` (tf.train.Example shards: a file, a folder or a glob such as `train-*.tfrecord`; streamed);
     folders `images` / `text` (one subfolder per class, optionally under `train/` and `test/`; a `.tar.gz`
     of such a folder works too); `sklearn` bundled datasets (`name: iris`).
     """
@@ -272,13 +360,23 @@ class DataSpec(Strict):
         default=0.0, description="Hold out this fraction of train as the test split (when the source has none)."
     )
     stratify: bool = Field(default=False, description="Keep class proportions in validation/test splits and folds.")
-    limit: Annotated[int, Field(ge=1)] | None = Field(default=None, description="Use only the first N samples.")
+    limit: Annotated[int, Field(ge=1)] | Annotated[float, Field(gt=0.0, lt=1.0)] | None = Field(
+        default=None,
+        description="Use a seeded random subset of each source split: N samples, or a fraction (0.1); stratified "
+        "with `stratify`, and never without a class the split has. Drawn before validation/test splits.",
+    )
+    head: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Use the first N samples of each source split, in file order (classes may be lost)."
+    )
     class_weight: Literal["balanced"] | dict[int | str, float] | None = Field(
         default=None, description="`balanced` or `{label: weight}` for the (single) target."
     )
     sample_weight: str | None = Field(default=None, description="Column/key holding per-sample weights.")
-    image_size: list[Annotated[int, Field(ge=1)]] = Field(
-        default_factory=lambda: [256, 256], min_length=2, max_length=2, description="Images: resize to [h, w]."
+    image_size: list[Annotated[int, Field(ge=1)]] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=2,
+        description="Images: resize to [h, w]; default: the image input's [h, w] in the model, else [256, 256].",
     )
     color_mode: Literal["rgb", "grayscale", "rgba"] = "rgb"
     delimiter: str = Field(default=",", min_length=1, max_length=1)
@@ -290,6 +388,10 @@ class DataSpec(Strict):
         default="auto", description="Keep decoded file data in memory after the first epoch (auto: if it fits)."
     )
     shuffle_buffer: Annotated[int, Field(ge=1)] = 10000
+    features: dict[str, RecordFeature] | None = Field(
+        default=None,
+        description="`source: tfrecord`: the tf.train.Example features to parse, by name (each a column).",
+    )
 
     @field_validator("source")
     @classmethod
@@ -330,6 +432,15 @@ class DataSpec(Strict):
             raise PydanticCustomError("files_train", "`files` needs a train file")
         if self.splits is not None and "train" not in self.splits:
             raise PydanticCustomError("splits_train", "`splits` needs a train split")
+        if (self.source == "tfrecord") != (self.features is not None):
+            raise PydanticCustomError(
+                "tfrecord_features",
+                "`features` (the tf.train.Example spec) goes with source: tfrecord, and it needs it",
+            )
+        if self.limit is not None and self.head is not None:
+            raise PydanticCustomError(
+                "limit_head", "`limit` (a random subset) and `head` (the first rows) exclude each other; keep one"
+            )
         return self
 
 
@@ -474,3 +585,72 @@ class Recipe(Strict):
     )
     search: SearchSpec | None = Field(default=None, description="Hyperparameter search for `dlrun tune`.")
     ensemble: EnsembleSpec | None = Field(default=None, description="Members to train and combine (`dlrun ensemble`).")
+
+    @model_validator(mode="after")
+    def _images_fit_the_model(self) -> Recipe:
+        """`data.image_size` defaults to the image input's size in the model; a different size or channel count
+        is an error here, not at train time (unless preprocess layers or steps stand between)."""
+        data = self.data
+        for where, graph in [
+            (("model",), self.model),
+            *((("model", "submodels", k), s) for k, s in self.model.submodels.items()),
+        ]:
+            for name, spec in graph.inputs.items():
+                if spec.shape == "auto" and (data is None or where != ("model",) or name not in data.inputs):
+                    reason = (
+                        "a sub-model's inputs need one"
+                        if where != ("model",)
+                        else "there is no `data` section to take it from"
+                        if data is None
+                        else "data.inputs has no entry of that name to take it from"
+                    )
+                    raise _located(
+                        (*where, "inputs", name),
+                        f"no `shape` (shape: auto), and {reason}; give the shape",
+                        input=spec.shape,
+                    )
+        if data is None or data.source != "images":
+            return self
+        channels = {"rgb": 3, "grayscale": 1, "rgba": 4}[data.color_mode]
+        for name, feature in data.inputs.items():
+            spec = self.model.inputs.get(name)
+            if (
+                feature.columns != ["image"]
+                or spec is None
+                or spec.shape == "auto"
+                or feature.preprocess
+                or feature.steps
+            ):
+                continue
+            shape = spec.shape
+            if len(shape) != 3:
+                continue
+            size = shape[:2]
+            if data.image_size is None and None not in size:
+                data.image_size = [int(s) for s in size if s is not None]
+            elif data.image_size is not None and None not in size and list(size) != data.image_size:
+                want = "x".join(map(str, shape))
+                raise _located(
+                    ("data", "image_size"),
+                    f"data.image_size is {data.image_size} but model input {name!r} takes {want} images; set "
+                    f"data.image_size: {list(size)} (or omit it: it defaults to the model input's size)",
+                    input=data.image_size,
+                )
+            if shape[2] is not None and shape[2] != channels:
+                raise _located(
+                    ("data", "color_mode"),
+                    f"color_mode {data.color_mode} gives {channels} channels but model input {name!r} takes {shape[2]}",
+                    input=data.color_mode,
+                )
+        if data.image_size is None:
+            data.image_size = [256, 256]
+        return self
+
+
+def _located(loc: tuple[str, ...], message: str, *, input: Any) -> Exception:
+    """A validation error at `loc` (a key below the recipe's root), raised from a recipe-wide check."""
+    from pydantic import ValidationError
+    from pydantic_core import InitErrorDetails
+
+    error = PydanticCustomError("data_model_mismatch", message.replace("{", "{{").replace("}", "}}"))
+    return ValidationError.from_exception_data("Recipe", [InitErrorDetails(type=error, loc=loc, input=input)])

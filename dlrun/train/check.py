@@ -57,6 +57,9 @@ def check_recipe(loaded: LoadedRecipe, *, trust: bool = False, batch: int = 2) -
     recipe, graph = loaded.recipe, loaded.graph
     seed_everything(recipe.seed, deterministic=False)
     importer = Importer(recipe.imports, loaded.base_dir, trust=trust)
+    from dlrun.data.preprocess import shapes_from_data
+
+    shapes_from_data(loaded, importer)  # `shape: auto` inputs: the prepared data's shapes
     model = build_graph(graph, importer, doc=loaded.doc, base_dir=loaded.base_dir)
     compile_model(model, recipe.compile, graph.outputs, importer)
     rng = np.random.default_rng(recipe.seed)

@@ -37,7 +37,6 @@ from dlrun.train.rundir import (
     atomic_write_bytes,
     atomic_write_text,
     environment,
-    file_fingerprint,
 )
 from dlrun.train.tracking import tracking_callbacks
 from dlrun.trust import check_network, record_run
@@ -333,7 +332,7 @@ def train(
     With `resume`, continue the interrupted run in that folder from its last completed epoch.
     """
     from dlrun.data.prepare import prepare
-    from dlrun.data.preprocess import attach_preprocessing
+    from dlrun.data.preprocess import attach_preprocessing, resolve_input_shapes
     from dlrun.data.sources import resolve_path
     from dlrun.graph.build import build_graph
 
@@ -346,6 +345,10 @@ def train(
     importer = Importer(recipe.imports, loaded.base_dir, trust=trust, origin=resume)  # a run folder: --trust
     data_file = resolve_path(recipe.data, loaded.base_dir)
     prepared = prepare(recipe.data, loaded.base_dir, recipe.seed)
+    if prepared.record is not None:
+        from dlrun.data.record import describe
+
+        say(describe(prepared.record), quiet=quiet)  # before any TensorFlow work
     seed_everything(recipe.seed, deterministic=recipe.train.deterministic)
     scope = strategy_scope(recipe)
     scope.__enter__()  # build, compile and fit under the distribution strategy (if any)
@@ -354,6 +357,7 @@ def train(
 
         if splits_batches():  # before any run folder exists
             check_batch_size(recipe.train.batch_size, prepared.count("train"))
+        resolve_input_shapes(loaded, prepared, importer)  # `shape: auto` inputs take the prepared data's shape
         model = build_graph(loaded.graph, importer, doc=loaded.doc, base_dir=loaded.base_dir)
         model = attach_preprocessing(model, loaded, prepared, importer)  # raw inputs -> preprocess -> model
         return _train_model(
@@ -434,11 +438,10 @@ def _train_in_run_folder(
             "run.json",
             {"source": loaded.source, "overrides": list(overrides), "seed": recipe.seed, "environment": environment()},
         )
-        if data_file is not None:
-            run.write_json(
-                "data.json",
-                {"files": [file_fingerprint(data_file)], "samples": {s: prepared.count(s) for s in prepared.splits}},
-            )
+        if prepared.record is not None:  # data.json + splits.npz: fingerprints, counts, the rows of every split
+            from dlrun.data.record import save as save_data_record
+
+            save_data_record(run.path, prepared.record, atomic_write_bytes, run.write_json)
         from dlrun.predict import save_fitted
 
         save_fitted(run, loaded, prepared)  # classes.json (+ preprocessing.npz): what `dlrun predict` needs
