@@ -16,11 +16,12 @@ from typing import Any
 
 from dlrun.errors import RecipeError
 from dlrun.recipe.compose import LoadedRecipe
-from dlrun.recipe.compose import load_recipe as _load
 
 
 def load_recipe(source: str | Path | LoadedRecipe, overrides: list[str] | tuple[str, ...] = ()) -> LoadedRecipe:
     """Read, compose, validate and statically check a recipe (no TensorFlow import)."""
+    from dlrun.loading import load_recipe as _load
+
     if isinstance(source, LoadedRecipe):
         return source
     return _load(source, overrides)
@@ -53,7 +54,7 @@ def build_model(loaded: LoadedRecipe | str | Path, *, trust: bool = False) -> An
 
 def check(loaded: LoadedRecipe | str | Path, *, trust: bool = False, batch: int = 2) -> dict[str, Any]:
     """Build, compile and run one training step on random data shaped from the declared inputs."""
-    from dlrun.train.check import check_recipe
+    from dlrun.verbs.check import check_recipe
 
     loaded = load_recipe(loaded)
     with loaded.locating_errors():
@@ -61,22 +62,15 @@ def check(loaded: LoadedRecipe | str | Path, *, trust: bool = False, batch: int 
 
 
 def train(loaded: LoadedRecipe | str | Path, **kwargs: Any) -> Any:
-    """Train a recipe (see `dlrun.train.fit.train` for options); returns a `TrainResult`."""
-    from dlrun.train.fit import train as _train
+    """Train a recipe (options: the fields of `dlrun.engine.session.RunPolicy`); returns a `TrainResult`."""
+    from dlrun.engine.session import train as _train
 
-    loaded = load_recipe(loaded)
-    distribute = loaded.recipe.train.distribute
-    with loaded.locating_errors():
-        if distribute is not None and distribute.strategy == "multi_worker":
-            from dlrun.multi_worker import check_tf_config
-
-            check_tf_config()  # before the slow Keras import: a bad cluster description fails at once
-        return _train(_activated(loaded), **kwargs)
+    return _train(load_recipe(loaded), **kwargs)
 
 
 def cross_validate(loaded: LoadedRecipe | str | Path, folds: int = 5, **kwargs: Any) -> dict[str, Any]:
-    """K-fold cross-validation (see `dlrun.data.cv.cross_validate` for options): per-fold metrics, mean, std."""
-    from dlrun.data.cv import cross_validate as _cross_validate
+    """K-fold cross-validation (see `dlrun.verbs.cv.cross_validate` for options): per-fold metrics, mean, std."""
+    from dlrun.verbs.cv import cross_validate as _cross_validate
 
     loaded = load_recipe(loaded)
     with loaded.locating_errors():
@@ -85,7 +79,7 @@ def cross_validate(loaded: LoadedRecipe | str | Path, folds: int = 5, **kwargs: 
 
 def evaluate(run: str | Path, *, split: str | None = None, trust: bool = False, unsafe: bool = False) -> dict[str, Any]:
     """Evaluate a finished run's model; returns metrics and writes eval.json into the run."""
-    from dlrun.evaluate import evaluate_run
+    from dlrun.verbs.evaluate import evaluate_run
 
     return evaluate_run(Path(run), split=split, trust=trust, unsafe=unsafe)
 
@@ -100,12 +94,12 @@ def export(
     unsafe: bool = False,
 ) -> dict[str, Any]:
     """Export a run's model (keras, savedmodel, tflite, onnx) and verify it against the Keras model."""
-    from dlrun.evaluate import load_run_for_inference
-    from dlrun.export import export_model
+    from dlrun.engine.artifacts import load_run
+    from dlrun.verbs.export import export_model
 
-    model, run_dir = load_run_for_inference(Path(run), trust=trust, unsafe=unsafe)
-    target = output or run_dir.path / "export" / ("model" if fmt != "savedmodel" else "savedmodel")
-    return export_model(model, fmt, Path(target), overwrite=overwrite)
+    trained = load_run(Path(run), trust=trust, unsafe=unsafe)
+    target = output or trained.run.path / "export" / ("model" if fmt != "savedmodel" else "savedmodel")
+    return export_model(trained.model, fmt, Path(target), overwrite=overwrite)
 
 
 def eject(loaded: LoadedRecipe | str | Path) -> str:
@@ -134,7 +128,7 @@ def predict(
 ) -> dict[str, Any]:
     """Predict on a raw input file (npz, npy, CSV, JSON lines, Parquet, an image or a folder of images) with a
     run's model; writes CSV or JSON rows (default RUN/predictions/<input stem>.csv) and returns a summary."""
-    from dlrun.predict import predict_file
+    from dlrun.verbs.predict import predict_file
 
     target = Path(output) if output is not None else None
     return predict_file(
@@ -181,7 +175,7 @@ def tune(
     quiet: bool = True,
 ) -> Any:
     """Run (or resume) the recipe's `search:` study with Optuna; returns a `TuneResult` (leaderboard, best)."""
-    from dlrun.tune.study import run_study
+    from dlrun.verbs.tune.study import run_study
 
     folder = Path(study_dir) if study_dir is not None else None
     return run_study(
@@ -200,7 +194,7 @@ def ensemble(
     unsafe: bool = False,
 ) -> dict[str, Any]:
     """Score the mean (or majority-vote) ensemble of finished runs beside each member; optionally export it."""
-    from dlrun.ensemble import ensemble_runs
+    from dlrun.verbs.ensemble import ensemble_runs
 
     return ensemble_runs(
         [Path(r) for r in runs],
@@ -226,7 +220,7 @@ def train_ensemble(
     quiet: bool = True,
 ) -> dict[str, Any]:
     """Train the members of a recipe's `ensemble:` section (seeds or recipe files), then score the ensemble."""
-    from dlrun.ensemble import train_ensemble as _train_ensemble
+    from dlrun.verbs.ensemble import train_ensemble as _train_ensemble
 
     return _train_ensemble(
         Path(recipe),

@@ -194,7 +194,7 @@ def schema(
     if output is None:
         console.print(text, end="", markup=False)
     else:
-        from dlrun.train.rundir import atomic_write_text
+        from dlrun.engine.rundir import atomic_write_text
 
         atomic_write_text(output, text)
 
@@ -289,7 +289,7 @@ def runs_(
     json_out: JsonOpt = False,
 ) -> None:
     """List runs with their status and key metrics, newest first."""
-    from dlrun.runs import list_runs
+    from dlrun.verbs.runs import list_runs
 
     rows = list_runs(root)
     if json_out:
@@ -312,7 +312,7 @@ def compare(
     json_out: JsonOpt = False,
 ) -> None:
     """Show how the runs' recipes differ and their metrics side by side."""
-    from dlrun.runs import compare_runs
+    from dlrun.verbs.runs import compare_runs
 
     result = compare_runs(runs)
     if json_out:
@@ -357,7 +357,7 @@ def tune(
 ) -> None:
     """Search the recipe's `search:` space with Optuna; each trial is a run under <study-dir>/trials/."""
     if check_only:
-        from dlrun.tune.study import load_space
+        from dlrun.verbs.tune.study import load_space
 
         _, space = load_space(recipe, tuple(set_ or ()))
         info = {"recipe": str(recipe), "valid": True, "parameters": [p.key for p in space.params]}
@@ -366,7 +366,7 @@ def tune(
         else:
             console.print(f"{recipe}: search ok ({len(space.params)} parameters: {', '.join(info['parameters'])})")
         return
-    from dlrun.tune.study import render_leaderboard
+    from dlrun.verbs.tune.study import render_leaderboard
 
     result = api.tune(
         recipe,
@@ -448,7 +448,7 @@ def ensemble(
     if json_out:
         _emit(result)
         return
-    from dlrun.ensemble import render_table
+    from dlrun.verbs.ensemble import render_table
 
     console.print(render_table(result))
     if result["export"]:
@@ -586,7 +586,8 @@ def cv(
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """K-fold cross-validation: train on K-1 folds, score the held-out one; mean and std of every metric."""
+    """K-fold cross-validation: K training runs, each validated and scored on its held-out fold; mean and
+    sample std (ddof=1) of every metric."""
     loaded = api.load_recipe(recipe, overrides=set_ or ())
     result = api.cross_validate(loaded, folds, runs_root=runs, trust=trust, quiet=quiet or json_out)
     if json_out:
@@ -597,9 +598,9 @@ def cv(
     table = Table(title=f"{loaded.recipe.name}: {folds}-fold cross-validation ({result['samples']} samples)")
     table.add_column("metric")
     table.add_column("mean", justify="right")
-    table.add_column("std", justify="right")
+    table.add_column("std (ddof=1)", justify="right")
     table.add_column("folds", justify="right")
     for name, m in result["metrics"].items():
         table.add_row(name, f"{m['mean']:.4f}", f"{m['std']:.4f}", " ".join(f"{v:.4f}" for v in m["folds"]))
     console.print(table)
-    console.print(f"report: {result['run']}/cv.json")
+    console.print(f"report: {result['run']}/cv.json · a run folder per fold: {result['run']}/fold-<i>")

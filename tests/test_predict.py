@@ -201,7 +201,7 @@ def test_csv_run_predicts_class_names_from_a_csv_without_the_target(tmp_path):
 
 
 def test_rows_for_binary_multilabel_and_regression_outputs():
-    from dlrun.predict import Predictions, to_records, to_table
+    from dlrun.verbs.predict import Predictions, to_records, to_table
 
     pred = Predictions(
         "row",

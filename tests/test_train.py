@@ -89,7 +89,7 @@ def test_stages_freeze_then_unfreeze(tmp_path):
         def on_train_end(self, logs=None):
             snapshots.append({layer.name: [w.numpy().copy() for w in layer.weights] for layer in self.model.layers})
 
-    from dlrun.train import fit
+    from dlrun.engine import callbacks as fit
 
     original = fit.make_callbacks
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 
+from dlrun.engine.rundir import RunDir
 from dlrun.errors import RecipeError
-from dlrun.train.rundir import RunDir
 
 
 def status(run: RunDir) -> str:

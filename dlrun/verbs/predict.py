@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from dlrun.engine.artifacts import CLASSES_FILE, STATS_FILE, class_names
 from dlrun.errors import RecipeError
 from dlrun.graph.catalog import did_you_mean
 
@@ -32,75 +33,14 @@ IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 TABLE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".jsonl", ".jsonl.gz", ".ndjson", ".parquet")
 ARRAY_SUFFIXES = (".npz", ".npy")
 OUTPUT_SUFFIXES = (".csv", ".json")
-STATS_FILE = "preprocessing.npz"
-CLASSES_FILE = "classes.json"
+
+
 REGRESSION_LOSSES = ("mse", "mae", "meansquared", "meanabsolute", "huber", "logcosh", "mape", "msle", "cosine")
 CHUNK_ROWS = 1024
 
 
 # ----------------------------------------------------------------------------------------------------
 # fitted state: saved at training time, re-derived for older runs
-
-
-def folder_class_names(spec: Any, base_dir: Path) -> list[str] | None:
-    """Class subfolder names of an `images`/`text` recipe's training folder (sorted, as the reader lists them)."""
-    from dlrun.data import sources
-
-    if spec.source not in ("images", "text"):
-        return None
-    if spec.files is not None:
-        root = sources.find(spec.path, base_dir, ("data", "path")) if spec.path else base_dir
-        folder = sources.find(spec.files["train"], root, ("data", "files", "train"))
-    elif spec.path is not None:
-        folder = sources.find(spec.path, base_dir, ("data", "path"))
-    else:
-        return None
-    if folder.is_file():
-        folder = sources.extract(folder)
-    folder = sources._folder_root(folder)
-    if (folder / "train").is_dir():
-        folder = folder / "train"
-    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-
-
-def class_names(spec: Any, base_dir: Path, prepared: Any) -> dict[str, list[Any]]:
-    """Every target's class names: the label vocabularies, else (folder data) the class folders."""
-    classes = {k: list(v) for k, v in (getattr(prepared, "classes", None) or {}).items()}
-    folder: list[Any] | None = None
-    for name, feature in spec.targets.items():
-        if name in classes or feature.columns != ["label"] or spec.source not in ("images", "text"):
-            continue
-        if folder is None:
-            train = prepared.splits.get("train")
-            reader = getattr(getattr(train, "table", None), "reader", None)
-            folder = getattr(reader, "class_names", None)
-            if folder is None:
-                try:
-                    folder = folder_class_names(spec, base_dir) or []
-                except (RecipeError, OSError):  # names are a nicety: indices still work
-                    folder = []
-        if folder:
-            classes[name] = list(folder)
-    return classes
-
-
-def save_fitted(run: Any, loaded: Any, prepared: Any) -> None:
-    """Write what `predict` needs from the training data into the run: `classes.json` (target class names)
-    and, when any step fitted statistics, `preprocessing.npz`."""
-    from dlrun.train.rundir import atomic_write_bytes
-
-    spec = loaded.recipe.data
-    run.write_json(CLASSES_FILE, class_names(spec, loaded.base_dir, prepared))
-    arrays = {
-        f"{feature}/{step}/{key}": np.asarray(value)
-        for feature, steps in (prepared.stats or {}).items()
-        for step, fitted in steps.items()
-        for key, value in fitted.items()
-    }
-    if arrays:
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        atomic_write_bytes(run.path / STATS_FILE, buffer.getvalue())
 
 
 @dataclass
@@ -140,7 +80,7 @@ def _has_all(fitted: Fitted, needed: list[str]) -> bool:
 
 
 def _check_fingerprint(run_path: Path) -> None:
-    from dlrun.train.rundir import file_fingerprint
+    from dlrun.engine.rundir import file_fingerprint
 
     file = run_path / "data.json"
     info = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
@@ -465,9 +405,9 @@ def predict_run(
 ) -> Predictions:
     """Load the run, read and prepare the input, run the model: per-output arrays (probabilities for classifiers)."""
     from dlrun.data.preprocess import input_names
-    from dlrun.evaluate import load_run_for_inference
-    from dlrun.recipe.compose import load_recipe
-    from dlrun.train.rundir import RunDir
+    from dlrun.engine.artifacts import load_run
+    from dlrun.engine.rundir import RunDir
+    from dlrun.loading import load_recipe
 
     run = RunDir.open(run_path)
     if not input_path.exists():
@@ -483,7 +423,7 @@ def predict_run(
             f"whose data reads an image folder (source: images), this run's data source is {spec.source!r}"
         )
     fitted = load_fitted(run.path, loaded)
-    model, _ = load_run_for_inference(run.path, trust=trust, unsafe=unsafe)
+    model = load_run(run.path, trust=trust, unsafe=unsafe).model
     names = input_names(model)
     unknown = [n for n in names if n not in spec.inputs]
     if unknown:
@@ -630,7 +570,7 @@ def predict_file(
     unsafe: bool = False,
 ) -> dict[str, Any]:
     """Predict on `input_path` and write the rows (CSV or JSON, atomically); returns a summary."""
-    from dlrun.train.rundir import RunDir, atomic_write_text
+    from dlrun.engine.rundir import RunDir, atomic_write_text
 
     RunDir.open(run_path)
     if not input_path.exists():

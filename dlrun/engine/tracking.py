@@ -79,7 +79,7 @@ def _mlflow_callback(spec: Any, loaded: Any, run: Any) -> Any:
     from mlflow.entities import Metric, Param, RunStatus
     from mlflow.tracking import MlflowClient
 
-    from dlrun.train.rundir import atomic_write_text
+    from dlrun.engine.rundir import atomic_write_text
 
     uri = tracking_uri(spec.tracking_uri)
     state_file = Path(run.path) / "mlflow.json"

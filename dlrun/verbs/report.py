@@ -133,7 +133,7 @@ def save_plots(folder: Path, history: dict[str, list[float]] | None, reports: di
 
 
 def _save(fig: Any, path: Path) -> Path:
-    from dlrun.train.rundir import atomic_target
+    from dlrun.engine.rundir import atomic_target
 
     with atomic_target(path, ".png") as tmp:
         fig.savefig(tmp, dpi=110)

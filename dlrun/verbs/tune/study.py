@@ -28,14 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.console import say
+from dlrun.engine.rundir import atomic_write_text
 from dlrun.errors import RecipeError, RunInterrupted
-from dlrun.recipe.compose import LoadedRecipe, load_recipe
-from dlrun.recipe.schema import Component
-from dlrun.train.rundir import atomic_write_text
-from dlrun.tune.space import Space, _label, check_space
+from dlrun.loading import load_recipe
+from dlrun.recipe.compose import LoadedRecipe
+from dlrun.verbs.tune.space import Space, _label, check_space
 
 STUDY_NAME = "dlrun"
-REPORTER = "dlrun.tune.pruning:TrialReporter"
 
 
 class TrialFailed(Exception):
@@ -277,8 +276,8 @@ class _Objective:
     def __call__(self, trial: Any) -> float:
         import optuna
 
-        from dlrun import api
-        from dlrun.tune import pruning
+        from dlrun.engine.session import train
+        from dlrun.verbs.tune import pruning
 
         objective = self.space.spec.objective
         values = self.space.suggest(trial)
@@ -292,10 +291,10 @@ class _Objective:
             raise TrialFailed(str(exc)) from None
         _detach_search(loaded)
         link = pruning.TrialLink(trial, objective.metric, objective.goal == "maximize", objective.at)
-        pruning.ACTIVE = link
         try:
-            result = api.train(
+            result = train(
                 loaded,
+                extra_callbacks=[pruning.TrialReporter(link)],
                 runs_root=self.folder / "trials" / f"{trial.number:04d}",
                 trust=self.trust,
                 quiet=True,
@@ -316,7 +315,6 @@ class _Objective:
             self._record_run(trial)
             raise TrialFailed(text) from None
         finally:
-            pruning.ACTIVE = None
             _release_models()
         trial.set_user_attr("run", self._relative(result.run.path))
         trial.set_user_attr("epochs", len(result.history.get("epoch", [])))
@@ -386,16 +384,9 @@ def _release_models() -> None:
 
 
 def _detach_search(loaded: LoadedRecipe) -> None:
-    """Make a loaded trial recipe an ordinary one: no `search:`, plus the trial reporter.
-
-    Only the in-memory recipe gets the reporter callback; the run's recipe.yaml (from the document) stays
-    the user's recipe with this trial's values.
-    """
+    """Make a loaded trial recipe an ordinary one (no `search:`); its run's recipe.yaml replays as `dlrun train`."""
     loaded.doc.data.pop("search", None)
-    recipe = loaded.recipe
-    recipe.search = None
-    recipe.imports = [*recipe.imports, REPORTER.split(":")[0]]
-    recipe.train = recipe.train.model_copy(update={"callbacks": [*recipe.train.callbacks, Component(type=REPORTER)]})
+    loaded.recipe.search = None
 
 
 # ----------------------------------------------------------------------------------------------------
