@@ -12,10 +12,15 @@ from __future__ import annotations
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.errors import RecipeError
 from dlrun.recipe.compose import LoadedRecipe
+
+if TYPE_CHECKING:  # the real types, without importing Keras for `import dlrun`
+    from dlrun.engine.session import TrainResult
+    from dlrun.graph.build import Built
+    from dlrun.verbs.tune.leaderboard import TuneResult
 
 
 def load_recipe(source: str | Path | LoadedRecipe, overrides: list[str] | tuple[str, ...] = ()) -> LoadedRecipe:
@@ -35,7 +40,7 @@ def _activated(loaded: LoadedRecipe) -> LoadedRecipe:
     return loaded
 
 
-def build(loaded: LoadedRecipe | str | Path, *, trust: bool = False) -> Any:
+def build(loaded: LoadedRecipe | str | Path, *, trust: bool = False) -> Built:
     """Build the model and keep per-node tensors and layers (`Built`)."""
     from dlrun.components import Importer
     from dlrun.graph.build import build_traced
@@ -61,11 +66,20 @@ def check(loaded: LoadedRecipe | str | Path, *, trust: bool = False, batch: int 
         return check_recipe(_activated(loaded), trust=trust, batch=batch)
 
 
-def train(loaded: LoadedRecipe | str | Path, **kwargs: Any) -> Any:
+def train(loaded: LoadedRecipe | str | Path, **kwargs: Any) -> TrainResult:
     """Train a recipe (options: the fields of `dlrun.engine.session.RunPolicy`); returns a `TrainResult`."""
     from dlrun.engine.session import train as _train
 
     return _train(load_recipe(loaded), **kwargs)
+
+
+def recipe_to_train(
+    recipe: Path | None, *, resume: Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Path:
+    """The recipe file `dlrun train` runs: RECIPE, or with `resume` the run folder's own recipe.yaml."""
+    from dlrun.engine.rundir import resume_source
+
+    return resume_source(resume, recipe, overrides)
 
 
 def cross_validate(loaded: LoadedRecipe | str | Path, folds: int = 5, **kwargs: Any) -> dict[str, Any]:
@@ -173,7 +187,7 @@ def tune(
     timeout: float | None = None,
     trust: bool = False,
     quiet: bool = True,
-) -> Any:
+) -> TuneResult:
     """Run (or resume) the recipe's `search:` study with Optuna; returns a `TuneResult` (leaderboard, best)."""
     from dlrun.verbs.tune.study import run_study
 
@@ -187,19 +201,38 @@ def ensemble(
     runs: list[str | Path],
     *,
     weights: str | list[float] | None = None,
-    method: str = "mean",
+    method: str | None = None,
     split: str | None = None,
     export: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    runs_root: str | Path = Path("runs"),
     trust: bool = False,
     unsafe: bool = False,
+    quiet: bool = True,
 ) -> dict[str, Any]:
-    """Score the mean (or majority-vote) ensemble of finished runs beside each member; optionally export it."""
+    """Score the mean (or majority-vote) ensemble of finished runs beside each member; optionally export it.
+    Given one recipe file instead, train the members its `ensemble:` section declares first."""
+    sources = [Path(r) for r in runs]
+    if len(sources) == 1 and sources[0].is_file():
+        return train_ensemble(
+            sources[0],
+            overrides=overrides,
+            runs_root=runs_root,
+            weights=weights,
+            method=method,
+            split=split,
+            export=export,
+            trust=trust,
+            quiet=quiet,
+        )
     from dlrun.verbs.ensemble import ensemble_runs
 
+    if overrides:
+        raise RecipeError("--set applies to a recipe; run folders are scored as they were trained")
     return ensemble_runs(
-        [Path(r) for r in runs],
+        sources,
         weights=weights,
-        method=method,
+        method=method or "mean",
         split=split,
         export=Path(export) if export is not None else None,
         trust=trust,

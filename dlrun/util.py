@@ -1,10 +1,11 @@
-"""The few helpers every layer shares, written once: did-you-mean hints and Keras' snake_case."""
+"""The few helpers every layer shares, written once: did-you-mean hints, Keras' snake_case, flatten."""
 
 from __future__ import annotations
 
 import difflib
 import re
 from collections.abc import Iterable
+from typing import Any
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
@@ -28,3 +29,17 @@ def snake_case(name: str) -> str:
     name = re.sub(r"\W+", "", name.split(":")[-1].split(".")[-1])
     name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def flatten(data: Any, path: tuple[str | int, ...] = ()) -> dict[tuple[str | int, ...], Any]:
+    """Nested mappings and lists -> {key path: leaf}; a list of plain values (`[28, 28, 1]`) is one leaf."""
+    out: dict[tuple[str | int, ...], Any] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out.update(flatten(value, (*path, str(key))))
+    elif isinstance(data, list) and any(isinstance(v, dict | list) for v in data):
+        for i, value in enumerate(data):
+            out.update(flatten(value, (*path, i)))
+    else:
+        out[path] = data
+    return out

@@ -1,6 +1,6 @@
 """What a run leaves for inference beside `model.keras`, written once at train time and read by every verb:
-the class names (`classes.json`), fitted step statistics (`preprocessing.npz`); loading the model back;
-evaluating it on a split.
+the class names (`classes.json`), what each output is (`outputs.json`, see engine.outputs), fitted step
+statistics (`preprocessing.npz`); loading the model back; evaluating it on a split.
 """
 
 from __future__ import annotations
@@ -13,15 +13,17 @@ from typing import Any
 import numpy as np
 
 from dlrun.components import Importer
-from dlrun.engine.rundir import RunDir
+from dlrun.data.prepare import Prepared
+from dlrun.engine.rundir import RunDir, atomic_write_bytes, atomic_write_text, environment, file_fingerprint
 from dlrun.errors import RecipeError
 from dlrun.recipe.compose import LoadedRecipe
+from dlrun.recipe.schema import DataSpec
 
 STATS_FILE = "preprocessing.npz"
 CLASSES_FILE = "classes.json"
 
 
-def folder_class_names(spec: Any, base_dir: Path) -> list[str] | None:
+def folder_class_names(spec: DataSpec, base_dir: Path) -> list[str] | None:
     """Class subfolder names of an `images`/`text` recipe's training folder (sorted, as the reader lists them)."""
     from dlrun.data import sources
 
@@ -42,7 +44,7 @@ def folder_class_names(spec: Any, base_dir: Path) -> list[str] | None:
     return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
-def class_names(spec: Any, base_dir: Path, prepared: Any) -> dict[str, list[Any]]:
+def class_names(spec: DataSpec, base_dir: Path, prepared: Prepared) -> dict[str, list[Any]]:
     """Every target's class names: the label vocabularies, else (folder data) the class folders."""
     classes = {k: list(v) for k, v in (getattr(prepared, "classes", None) or {}).items()}
     folder: list[Any] | None = None
@@ -63,13 +65,56 @@ def class_names(spec: Any, base_dir: Path, prepared: Any) -> dict[str, list[Any]
     return classes
 
 
-def save_fitted(run: Any, loaded: Any, prepared: Any) -> None:
-    """Write what `predict` needs from the training data into the run: `classes.json` (target class names)
-    and, when any step fitted statistics, `preprocessing.npz`."""
-    from dlrun.engine.rundir import atomic_write_bytes
+def write_run_record(
+    run: RunDir,
+    loaded: LoadedRecipe,
+    prepared: Prepared,
+    model: Any,
+    data_file: Path | None,
+    overrides: tuple[str, ...],
+) -> None:
+    """A new run folder's record, before training: the resolved recipe (data paths absolute), its local code,
+    run.json (source, overrides, seed, environment), data.json (fingerprint, samples), and `save_fitted`."""
+    from dlrun.data.sources import absolute_data_paths
+    from dlrun.recipe.compose import dump_yaml
+
+    recipe = loaded.recipe
+    doc = loaded.resolved()
+    doc.pop("$schema", None)
+    if isinstance(doc.get("data"), dict):
+        doc["data"] = absolute_data_paths(doc["data"], loaded.base_dir)
+    atomic_write_text(run.recipe, dump_yaml(doc))
+    _copy_local_code(loaded, run)
+    info = {"source": loaded.source, "overrides": list(overrides), "seed": recipe.seed, "environment": environment()}
+    run.write_json("run.json", info)
+    if data_file is not None:
+        samples = {s: prepared.count(s) for s in prepared.splits}
+        run.write_json("data.json", {"files": [file_fingerprint(data_file)], "samples": samples})
+    save_fitted(run, loaded, prepared, model)
+
+
+def _copy_local_code(loaded: LoadedRecipe, run: RunDir) -> None:
+    """Copy the recipe's local `.py` imports into the run folder, so the run replays and loads on its own."""
+    for entry in loaded.recipe.imports:
+        module = entry.split(":")[0]
+        if not module.endswith(".py"):
+            continue  # an installed package: the environment provides it
+        source = (loaded.base_dir / module).resolve()
+        target = (run.path / module).resolve()
+        if source.is_file() and run.path.resolve() in target.parents:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(target, source.read_bytes())
+
+
+def save_fitted(run: RunDir, loaded: LoadedRecipe, prepared: Prepared, model: Any) -> None:
+    """Write what `eval` and `predict` need from the training data into the run: `classes.json` (target class
+    names), `outputs.json` (what each output is) and, when any step fitted statistics, `preprocessing.npz`."""
+    from dlrun.engine.outputs import save_outputs
 
     spec = loaded.recipe.data
-    run.write_json(CLASSES_FILE, class_names(spec, loaded.base_dir, prepared))
+    classes = class_names(spec, loaded.base_dir, prepared)
+    run.write_json(CLASSES_FILE, classes)
+    save_outputs(run.path, loaded, model, prepared, classes)
     arrays = {
         f"{feature}/{step}/{key}": np.asarray(value)
         for feature, steps in (prepared.stats or {}).items()
@@ -83,7 +128,7 @@ def save_fitted(run: Any, loaded: Any, prepared: Any) -> None:
 
 
 def evaluate_model(
-    model: Any, prepared: Any, split: str, outputs: list[str], inputs: list[str], batch_size: int
+    model: Any, prepared: Prepared, split: str, outputs: list[str], inputs: list[str], batch_size: int
 ) -> dict[str, float]:
     """`model.evaluate` on `split`, returned as `{metric_name: value}` (Keras' own names).
 
@@ -117,7 +162,7 @@ def load_run_model(path: Path, custom_objects: dict[str, Any], *, unsafe: bool =
     return model
 
 
-def custom_refs(loaded: Any) -> list[str]:
+def custom_refs(loaded: LoadedRecipe) -> list[str]:
     """Every import path the recipe uses (layers, losses, metrics), so a saved model can be loaded."""
     refs = [n.type for n in loaded.graph.nodes if n.kind == "custom"]
     for sub in loaded.graph.submodels.values():

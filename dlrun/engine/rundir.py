@@ -173,3 +173,14 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return str(value)
+
+
+def resume_source(resume: Path | None, recipe: Path | None, overrides: list[str] | tuple[str, ...]) -> Path:
+    """The recipe file a train command runs: RECIPE, or the run folder's own recipe.yaml with --resume."""
+    if resume is not None:
+        if recipe is not None or overrides:
+            raise RecipeError("--resume continues a run with its own recipe; give no RECIPE and no --set")
+        return RunDir.open(resume).recipe
+    if recipe is None:
+        raise RecipeError("give a RECIPE to train, or --resume RUN_DIR")
+    return recipe

@@ -18,7 +18,7 @@ import traceback
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.backend import activate, is_chief, strategy_scope
 from dlrun.components import Importer
@@ -26,10 +26,13 @@ from dlrun.console import make_progress_callback, say
 from dlrun.data.prepare import Prepared
 from dlrun.engine import device_data
 from dlrun.engine.compile import apply_trainable, compile_model, non_trainable, seed_everything
-from dlrun.engine.rundir import RunDir, atomic_target, atomic_write_bytes, atomic_write_text, environment
+from dlrun.engine.rundir import RunDir, atomic_target, atomic_write_text
 from dlrun.errors import RecipeError, RunInterrupted
-from dlrun.recipe.compose import LoadedRecipe, dump_yaml
-from dlrun.recipe.schema import Component, StageSpec
+from dlrun.recipe.compose import LoadedRecipe
+from dlrun.recipe.schema import Component, Recipe, StageSpec
+
+if TYPE_CHECKING:
+    from dlrun.engine.callbacks import ResumeState  # imports Keras
 
 
 @dataclass
@@ -134,6 +137,7 @@ class RunSession:
         return result
 
     def _train(self, policy: RunPolicy) -> TrainResult:
+        from dlrun.engine.artifacts import write_run_record
         from dlrun.engine.callbacks import ResumeState
 
         if policy.resume is not None:
@@ -142,7 +146,12 @@ class RunSession:
                 raise RecipeError(f"{policy.resume} has no resumable state (it stopped before its first epoch ended)")
             run = state.run
         else:
-            run = self._new_run_folder(policy)
+            if policy.folder is not None:
+                policy.folder.mkdir(parents=True)
+                run = RunDir(policy.folder)
+            else:
+                run = RunDir.create(policy.runs_root, self.loaded.recipe.name)
+            write_run_record(run, self.loaded, self.prepared, self.model, self.data_file, policy.overrides)
             state = ResumeState(run)
         say(
             f"run folder: {run.path}" + (f" (resuming after epoch {state.epoch()})" if policy.resume else ""),
@@ -157,44 +166,6 @@ class RunSession:
             atomic_write_text(log, traceback.format_exc())
             exc.dlrun_log = log  # type: ignore[attr-defined]
             raise
-
-    def _new_run_folder(self, policy: RunPolicy) -> RunDir:
-        """The run folder with the resolved recipe, local code, environment, data fingerprint, classes."""
-        from dlrun.data.sources import absolute_data_paths
-        from dlrun.engine.artifacts import save_fitted
-        from dlrun.engine.rundir import file_fingerprint
-
-        loaded, recipe, prepared = self.loaded, self.loaded.recipe, self.prepared
-        if policy.folder is not None:
-            policy.folder.mkdir(parents=True)
-            run = RunDir(policy.folder)
-        else:
-            run = RunDir.create(policy.runs_root, recipe.name)
-        doc = loaded.resolved()
-        doc.pop("$schema", None)
-        if isinstance(doc.get("data"), dict):
-            doc["data"] = absolute_data_paths(doc["data"], loaded.base_dir)
-        atomic_write_text(run.recipe, dump_yaml(doc))
-        _copy_local_code(loaded, run)
-        run.write_json(
-            "run.json",
-            {
-                "source": loaded.source,
-                "overrides": list(policy.overrides),
-                "seed": recipe.seed,
-                "environment": environment(),
-            },
-        )
-        if self.data_file is not None:
-            run.write_json(
-                "data.json",
-                {
-                    "files": [file_fingerprint(self.data_file)],
-                    "samples": {s: prepared.count(s) for s in prepared.splits},
-                },
-            )
-        save_fitted(run, loaded, prepared)  # classes.json, outputs.json (+ preprocessing.npz)
-        return run
 
     def _fit_data(self) -> _FitData:
         """The training and validation data as `fit` takes them, placed and split the way the recipe asks."""
@@ -250,7 +221,7 @@ class RunSession:
             callbacks += make_callbacks([Component(type="TensorBoard")], run, self.importer, ("train", "tensorboard"))
         return callbacks + tracking_callbacks(self.loaded, run)  # MLflow, when train.mlflow is set
 
-    def _fit_stages(self, run: RunDir, state: Any, *, resuming: bool) -> TrainResult:
+    def _fit_stages(self, run: RunDir, state: ResumeState, *, resuming: bool) -> TrainResult:
         """Fit every stage in turn (skipping those a resumed run finished), then save and evaluate the model."""
         from dlrun.engine.callbacks import (
             HistoryWriter,
@@ -388,36 +359,12 @@ def train(loaded: LoadedRecipe, *, extra_callbacks: list[Any] | None = None, **p
     return RunSession(loaded, RunPolicy(**policy), list(extra_callbacks or [])).run()
 
 
-def resume_source(resume: Path | None, recipe: Path | None, overrides: list[str] | tuple[str, ...]) -> Path:
-    """The recipe file a train command runs: RECIPE, or the run folder's own recipe.yaml with --resume."""
-    if resume is not None:
-        if recipe is not None or overrides:
-            raise RecipeError("--resume continues a run with its own recipe; give no RECIPE and no --set")
-        return RunDir.open(resume).recipe
-    if recipe is None:
-        raise RecipeError("give a RECIPE to train, or --resume RUN_DIR")
-    return recipe
-
-
-def _several_processes(recipe: Any) -> bool:
+def _several_processes(recipe: Recipe) -> bool:
     from dlrun.multi_worker import cluster_size
 
     distribute = recipe.train.distribute
     processes = int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES") or 1)
     return processes > 1 or (distribute is not None and distribute.strategy == "multi_worker" and cluster_size() > 1)
-
-
-def _copy_local_code(loaded: LoadedRecipe, run: RunDir) -> None:
-    """Copy the recipe's local `.py` imports into the run folder, so the run replays and loads on its own."""
-    for entry in loaded.recipe.imports:
-        module = entry.split(":")[0]
-        if not module.endswith(".py"):
-            continue  # an installed package: the environment provides it
-        source = (loaded.base_dir / module).resolve()
-        target = (run.path / module).resolve()
-        if source.is_file() and run.path.resolve() in target.parents:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(target, source.read_bytes())
 
 
 def _raise_if_out_of_memory(exc: Exception, batch_size: int) -> None:

@@ -50,7 +50,9 @@ def cross_validate(
     pool = load_splits(spec, loaded.base_dir, recipe.seed, validation=False)["train"]
     labels = stratify_labels(spec, pool)
     pairs = kfold(pool.count, folds, recipe.seed, labels)
-    best = " (best checkpoint restored)" if recipe.train.restore_best else ""
+    callbacks = [*recipe.train.callbacks, *(c for s in recipe.train.stages or [] for c in s.callbacks or [])]
+    checkpoint = any(c.type == "ModelCheckpoint" and c.kwargs.get("save_best_only") for c in callbacks)
+    best = " (its best epoch restored)" if recipe.train.restore_best and checkpoint else ""
     unused = f"; validation_split {spec.validation_split} is not applied" if spec.validation_split else ""
     say(
         f"{folds}-fold cross-validation of the {pool.count} training samples"

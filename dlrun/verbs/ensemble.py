@@ -21,7 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from dlrun.components import Importer
+from dlrun.data.prepare import Prepared
 from dlrun.errors import RecipeError
+from dlrun.recipe.compose import LoadedRecipe
 
 METHODS = ("mean", "vote")
 VOTE_NUDGE = 1e-3
@@ -32,10 +35,10 @@ class Member:
     """One trained run: its recipe, model and prepared data."""
 
     run: Path
-    loaded: Any  # LoadedRecipe of the run's recipe.yaml
-    model: Any
-    prepared: Any
-    importer: Any
+    loaded: LoadedRecipe  # of the run's recipe.yaml
+    model: Any  # keras.Model
+    prepared: Prepared
+    importer: Importer
 
     @property
     def inputs(self) -> list[str]:

@@ -1,11 +1,14 @@
-"""Evaluation: a model on a split -> metrics by name (per output for multi-output models)."""
+"""`dlrun eval RUN`: a run's model on a split -> Keras' metrics, plus a report per output as the run's
+`outputs.json` says it is (classifier or regression)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from dlrun.engine.artifacts import evaluate_model, load_run
+from dlrun.data.prepare import Prepared
+from dlrun.engine.artifacts import CLASSES_FILE, class_names, evaluate_model, load_run
+from dlrun.engine.outputs import OutputInfo, read_outputs
 from dlrun.errors import RecipeError
 
 
@@ -29,7 +32,9 @@ def evaluate_run(
         model, prepared, chosen, graph.outputs, list(graph.inputs), recipe.eval.batch_size or recipe.train.batch_size
     )
     batch = recipe.eval.batch_size or recipe.train.batch_size
-    reports = prediction_reports(model, prepared, chosen, graph.outputs, list(graph.inputs), batch)
+    classes = run.read_json(CLASSES_FILE) or class_names(recipe.data, loaded.base_dir, prepared)  # older runs
+    infos = read_outputs(run.path, loaded, model, classes, prepared.stats)
+    reports = prediction_reports(model, prepared, chosen, infos, list(graph.inputs), batch)
     from dlrun.verbs.report import save_plots
 
     plots = save_plots(run.path, run.read_json("history.json"), reports)
@@ -47,13 +52,20 @@ def evaluate_run(
 
 
 def prediction_reports(
-    model: Any, prepared: Any, split: str, outputs: list[str], inputs: list[str], batch_size: int
+    model: Any,
+    prepared: Prepared,
+    split: str,
+    infos: dict[str, OutputInfo],
+    inputs: list[str],
+    batch_size: int,
 ) -> dict[str, dict[str, Any]]:
-    """Per output: a classification report (per-class P/R/F1, confusion matrix) or regression report."""
+    """Per output, as `infos` (the run's outputs.json) says it is: a classification report (per-class P/R/F1,
+    confusion matrix, by class name) or a regression report in the target's original units."""
     import numpy as np
 
-    from dlrun.verbs.report import report
+    from dlrun.verbs.report import classification_report, regression_report
 
+    outputs = list(infos)
     x, y = prepared.feed(split, inputs, outputs, batch_size, training=False)
     if y is None:  # a tf.data pipeline: predictions and targets come from the same (unshuffled) batches
         parts = [batch[1] for batch in x.as_numpy_iterator()]
@@ -66,5 +78,11 @@ def prediction_reports(
         predicted = {outputs[0]: predicted[outputs[0]] if isinstance(predicted, dict) else predicted}
     elif isinstance(predicted, list | tuple):
         predicted = dict(zip(outputs, predicted, strict=True))
-    names = getattr(prepared, "classes", None) or {}
-    return {o: report(y[o], predicted[o], [str(c) for c in names[o]] if names.get(o) else None) for o in outputs}
+    reports = {}
+    for o, info in infos.items():
+        if info.classifier:
+            reports[o] = classification_report(y[o], info.probabilities(predicted[o]), info.classes)
+        else:
+            reports[o] = regression_report(info.original_units(y[o]), info.original_units(predicted[o]))
+            reports[o]["units"] = "original (declared target scaling undone)" if info.multiply else "as trained"
+    return reports

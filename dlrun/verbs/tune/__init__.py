@@ -1,5 +1,3 @@
-"""Hyperparameter search declared in the recipe (`search:`), run by `dlrun tune` with Optuna.
-
-`dlrun.verbs.tune.space` (the `search:` schema and its checks) imports neither Optuna nor TensorFlow;
-`dlrun.verbs.tune.study` runs the trials.
-"""
+"""Hyperparameter search declared in the recipe (`search:`, its types in `dlrun.recipe.search`), run by
+`dlrun tune` with Optuna: `space` checks it (neither Optuna nor TensorFlow), `study` runs a session per trial,
+`leaderboard` writes the results."""

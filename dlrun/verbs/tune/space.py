@@ -20,7 +20,6 @@ so a bad value is reported at its search key before any training. Nothing here i
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from pydantic import BaseModel
 from dlrun.errors import RecipeError, format_path
 from dlrun.recipe.load import Document, KeyPath
 from dlrun.recipe.search import SearchParam, SearchSpec, _label
+from dlrun.util import did_you_mean
 
 MAX_PROBES = 200
 
@@ -148,8 +148,7 @@ def check_space(doc: Document, recipe: Any, spec: SearchSpec, reload: Callable[[
             earlier = {p.path: p for p in params}
             if ref_path not in earlier:
                 keys = [p.key for p in params]
-                close = difflib.get_close_matches(ref, keys, n=1, cutoff=0.6)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                hint = did_you_mean(ref, keys)
                 known = f"; earlier keys: {', '.join(keys)}" if keys else "; it must be an earlier search key"
                 raise doc.error(
                     f"`when` refers to {ref!r}, which is not an earlier search key{hint}{known}", at, key=True
@@ -230,8 +229,7 @@ def _child(raw: Any, part: str | int) -> Any:
 
 
 def _missing(doc: Document, key: str, where: KeyPath, here: str, part: Any, known: list[str]) -> RecipeError:
-    close = difflib.get_close_matches(str(part), known, n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(str(part), known)
     return doc.error(f"{key!r} is not in the recipe: {here} has no {str(part)!r}{hint}", where, key=True)
 
 
