@@ -8,6 +8,7 @@ install:
 lint:
 	ruff check dlrun tests benchmarks
 	ruff format --check dlrun tests benchmarks
+	lint-imports --no-cache
 
 format:
 	ruff check --fix dlrun tests benchmarks

@@ -12,15 +12,21 @@ from __future__ import annotations
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.errors import RecipeError
 from dlrun.recipe.compose import LoadedRecipe
-from dlrun.recipe.compose import load_recipe as _load
+
+if TYPE_CHECKING:  # the real types, without importing Keras for `import dlrun`
+    from dlrun.engine.session import TrainResult
+    from dlrun.graph.build import Built
+    from dlrun.verbs.tune.leaderboard import TuneResult
 
 
 def load_recipe(source: str | Path | LoadedRecipe, overrides: list[str] | tuple[str, ...] = ()) -> LoadedRecipe:
     """Read, compose, validate and statically check a recipe (no TensorFlow import)."""
+    from dlrun.loading import load_recipe as _load
+
     if isinstance(source, LoadedRecipe):
         return source
     return _load(source, overrides)
@@ -34,7 +40,7 @@ def _activated(loaded: LoadedRecipe) -> LoadedRecipe:
     return loaded
 
 
-def build(loaded: LoadedRecipe | str | Path, *, trust: bool = False) -> Any:
+def build(loaded: LoadedRecipe | str | Path, *, trust: bool = False) -> Built:
     """Build the model and keep per-node tensors and layers (`Built`)."""
     from dlrun.components import Importer
     from dlrun.graph.build import build_traced
@@ -56,30 +62,32 @@ def build_model(loaded: LoadedRecipe | str | Path, *, trust: bool = False) -> An
 
 def check(loaded: LoadedRecipe | str | Path, *, trust: bool = False, batch: int = 2) -> dict[str, Any]:
     """Build, compile and run one training step on random data shaped from the declared inputs."""
-    from dlrun.train.check import check_recipe
+    from dlrun.verbs.check import check_recipe
 
     loaded = load_recipe(loaded)
     with loaded.locating_errors():
         return check_recipe(_activated(loaded), trust=trust, batch=batch)
 
 
-def train(loaded: LoadedRecipe | str | Path, **kwargs: Any) -> Any:
-    """Train a recipe (see `dlrun.train.fit.train` for options); returns a `TrainResult`."""
-    from dlrun.train.fit import train as _train
+def train(loaded: LoadedRecipe | str | Path, **kwargs: Any) -> TrainResult:
+    """Train a recipe (options: the fields of `dlrun.engine.session.RunPolicy`); returns a `TrainResult`."""
+    from dlrun.engine.session import train as _train
 
-    loaded = load_recipe(loaded)
-    distribute = loaded.recipe.train.distribute
-    with loaded.locating_errors():
-        if distribute is not None and distribute.strategy == "multi_worker":
-            from dlrun.multi_worker import check_tf_config
+    return _train(load_recipe(loaded), **kwargs)
 
-            check_tf_config()  # before the slow Keras import: a bad cluster description fails at once
-        return _train(_activated(loaded), **kwargs)
+
+def recipe_to_train(
+    recipe: Path | None, *, resume: Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Path:
+    """The recipe file `dlrun train` runs: RECIPE, or with `resume` the run folder's own recipe.yaml."""
+    from dlrun.engine.rundir import resume_source
+
+    return resume_source(resume, recipe, overrides)
 
 
 def cross_validate(loaded: LoadedRecipe | str | Path, folds: int = 5, **kwargs: Any) -> dict[str, Any]:
-    """K-fold cross-validation (see `dlrun.data.cv.cross_validate` for options): per-fold metrics, mean, std."""
-    from dlrun.data.cv import cross_validate as _cross_validate
+    """K-fold cross-validation (see `dlrun.verbs.cv.cross_validate` for options): per-fold metrics, mean, std."""
+    from dlrun.verbs.cv import cross_validate as _cross_validate
 
     loaded = load_recipe(loaded)
     with loaded.locating_errors():
@@ -88,7 +96,7 @@ def cross_validate(loaded: LoadedRecipe | str | Path, folds: int = 5, **kwargs: 
 
 def evaluate(run: str | Path, *, split: str | None = None, trust: bool = False, unsafe: bool = False) -> dict[str, Any]:
     """Evaluate a finished run's model; returns metrics and writes eval.json into the run."""
-    from dlrun.evaluate import evaluate_run
+    from dlrun.verbs.evaluate import evaluate_run
 
     return evaluate_run(Path(run), split=split, trust=trust, unsafe=unsafe)
 
@@ -103,12 +111,12 @@ def export(
     unsafe: bool = False,
 ) -> dict[str, Any]:
     """Export a run's model (keras, savedmodel, tflite, onnx) and verify it against the Keras model."""
-    from dlrun.evaluate import load_run_for_inference
-    from dlrun.export import export_model
+    from dlrun.engine.artifacts import load_run
+    from dlrun.verbs.export import export_model
 
-    model, run_dir = load_run_for_inference(Path(run), trust=trust, unsafe=unsafe)
-    target = output or run_dir.path / "export" / ("model" if fmt != "savedmodel" else "savedmodel")
-    return export_model(model, fmt, Path(target), overwrite=overwrite)
+    trained = load_run(Path(run), trust=trust, unsafe=unsafe)
+    target = output or trained.run.path / "export" / ("model" if fmt != "savedmodel" else "savedmodel")
+    return export_model(trained.model, fmt, Path(target), overwrite=overwrite)
 
 
 def eject(loaded: LoadedRecipe | str | Path) -> str:
@@ -137,7 +145,7 @@ def predict(
 ) -> dict[str, Any]:
     """Predict on a raw input file (npz, npy, CSV, JSON lines, Parquet, an image or a folder of images) with a
     run's model; writes CSV or JSON rows (default RUN/predictions/<input stem>.csv) and returns a summary."""
-    from dlrun.predict import predict_file
+    from dlrun.verbs.predict import predict_file
 
     target = Path(output) if output is not None else None
     return predict_file(
@@ -182,9 +190,9 @@ def tune(
     timeout: float | None = None,
     trust: bool = False,
     quiet: bool = True,
-) -> Any:
+) -> TuneResult:
     """Run (or resume) the recipe's `search:` study with Optuna; returns a `TuneResult` (leaderboard, best)."""
-    from dlrun.tune.study import run_study
+    from dlrun.verbs.tune.study import run_study
 
     folder = Path(study_dir) if study_dir is not None else None
     return run_study(
@@ -196,19 +204,38 @@ def ensemble(
     runs: list[str | Path],
     *,
     weights: str | list[float] | None = None,
-    method: str = "mean",
+    method: str | None = None,
     split: str | None = None,
     export: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    runs_root: str | Path = Path("runs"),
     trust: bool = False,
     unsafe: bool = False,
+    quiet: bool = True,
 ) -> dict[str, Any]:
-    """Score the mean (or majority-vote) ensemble of finished runs beside each member; optionally export it."""
-    from dlrun.ensemble import ensemble_runs
+    """Score the mean (or majority-vote) ensemble of finished runs beside each member; optionally export it.
+    Given one recipe file instead, train the members its `ensemble:` section declares first."""
+    sources = [Path(r) for r in runs]
+    if len(sources) == 1 and sources[0].is_file():
+        return train_ensemble(
+            sources[0],
+            overrides=overrides,
+            runs_root=runs_root,
+            weights=weights,
+            method=method,
+            split=split,
+            export=export,
+            trust=trust,
+            quiet=quiet,
+        )
+    from dlrun.verbs.ensemble import ensemble_runs
 
+    if overrides:
+        raise RecipeError("--set applies to a recipe; run folders are scored as they were trained")
     return ensemble_runs(
-        [Path(r) for r in runs],
+        sources,
         weights=weights,
-        method=method,
+        method=method or "mean",
         split=split,
         export=Path(export) if export is not None else None,
         trust=trust,
@@ -229,7 +256,7 @@ def train_ensemble(
     quiet: bool = True,
 ) -> dict[str, Any]:
     """Train the members of a recipe's `ensemble:` section (seeds or recipe files), then score the ensemble."""
-    from dlrun.ensemble import train_ensemble as _train_ensemble
+    from dlrun.verbs.ensemble import train_ensemble as _train_ensemble
 
     return _train_ensemble(
         Path(recipe),

@@ -156,15 +156,7 @@ def train(
     json_out: JsonOpt = False,
 ) -> None:
     """Train a recipe; writes runs/<name>/<timestamp>/ and evaluates on the recipe's eval split."""
-    if resume is not None:
-        if recipe is not None or set_:
-            raise RecipeError("--resume continues a run with its own recipe; give no RECIPE and no --set")
-        recipe = resume / "recipe.yaml"
-        if not recipe.is_file():
-            raise RecipeError(f"{resume} is not a run folder (no recipe.yaml)")
-    if recipe is None:
-        raise RecipeError("give a RECIPE to train, or --resume RUN_DIR")
-    loaded = api.load_recipe(recipe, overrides=set_ or ())
+    loaded = api.load_recipe(api.recipe_to_train(recipe, resume=resume, overrides=set_ or ()), overrides=set_ or ())
     result = api.train(
         loaded, runs_root=runs, trust=trust, quiet=quiet or json_out, overrides=tuple(set_ or ()), resume=resume
     )
@@ -204,7 +196,7 @@ def schema(
     if output is None:
         console.print(text, end="", markup=False)
     else:
-        from dlrun.train.rundir import atomic_write_text
+        from dlrun.engine.rundir import atomic_write_text
 
         atomic_write_text(output, text)
 
@@ -299,7 +291,7 @@ def runs_(
     json_out: JsonOpt = False,
 ) -> None:
     """List runs with their status and key metrics, newest first."""
-    from dlrun.runs import list_runs
+    from dlrun.verbs.runs import list_runs
 
     rows = list_runs(root)
     if json_out:
@@ -323,7 +315,7 @@ def compare(
     json_out: JsonOpt = False,
 ) -> None:
     """Show how the runs' recipes differ and their metrics side by side."""
-    from dlrun.runs import compare_runs
+    from dlrun.verbs.runs import compare_runs
 
     result = compare_runs(runs)
     if json_out:
@@ -368,7 +360,7 @@ def tune(
 ) -> None:
     """Search the recipe's `search:` space with Optuna; each trial is a run under <study-dir>/trials/."""
     if check_only:
-        from dlrun.tune.study import load_space
+        from dlrun.verbs.tune.study import load_space
 
         _, space = load_space(recipe, tuple(set_ or ()))
         info = {"recipe": str(recipe), "valid": True, "parameters": [p.key for p in space.params]}
@@ -377,7 +369,7 @@ def tune(
         else:
             console.print(f"{recipe}: search ok ({len(space.params)} parameters: {', '.join(info['parameters'])})")
         return
-    from dlrun.tune.study import render_leaderboard
+    from dlrun.verbs.tune.leaderboard import render_leaderboard
 
     result = api.tune(
         recipe,
@@ -438,28 +430,22 @@ def ensemble(
 
     Given one recipe instead, train the members its `ensemble:` section declares first.
     """
-    if len(runs) == 1 and runs[0].is_file():
-        result = api.train_ensemble(
-            runs[0],
-            overrides=set_ or (),
-            runs_root=runs_root,
-            weights=weights,
-            method=method,
-            split=split,
-            export=export,
-            trust=trust,
-            quiet=quiet or json_out,
-        )
-    else:
-        if set_:
-            raise RecipeError("--set applies to a recipe; run folders are scored as they were trained")
-        result = api.ensemble(
-            runs, weights=weights, method=method or "mean", split=split, export=export, trust=trust, unsafe=unsafe
-        )
+    result = api.ensemble(
+        runs,
+        weights=weights,
+        method=method,
+        split=split,
+        export=export,
+        overrides=set_ or (),
+        runs_root=runs_root,
+        trust=trust,
+        unsafe=unsafe,
+        quiet=quiet or json_out,
+    )
     if json_out:
         _emit(result)
         return
-    from dlrun.ensemble import render_table
+    from dlrun.verbs.ensemble import render_table
 
     console.print(render_table(result))
     if result["export"]:
@@ -501,7 +487,8 @@ def _report_tables(reports: dict[str, Any]) -> None:
 
     for output, rep in reports.items():
         if rep.get("kind") == "regression":
-            console.print(f"{output}: MAE {rep['mae']:.4f} · RMSE {rep['rmse']:.4f} · R² {rep['r2']:.4f}")
+            units = f" ({rep['units']})" if rep.get("units") else ""
+            console.print(f"{output}: MAE {rep['mae']:.4f} · RMSE {rep['rmse']:.4f} · R² {rep['r2']:.4f}{units}")
             continue
         table = Table(title=f"{output}: accuracy {rep['accuracy']:.4f}", title_justify="left")
         for header in ("class", "precision", "recall", "f1", "support"):
@@ -511,19 +498,21 @@ def _report_tables(reports: dict[str, Any]) -> None:
         m = rep["macro"]
         table.add_row("macro avg", f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", "")
         console.print(table)
+        if rep.get("absent"):
+            console.print(f"macro avg over the classes present; absent from this split: {', '.join(rep['absent'])}")
 
 
 def _metrics_table(title: str, metrics: dict[str, float], outputs: list[str]) -> None:
     from rich.table import Table
 
+    from dlrun.verbs.report import metrics_by_output
+
     table = Table(title=title, title_justify="left")
     table.add_column("output")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key, value in metrics.items():
-        output = next((o for o in outputs if key.startswith(f"{o}_")), None) if len(outputs) > 1 else outputs[0]
-        metric = key[len(output) + 1 :] if output and len(outputs) > 1 else key
-        table.add_row(output if output else "all", metric, f"{value:.4f}")
+    for output, metric, value in metrics_by_output(metrics, outputs):
+        table.add_row(output, metric, f"{value:.4f}")
     console.print(table)
 
 
@@ -604,7 +593,8 @@ def cv(
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """K-fold cross-validation: train on K-1 folds, score the held-out one; mean and std of every metric."""
+    """K-fold cross-validation: K training runs, each validated and scored on its held-out fold; mean and
+    sample std (ddof=1) of every metric."""
     loaded = api.load_recipe(recipe, overrides=set_ or ())
     result = api.cross_validate(loaded, folds, runs_root=runs, trust=trust, quiet=quiet or json_out)
     if json_out:
@@ -615,9 +605,9 @@ def cv(
     table = Table(title=f"{loaded.recipe.name}: {folds}-fold cross-validation ({result['samples']} samples)")
     table.add_column("metric")
     table.add_column("mean", justify="right")
-    table.add_column("std", justify="right")
+    table.add_column("std (ddof=1)", justify="right")
     table.add_column("folds", justify="right")
     for name, m in result["metrics"].items():
         table.add_row(name, f"{m['mean']:.4f}", f"{m['std']:.4f}", " ".join(f"{v:.4f}" for v in m["folds"]))
     console.print(table)
-    console.print(f"report: {result['run']}/cv.json")
+    console.print(f"report: {result['run']}/cv.json · a run folder per fold: {result['run']}/fold-<i>")

@@ -86,14 +86,6 @@ def announce(what: str) -> None:
     print(f"importing custom code: {what}", file=sys.stderr)
 
 
-def artifact_importer(run_path: Path, loaded: Any, *, trust: bool) -> Any:
-    """The `Importer` for a run folder's recipe: verifies the recorded hashes, imports nothing without `trust`."""
-    from dlrun.components import Importer
-
-    verify_run(run_path)
-    return Importer(loaded.recipe.imports, loaded.base_dir, trust=trust, origin=run_path)
-
-
 def _imported_files(run_path: Path, imports: list[str]) -> list[str]:
     files = []
     for entry in imports:
@@ -105,7 +97,7 @@ def _imported_files(run_path: Path, imports: list[str]) -> list[str]:
 
 def record_run(run_path: Path, imports: list[str]) -> None:
     """Write RUN/integrity.json: the sha256 of model.keras and of every imported `.py` file in the run."""
-    from dlrun.train.rundir import atomic_write_text
+    from dlrun.files import atomic_write_text
 
     files = [MODEL, *_imported_files(run_path, imports)] if (run_path / MODEL).is_file() else []
     record = {"sha256": {name: sha256(run_path / name) for name in files}}

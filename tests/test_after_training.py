@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dlrun import api
-from dlrun.report import classification_report, regression_report
+from dlrun.verbs.report import classification_report, regression_report
 from tests.conftest import RECIPES
 from tests.test_lifecycle import _recipe
 

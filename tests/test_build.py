@@ -115,7 +115,7 @@ compile:
 
 def test_two_output_model_with_per_output_losses_and_weights(tmp_path):
     from dlrun.components import Importer
-    from dlrun.train.fit import compile_model
+    from dlrun.engine.compile import compile_model
 
     loaded = _load(tmp_path, TWO_OUTPUTS)
     model = api.build_model(loaded)

@@ -53,8 +53,8 @@ def test_custom_layer_trains_saves_and_loads_in_a_fresh_process(cli, tmp_path):
     np.save(tmp_path / "x.npy", x)
     expected = result.model.predict(x, verbose=0)
     script = (
-        "import sys, numpy as np; from dlrun.evaluate import load_run_for_inference; from pathlib import Path;"
-        f"m, _ = load_run_for_inference(Path({str(result.run.path)!r}), trust=True);"
+        "import sys, numpy as np; from dlrun.engine.artifacts import load_run; from pathlib import Path;"
+        f"m = load_run(Path({str(result.run.path)!r}), trust=True).model;"
         f"print(np.asarray(m.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0)).tolist())"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
@@ -79,7 +79,7 @@ def test_os_system_is_refused_without_trust(cli, tmp_path):
 
 
 def test_keras_file_with_lambda_is_refused_in_safe_mode(cli, tmp_path):
-    from dlrun.evaluate import load_run_model
+    from dlrun.engine.artifacts import load_run_model
 
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))

@@ -135,24 +135,6 @@ def test_models_trained_on_raw_csv_and_images_predict_raw_input_in_a_fresh_proce
     assert np.argmax(fresh["colours"], axis=1).tolist() == truth
 
 
-def test_cross_validation_on_iris_reports_each_fold_and_mean_std(tmp_path, cli):
-    sklearn_csv(tmp_path, "iris")
-    recipe = _iris_recipe(tmp_path, epochs=8)
-    from dlrun.data.cv import cross_validate
-
-    result = cross_validate(api.load_recipe(recipe), 3, runs_root=tmp_path / "runs", quiet=True)
-    assert result["folds"] == 3 and result["stratified"] is True and result["samples"] == 120
-    assert len(result["per_fold"]) == 3
-    for name in ("accuracy", "loss"):
-        values = [fold[name] for fold in result["per_fold"]]
-        assert result["metrics"][name]["folds"] == values
-        assert result["metrics"][name]["mean"] == pytest.approx(np.mean(values))
-        assert result["metrics"][name]["std"] == pytest.approx(np.std(values))
-    assert result["metrics"]["accuracy"]["mean"] > 0.7
-    saved = json.loads((Path(result["run"]) / "cv.json").read_text(encoding="utf-8"))
-    assert saved["metrics"] == result["metrics"]
-
-
 # ----------------------------------------------------------------------------------------------------
 # slow: streaming memory, real recipes end to end
 

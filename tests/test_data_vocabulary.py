@@ -13,7 +13,7 @@ import pytest
 
 from dlrun import api
 from dlrun.data.preprocess import build_input_steps
-from dlrun.evaluate import load_run_model
+from dlrun.engine.artifacts import load_run_model
 from dlrun.recipe.schema import Component
 from tests.conftest import RECIPES, write_recipe
 

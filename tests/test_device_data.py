@@ -61,7 +61,7 @@ def test_jax_arrays_on_the_device_train_exactly_like_host_arrays(cli, tmp_path):
 
 def test_auto_keeps_host_arrays_without_an_accelerator():
     pytest.importorskip("jax")
-    from dlrun.train import device_data
+    from dlrun.engine import device_data
 
     x = np.zeros((10, 4), "float32")
     assert device_data._accelerator_bytes() is None  # JAX sees only this CPU: auto keeps host arrays

@@ -10,7 +10,7 @@ import pytest
 
 from dlrun import api
 from dlrun.errors import RecipeError
-from dlrun.export import export_model, inference_model, sample_inputs
+from dlrun.verbs.export import export_model, inference_model, sample_inputs
 from tests.conftest import write_recipe
 
 AUGMENTED = """

@@ -243,7 +243,7 @@ def test_fifo_extends_is_refused(tmp_path, alarm):
     os.mkfifo(tmp_path / "base.yaml")
     recipe = write_bytes(tmp_path, "r.yaml", b"extends: base.yaml\n" + MODEL.encode())
     with pytest.raises(RecipeError, match=r"r.yaml:1:10: extends: extended recipe not found: .*base.yaml"):
-        from dlrun.recipe.compose import load_recipe
+        from dlrun.loading import load_recipe
 
         load_recipe(recipe)
 

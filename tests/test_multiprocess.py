@@ -181,7 +181,7 @@ def test_batch_size_that_the_devices_do_not_divide_is_refused(cli, tmp_path):
 
 def test_training_pipeline_keeps_only_full_batches():
     tf = pytest.importorskip("tensorflow")
-    from dlrun.train.data_parallel import train_pipeline
+    from dlrun.engine.data_parallel import train_pipeline
 
     x = np.arange(100, dtype="float32").reshape(100, 1)
     y = np.arange(100)
@@ -197,7 +197,7 @@ def test_training_pipeline_keeps_only_full_batches():
 
 LOCAL_COPY = """
 import numpy as np, keras
-from dlrun.train.data_parallel import copy_weights, evaluate_local, global_devices, local_copy
+from dlrun.engine.data_parallel import copy_weights, evaluate_local, global_devices, local_copy
 keras.distribution.set_distribution(keras.distribution.DataParallel())
 inputs = keras.Input((4,), name="x")
 block = keras.Sequential([keras.layers.Dense(3, name="inner")], name="block")  # nested: paths change on load

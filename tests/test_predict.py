@@ -106,18 +106,17 @@ def test_npz_and_npy_give_the_models_predictions_on_prepared_inputs(npz_run):
     summary = api.predict(run, tmp / "new.npz")
     assert summary["count"] == 60 and summary["output"] == str(run / "predictions" / "new.csv")
     rows = _read_csv(run / "predictions" / "new.csv")
-    assert list(rows[0]) == ["row", "y", "y_probability", "y:0", "y:1", "y:2"]
-    got = np.array([[float(r[f"y:{k}"]) for k in range(3)] for r in rows])
+    assert list(rows[0]) == ["row", "y", "P(y=0)", "P(y=1)", "P(y=2)"]
+    got = np.array([[float(r[f"P(y={k})"]) for k in range(3)] for r in rows])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert [int(r["y"]) for r in rows] == expected.argmax(axis=1).tolist()
-    np.testing.assert_allclose([float(r["y_probability"]) for r in rows], expected.max(axis=1), rtol=1e-5)
 
     np.save(tmp / "new.npy", new_x)
     out = tmp / "out.json"
     api.predict(run, tmp / "new.npy", output=out)
     doc = json.loads(out.read_text())
     assert doc["outputs"] == {"y": {"kind": "softmax", "classes": ["0", "1", "2"]}}
-    probs = np.array([p["y"]["probabilities"] for p in doc["predictions"]])
+    probs = np.array([list(p["y"]["probabilities"].values()) for p in doc["predictions"]])
     np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
     assert doc["predictions"][0]["row"] == 0 and doc["predictions"][0]["y"]["class"] in ("0", "1", "2")
 
@@ -129,7 +128,7 @@ def test_npz_and_npy_give_the_models_predictions_on_prepared_inputs(npz_run):
     finally:
         for name in ("classes.json", "preprocessing.npz"):
             (tmp / name).rename(run / name)
-    again = np.array([[float(r[f"y:{k}"]) for k in range(3)] for r in _read_csv(tmp / "again.csv")])
+    again = np.array([[float(r[f"P(y={k})"]) for k in range(3)] for r in _read_csv(tmp / "again.csv")])
     np.testing.assert_allclose(again, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -185,12 +184,12 @@ def test_csv_run_predicts_class_names_from_a_csv_without_the_target(tmp_path):
     assert summary["outputs"] == {"species": {"kind": "softmax", "classes": sorted(names)}}
     rows = _read_csv(tmp_path / "flowers.csv.out.csv")
     assert len(rows) == 150
-    assert list(rows[0])[:3] == ["row", "species", "species_probability"]
-    assert {f"species:{n}" for n in names} <= set(rows[0])
+    assert list(rows[0])[:3] == ["row", "species", f"P(species={sorted(names)[0]})"]
+    assert {f"P(species={n})" for n in names} <= set(rows[0])
     assert {r["species"] for r in rows} <= set(names)
     # preprocess layers live in the model: it takes the raw columns, and predict does not apply them twice
     expected = keras.saving.load_model(str(run.run.path / "model.keras")).predict(iris.data.round(1), verbose=0)
-    got = np.array([[float(r[f"species:{n}"]) for n in sorted(names)] for r in rows])
+    got = np.array([[float(r[f"P(species={n})"]) for n in sorted(names)] for r in rows])
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
     accuracy = np.mean([r["species"] == names[t] for r, t in zip(rows, iris.target, strict=True)])
     assert accuracy > 0.8
@@ -201,7 +200,7 @@ def test_csv_run_predicts_class_names_from_a_csv_without_the_target(tmp_path):
 
 
 def test_rows_for_binary_multilabel_and_regression_outputs():
-    from dlrun.predict import Predictions, to_records, to_table
+    from dlrun.verbs.predict import Predictions, to_records, to_table
 
     pred = Predictions(
         "row",
@@ -216,13 +215,13 @@ def test_rows_for_binary_multilabel_and_regression_outputs():
         {"spam": ["ham", "spam"], "tags": ["a", "b", "c"]},
     )
     header, rows = to_table(pred)
-    assert header == ["row", "spam", "spam_probability", "spam:ham", "spam:spam", "tags", "tags:a", "tags:b",
-                      "tags:c", "price", "box[0]", "box[1]"]  # fmt: skip
-    assert rows[0] == ["0", "spam", "0.75", "0.25", "0.75", "a|c", "0.9", "0.1", "0.6", "1.5", "1.0", "2.0"]
-    assert rows[1][1:3] == ["ham", "0.75"] and rows[1][5] == ""
+    assert header == ["row", "spam", "P(spam=spam)", "tags", "P(tags=a)", "P(tags=b)", "P(tags=c)", "price",
+                      "box[0]", "box[1]"]  # fmt: skip
+    assert rows[0] == ["0", "spam", "0.75", "a|c", "0.9", "0.1", "0.6", "1.5", "1.0", "2.0"]
+    assert rows[1][1:3] == ["ham", "0.25"] and rows[1][3] == ""
     records = to_records(pred)
-    assert records[1]["spam"] == {"class": "ham", "probability": 0.75, "probabilities": [0.75, 0.25]}
-    assert records[0]["tags"] == {"classes": ["a", "c"], "probabilities": [0.9, 0.1, 0.6]}
+    assert records[1]["spam"] == {"class": "ham", "probabilities": {"spam": 0.25}}  # P(positive), never P(ham)
+    assert records[0]["tags"] == {"classes": ["a", "c"], "probabilities": {"a": 0.9, "b": 0.1, "c": 0.6}}
     assert records[0]["price"] == {"value": 1.5} and records[1]["box"] == {"value": [3.0, 4.0]}
 
 
@@ -257,14 +256,14 @@ def test_image_folder_run_predicts_one_image_and_a_folder(tmp_path, npz_run):
     api.predict(run_path, new)
     rows = _read_csv(run_path / "predictions" / "new.csv")
     assert [r["file"] for r in rows] == ["a.png", "b.png"]
-    assert list(rows[0]) == ["file", "label", "label_probability", "label:blue", "label:red"]
+    assert list(rows[0]) == ["file", "label", "P(label=blue)", "P(label=red)"]
     from PIL import Image
 
     pixels = np.stack(
         [np.asarray(Image.open(new / n).convert("RGB"), dtype="float32") / 255 for n in ("a.png", "b.png")]
     )
     expected = keras.saving.load_model(str(run_path / "model.keras")).predict(pixels, verbose=0)
-    got = np.array([[float(r["label:blue"]), float(r["label:red"])] for r in rows])
+    got = np.array([[float(r["P(label=blue)"]), float(r["P(label=red)"])] for r in rows])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
     with pytest.raises(RecipeError, match="images feed recipes whose data reads an image folder"):

@@ -112,7 +112,7 @@ train: {epochs: 3, batch_size: 32, deterministic: true, tensorboard: false}
 # `dlrun train` that dies (like SIGKILL) right after epoch 1's resumable state is on disk.
 DIE_AFTER_EPOCH_1 = """
 import os, sys
-from dlrun.train import fit
+from dlrun.engine import callbacks as fit
 save = fit.ResumeState.save
 def save_then_die(self, model, epoch, history):
     save(self, model, epoch, history)

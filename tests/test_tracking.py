@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from dlrun import api
+from dlrun.engine.tracking import flatten, tracking_uri
 from dlrun.errors import RecipeError
-from dlrun.train.tracking import flatten, tracking_uri
 from tests.conftest import write_recipe
 
 RECIPE = """
@@ -76,7 +76,7 @@ def test_a_folder_becomes_a_file_uri(tmp_path, monkeypatch):
 
 
 def test_mlflow_missing_is_a_clear_user_error(tmp_path, monkeypatch):
-    from dlrun.train.tracking import tracking_callbacks
+    from dlrun.engine.tracking import tracking_callbacks
 
     _data(tmp_path)
     loaded = api.load_recipe(write_recipe(tmp_path, RECIPE.replace("STORE", str(tmp_path / "mlruns"))))
@@ -86,7 +86,7 @@ def test_mlflow_missing_is_a_clear_user_error(tmp_path, monkeypatch):
 
 
 def test_recipe_without_mlflow_adds_no_callback(tmp_path):
-    from dlrun.train.tracking import tracking_callbacks
+    from dlrun.engine.tracking import tracking_callbacks
 
     text = RECIPE.replace("  mlflow: {tracking_uri: STORE, experiment: dlrun-tests}\n", "")
     assert tracking_callbacks(api.load_recipe(write_recipe(tmp_path, text)), run=None) == []

@@ -89,7 +89,7 @@ def test_stages_freeze_then_unfreeze(tmp_path):
         def on_train_end(self, logs=None):
             snapshots.append({layer.name: [w.numpy().copy() for w in layer.weights] for layer in self.model.layers})
 
-    from dlrun.train import fit
+    from dlrun.engine import callbacks as fit
 
     original = fit.make_callbacks
 
@@ -117,17 +117,24 @@ def test_stages_freeze_then_unfreeze(tmp_path):
     assert len(history["loss"]) == 5
 
 
-def test_best_checkpoint_is_restored_at_the_end(tmp_path):
-    loaded = _toy(tmp_path, TOY.replace("  batch_size: 16", "  batch_size: 16\n  epochs: 6"))
+SPOILED_LAST_EPOCH = """
+  stages:
+    - {name: learn, epochs: 4}
+    - {name: spoil, epochs: 1, optimizer: {type: SGD, learning_rate: 25.0}}
+"""
+
+
+def test_best_checkpoint_is_restored_at_the_end(tmp_path, restore="true"):
+    """The last epoch (a far too large learning rate) is the worst: only restoring gives the best weights."""
+    loaded = _toy(tmp_path, TOY + SPOILED_LAST_EPOCH + f"  restore_best: {restore}\n")
     result = api.train(loaded, runs_root=tmp_path / "runs", quiet=True)
+    val = result.history["val_loss"]
+    assert int(np.argmin(val)) < len(val) - 1 and val[-1] > min(val)  # the best epoch is not the last
     best = result.run.checkpoints / "best.weights.h5"
-    assert best.is_file()
     reference = api.build_model(loaded)
     reference.load_weights(str(best))
     for a, b in zip(result.model.get_weights(), reference.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
-    val = result.history["val_loss"]
-    assert min(val) <= val[-1]
 
 
 def test_run_folders_are_never_reused(tmp_path):

@@ -164,9 +164,9 @@ def test_the_command_says_what_it_imports(tmp_path, capsys):
 
 
 def test_remote_monitor_needs_trust(tmp_path):
+    from dlrun.engine.callbacks import make_callbacks
+    from dlrun.engine.rundir import RunDir
     from dlrun.recipe.schema import Component
-    from dlrun.train.fit import make_callbacks
-    from dlrun.train.rundir import RunDir
 
     monitor = [Component(type="RemoteMonitor", root="http://attacker.example:9000")]
     with pytest.raises(
@@ -235,14 +235,14 @@ def test_training_mistakes_exit_2_with_one_line_and_fail_the_run(case, tmp_path,
         assert re.fullmatch(rf"error: {re.escape(str(recipe))}:\d+:\d+: {re.escape(tail)}.*", errors[0]), errors[0]
     else:
         assert re.fullmatch(re.escape(f"error{tail}").replace("string_lookup", r"string_lookup(_\d+)?"), errors[0])
-        from dlrun.runs import list_runs
+        from dlrun.verbs.runs import list_runs
 
         (row,) = list_runs(tmp_path / "runs")
         assert row["status"] == "failed" and "Cast float to string is not supported" in row["reason"]
 
 
 def test_a_run_failing_before_its_first_epoch_is_listed_failed_with_the_reason(tmp_path, capsys):
-    from dlrun.runs import list_runs
+    from dlrun.verbs.runs import list_runs
 
     _data(tmp_path)
     text = PLAIN.replace("train: {epochs: 1, batch_size: 16}", BAD_TRAINING["lambda_print"][0])
@@ -277,7 +277,7 @@ def test_disk_full_while_saving_the_model_is_one_line(tmp_path, capsys, monkeypa
 
 
 def test_a_truncated_model_file_says_so(trained, tmp_path):
-    from dlrun.evaluate import load_run_model
+    from dlrun.engine.artifacts import load_run_model
 
     data = (trained / "model.keras").read_bytes()
     (tmp_path / "model.keras").write_bytes(data[: len(data) // 2])
@@ -288,7 +288,7 @@ def test_a_truncated_model_file_says_so(trained, tmp_path):
 def test_a_model_with_a_custom_class_not_imported_names_it(tmp_path, monkeypatch):
     import keras
 
-    from dlrun.evaluate import load_run_model
+    from dlrun.engine.artifacts import load_run_model
 
     @keras.saving.register_keras_serializable(package="trust_tests")
     class Doubler(keras.layers.Layer):

@@ -10,7 +10,7 @@ import pytest
 
 from dlrun import api
 from dlrun.errors import RecipeError
-from dlrun.tune.study import load_space, run_study
+from dlrun.verbs.tune.study import load_space, run_study
 from tests.conftest import write_digits as _write_digits
 from tests.conftest import write_recipe
 
@@ -163,7 +163,7 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path):
 
 
 def test_pruned_trial_is_recorded(tmp_path, monkeypatch):
-    from dlrun.tune import study as study_module
+    from dlrun.verbs.tune import study as study_module
 
     monkeypatch.setattr(study_module, "_pruner", lambda spec, base: optuna.pruners.ThresholdPruner(lower=1.1))
     recipe = _small(tmp_path, "    model.layers[0].units: {choice: [4]}")

@@ -282,7 +282,7 @@ def test_dual_camera_calls_one_submodel_twice() -> None:
 
 
 def test_transfer_xception_stages_freeze_and_unfreeze_the_base() -> None:
-    from dlrun.train.fit import apply_trainable
+    from dlrun.engine.compile import apply_trainable
 
     loaded = _loaded("transfer_xception")
     model = api.build_model(loaded)

@@ -115,7 +115,8 @@ def load_recorded_splits(
     """`load_splits` plus the record of what was drawn from where (fingerprints, rows, class counts)."""
     source = load_tables(spec, base_dir)
     tables = _make_splits(spec, source, seed, validation=validation)
-    return tables, build_record(spec, tables, source, source_files(spec, base_dir))
+    labels = {split: class_values(spec, table) for split, table in tables.items()}
+    return tables, build_record(spec, tables, source, source_files(spec, base_dir), labels)
 
 
 def _make_splits(spec: DataSpec, tables: Tables, seed: int, *, validation: bool) -> Tables:

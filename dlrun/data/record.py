@@ -109,10 +109,15 @@ def _class_counts(values: np.ndarray, vocab: list[Any]) -> dict[str, int]:
     return {k: found.get(k, 0) for k in order} | {k: v for k, v in found.items() if k not in order}
 
 
-def build_record(spec: Any, tables: dict[str, Any], source_tables: dict[str, Any], files: list[Path]) -> DataRecord:
-    """The record of `tables` (the final splits), drawn from `source_tables` (what the source gave)."""
-    from dlrun.data.prepare import class_values
-
+def build_record(
+    spec: Any,
+    tables: dict[str, Any],
+    source_tables: dict[str, Any],
+    files: list[Path],
+    labels: dict[str, np.ndarray | None],
+) -> DataRecord:
+    """The record of `tables` (the final splits), drawn from `source_tables` (what the source gave); `labels` are
+    each split's class labels (None for a regression target), as `prepare.class_values` reads them."""
     first = next(iter(source_tables.values()))
     record = DataRecord(origin=first.origin)
     record.files = [file_fingerprint(f) for f in files]
@@ -131,7 +136,6 @@ def build_record(spec: Any, tables: dict[str, Any], source_tables: dict[str, Any
             {f"{s}/{k}": v for s, t in source_tables.items() for k, v in getattr(t, "data", {}).items()}
         )
     target, feature = next(iter(spec.targets.items()))
-    labels = {split: class_values(spec, table) for split, table in tables.items()}
     if all(v is None for v in labels.values()):
         for split, table in tables.items():
             record.splits[split] = SplitRecord(table.source_split, table.row_numbers())

@@ -8,7 +8,6 @@ each argument's docstring ("Positive integer, ..." -> int), which is how Keras d
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 import json
@@ -16,6 +15,8 @@ import re
 import sys
 from pathlib import Path
 from typing import Any
+
+from dlrun.util import did_you_mean  # noqa: F401  (the one implementation; re-exported for graph/)
 
 CATALOG_PATH = Path(__file__).with_name("keras_catalog.json")
 
@@ -61,18 +62,6 @@ def names(section: str) -> list[str]:
 def aliases(section: str) -> dict[str, str]:
     """String identifiers Keras accepts for a section (e.g. 'rmsprop' -> 'RMSprop')."""
     return load_catalog().get("aliases", {}).get(section, {})
-
-
-def did_you_mean(word: str, candidates: list[str] | tuple[str, ...] | set[str]) -> str:
-    """' (did you mean X?)' when a close candidate exists, else ''."""
-    pool = list(candidates)
-    lowered = {c.lower(): c for c in pool}
-    if word.lower() in lowered and lowered[word.lower()] != word:
-        return f" (did you mean {lowered[word.lower()]!r}?)"
-    close = difflib.get_close_matches(word, pool, n=1, cutoff=0.75)
-    if not close:
-        close = [lowered[m] for m in difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)]
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 # ----------------------------------------------------------------------------------------------------

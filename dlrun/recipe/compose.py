@@ -267,16 +267,6 @@ def validate_document(doc: Document) -> Recipe:
         raise to_recipe_error(exc, doc) from None
 
 
-def load_recipe(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedRecipe:
-    """Read, compose, validate and statically check a recipe file (no TensorFlow import)."""
-    from dlrun.graph.check import resolve_graph
-
-    doc = compose(load_file(source), overrides)
-    recipe = validate_document(doc)
-    graph = resolve_graph(recipe, doc)
-    return LoadedRecipe(recipe=recipe, doc=doc, graph=graph, base_dir=Path(source).resolve().parent, source=str(source))
-
-
 def dump_yaml(data: Any) -> str:
     """YAML text for a resolved document (stable key order as written)."""
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110, allow_unicode=True)

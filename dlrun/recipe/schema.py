@@ -14,36 +14,13 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from dlrun.ensemble_spec import EnsembleSpec
-from dlrun.tune.space import SearchSpec
+from dlrun.recipe.base import Strict
+from dlrun.recipe.search import EnsembleSpec, SearchSpec
 
 # keras.utils.set_random_seed seeds NumPy, whose seeds are 0 <= seed < 2**32.
 SEED_MAX = 2**32 - 1
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=128)]
-
-
-class Strict(BaseModel):
-    """Base for every fixed-shape section: unknown keys are errors with a did-you-mean."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, validate_default=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unknown_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            known = {f.alias or name for name, f in cls.model_fields.items()}  # as written in YAML
-            for key in data:
-                if key not in known:
-                    close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
-                    hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    allowed = ", ".join(sorted(known))
-                    raise PydanticCustomError(
-                        "unknown_key",
-                        "unknown key {shown}{hint}; allowed here: {allowed}",
-                        {"key": str(key), "shown": repr(str(key)), "hint": hint, "allowed": allowed},
-                    )
-        return data
 
 
 class Component(BaseModel):

@@ -1,7 +1,7 @@
 """The per-epoch link between a training run and its Optuna trial (reporting and pruning).
 
-`dlrun.tune.study` adds `TrialReporter` to a trial's callbacks in memory only (the run's recipe.yaml does
-not mention it, so the run replays as a plain `dlrun train`). Outside a study it does nothing.
+`dlrun.verbs.tune.study` passes a `TrialReporter` to the trial's session as an extra callback: the recipe
+is not changed (its recipe.yaml replays as a plain `dlrun train`) and nothing is global.
 """
 
 from __future__ import annotations
@@ -35,16 +35,15 @@ class TrialLink:
         return max(finite) if self.maximize else min(finite)
 
 
-ACTIVE: TrialLink | None = None
-
-
 class TrialReporter(keras.callbacks.Callback):
-    """Reports the objective after each epoch; stops training when Optuna's pruner says so."""
+    """Reports the objective to `link`'s trial after each epoch; stops training when Optuna's pruner says so."""
+
+    def __init__(self, link: TrialLink) -> None:
+        super().__init__()
+        self.link = link
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        link = ACTIVE
-        if link is None:
-            return
+        link = self.link
         logs = logs or {}
         if link.metric not in logs:
             link.missing = sorted(logs)

@@ -7,8 +7,9 @@ from typing import Any
 
 import yaml
 
-from dlrun.errors import RecipeError
-from dlrun.train.rundir import RunDir
+from dlrun.engine.rundir import RunDir
+from dlrun.errors import RecipeError, format_path
+from dlrun.util import flatten
 
 
 def status(run: RunDir) -> str:
@@ -53,26 +54,15 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mappings/lists -> {'a.b[0].c': value}."""
-    out: dict[str, Any] = {}
-    if isinstance(data, dict):
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    elif isinstance(data, list) and any(isinstance(v, dict | list) for v in data):
-        for i, value in enumerate(data):
-            out.update(flatten(value, f"{prefix}[{i}]"))
-    else:
-        out[prefix] = data
-    return out
-
-
 def compare_runs(paths: list[Path]) -> dict[str, Any]:
     """Recipe keys whose values differ between runs, and every run's metrics side by side."""
     if len(paths) < 2:
         raise RecipeError("compare needs at least two run folders")
     runs = [RunDir.open(p) for p in paths]
-    flat = [flatten(yaml.safe_load(r.recipe.read_text(encoding="utf-8"))) for r in runs]
+    flat = [
+        {format_path(k): v for k, v in flatten(yaml.safe_load(r.recipe.read_text(encoding="utf-8"))).items()}
+        for r in runs
+    ]
     keys = sorted(set().union(*flat))
     differences = {k: [f.get(k) for f in flat] for k in keys if len({repr(f.get(k)) for f in flat}) > 1}
     metrics = [(r.read_json("eval.json") or {}).get("metrics", {}) for r in runs]

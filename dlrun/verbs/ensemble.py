@@ -21,7 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from dlrun.components import Importer
+from dlrun.data.prepare import Prepared
 from dlrun.errors import RecipeError
+from dlrun.recipe.compose import LoadedRecipe
 
 METHODS = ("mean", "vote")
 VOTE_NUDGE = 1e-3
@@ -32,10 +35,10 @@ class Member:
     """One trained run: its recipe, model and prepared data."""
 
     run: Path
-    loaded: Any  # LoadedRecipe of the run's recipe.yaml
-    model: Any
-    prepared: Any
-    importer: Any
+    loaded: LoadedRecipe  # of the run's recipe.yaml
+    model: Any  # keras.Model
+    prepared: Prepared
+    importer: Importer
 
     @property
     def inputs(self) -> list[str]:
@@ -49,24 +52,16 @@ class Member:
 def load_member(run_path: Path, *, trust: bool = False, unsafe: bool = False) -> Member:
     """A finished run's model, recipe and data."""
     from dlrun.data.prepare import prepare
-    from dlrun.evaluate import _custom_refs, load_run_model
-    from dlrun.recipe.compose import load_recipe
-    from dlrun.train.rundir import RunDir
-    from dlrun.trust import artifact_importer
+    from dlrun.engine.artifacts import load_run
 
-    run = RunDir.open(Path(run_path))
-    if not run.model.is_file():
-        raise RecipeError(f"{run_path} has no model.keras (training did not finish?)")
-    loaded = load_recipe(run.recipe)
-    recipe = loaded.recipe
+    trained = load_run(Path(run_path), trust=trust, unsafe=unsafe)
+    recipe = trained.loaded.recipe
     if recipe.data is None:
         raise RecipeError(f"{run_path}: the run's recipe has no data section to evaluate on")
-    importer = artifact_importer(run.path, loaded, trust=trust)  # verifies integrity.json; no code without --trust
-    for ref in _custom_refs(loaded):
-        importer.load(ref)
-    model = load_run_model(run.model, importer.custom_objects(), unsafe=unsafe)
-    prepared = prepare(recipe.data, loaded.base_dir, recipe.seed)
-    return Member(run=Path(run_path), loaded=loaded, model=model, prepared=prepared, importer=importer)
+    prepared = prepare(recipe.data, trained.loaded.base_dir, recipe.seed)
+    return Member(
+        run=Path(run_path), loaded=trained.loaded, model=trained.model, prepared=prepared, importer=trained.importer
+    )
 
 
 def parse_weights(text: str | None, count: int) -> list[float]:
@@ -176,7 +171,7 @@ class Scorer:
     def __init__(self, member: Member, predictions: dict[str, np.ndarray], batch_size: int) -> None:
         import keras
 
-        from dlrun.train.fit import compile_model
+        from dlrun.engine.compile import compile_model
 
         self.outputs = member.outputs
         self.batch_size = batch_size
@@ -258,7 +253,7 @@ def ensemble_runs(
         "export": None,
     }
     if export is not None:
-        from dlrun.train.rundir import atomic_target
+        from dlrun.engine.rundir import atomic_target
 
         model = build_export(members, w)
         with atomic_target(Path(export), ".keras") as tmp:
@@ -320,9 +315,9 @@ def train_ensemble(
     quiet: bool = True,
 ) -> dict[str, Any]:
     """Train the members a recipe's `ensemble:` section declares, then score them as `ensemble_runs` does."""
-    from dlrun import api
     from dlrun.console import say
-    from dlrun.recipe.compose import load_recipe
+    from dlrun.engine.session import train as train_run
+    from dlrun.loading import load_recipe
 
     base = load_recipe(recipe, overrides)
     spec = base.recipe.ensemble
@@ -351,7 +346,7 @@ def train_ensemble(
         loaded.doc.data.pop("ensemble", None)  # each member is an ordinary run
         loaded.recipe.ensemble = None
         say(f"member {i + 1}/{len(sources)} ({label}): training", quiet=quiet)
-        result = api.train(loaded, runs_root=runs_root, trust=trust, quiet=True, overrides=tuple(extra))
+        result = train_run(loaded, runs_root=runs_root, trust=trust, quiet=True, overrides=tuple(extra))
         say(f"member {i + 1}/{len(sources)}: {result.run.path}", quiet=quiet)
         runs.append(result.run.path)
     out = ensemble_runs(

@@ -21,27 +21,19 @@ def _labels(y: np.ndarray) -> np.ndarray:
     return flat.astype("int64")
 
 
-def is_classification(y_true: np.ndarray, y_pred: np.ndarray) -> bool:
-    """Whether an output looks like classification: integer/one-hot/0-1 targets and matching predictions."""
-    y_true = np.asarray(y_true)
-    y_pred = np.asarray(y_pred)
-    if y_pred.ndim >= 2 and y_pred.shape[-1] > 1:
-        return True
-    values = np.unique(y_true)
-    return values.size <= 2 and set(values.tolist()) <= {0, 1} and float(y_pred.min()) >= 0 and float(y_pred.max()) <= 1
-
-
 def classification_report(
     y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str] | None = None
 ) -> dict[str, Any]:
-    """Accuracy, per-class precision/recall/F1/support, macro averages and the confusion matrix."""
+    """Accuracy, per-class precision/recall/F1/support by class name, macro averages over the classes present
+    in `y_true` (the absent ones are listed), and the confusion matrix."""
     truth, guess = _labels(y_true), _labels(y_pred)
     k = int(max(truth.max(initial=0), guess.max(initial=0)) + 1)
     if y_pred.ndim >= 2 and y_pred.shape[-1] > 1:
         k = max(k, y_pred.shape[-1])
+    k = max(k, len(class_names or []))
     matrix = np.zeros((k, k), dtype=np.int64)
     np.add.at(matrix, (truth, guess), 1)
-    names = list(class_names) if class_names and len(class_names) == k else [str(i) for i in range(k)]
+    names = [*(class_names or []), *[str(i) for i in range(len(class_names or []), k)]]
     per_class = {}
     for i, name in enumerate(names):
         tp = matrix[i, i]
@@ -55,12 +47,14 @@ def classification_report(
             "f1": float(f1),
             "support": int(actual),
         }
-    macro = {m: float(np.mean([c[m] for c in per_class.values()])) for m in ("precision", "recall", "f1")}
+    present = [c for c in per_class.values() if c["support"]]
+    macro = {m: float(np.mean([c[m] for c in present])) if present else 0.0 for m in ("precision", "recall", "f1")}
     return {
         "kind": "classification",
         "accuracy": float(np.trace(matrix) / matrix.sum()) if matrix.sum() else 0.0,
         "classes": per_class,
         "macro": macro,
+        "absent": [name for name, c in per_class.items() if not c["support"]],  # left out of the macro averages
         "confusion_matrix": matrix.tolist(),
         "labels": names,
     }
@@ -80,11 +74,15 @@ def regression_report(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
     }
 
 
-def report(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str] | None = None) -> dict[str, Any]:
-    """The right report for one output."""
-    if is_classification(y_true, y_pred):
-        return classification_report(y_true, y_pred, class_names)
-    return regression_report(y_true, y_pred)
+def metrics_by_output(metrics: dict[str, float], outputs: list[str]) -> list[tuple[str, str, float]]:
+    """Keras' metric names split into (output, metric, value): `y1_accuracy` -> ('y1', 'accuracy');
+    a total (`loss` of a multi-output model) belongs to 'all'."""
+    rows = []
+    for key, value in metrics.items():
+        output = next((o for o in outputs if key.startswith(f"{o}_")), None) if len(outputs) > 1 else outputs[0]
+        metric = key[len(output) + 1 :] if output and len(outputs) > 1 else key
+        rows.append((output or "all", metric, value))
+    return rows
 
 
 def save_plots(folder: Path, history: dict[str, list[float]] | None, reports: dict[str, dict[str, Any]]) -> list[Path]:
@@ -133,7 +131,7 @@ def save_plots(folder: Path, history: dict[str, list[float]] | None, reports: di
 
 
 def _save(fig: Any, path: Path) -> Path:
-    from dlrun.train.rundir import atomic_target
+    from dlrun.engine.rundir import atomic_target
 
     with atomic_target(path, ".png") as tmp:
         fig.savefig(tmp, dpi=110)

@@ -50,9 +50,10 @@ def _random_target(shape: tuple[int | None, ...], loss: str, batch: int, rng: np
 def check_recipe(loaded: LoadedRecipe, *, trust: bool = False, batch: int = 2) -> dict[str, Any]:
     """Build + compile + one `train_on_batch`; returns params, loss and output shapes."""
     from dlrun.components import Importer
+    from dlrun.engine.compile import compile_model, seed_everything
+    from dlrun.engine.outputs import decide_outputs
     from dlrun.graph.build import build_graph
     from dlrun.graph.render import totals
-    from dlrun.train.fit import compile_model, seed_everything
 
     recipe, graph = loaded.recipe, loaded.graph
     seed_everything(recipe.seed, deterministic=False)
@@ -89,6 +90,7 @@ def check_recipe(loaded: LoadedRecipe, *, trust: bool = False, batch: int = 2) -
         "non_trainable_params": count["non_trainable"],
         "loss": loss,
         "output_shapes": shapes,
+        "output_kinds": {o: info.kind for o, info in decide_outputs(loaded, model, {}).items()},  # as train saves
     }
     _assert_expectations(loaded, report)
     return report

@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 
 @dataclass
 class Feed:
@@ -25,14 +23,6 @@ class Feed:
     steps_per_epoch: int | None
     shuffle: bool
     batch_size: int | None
-
-
-def _nested_tensors(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _nested_tensors(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return tuple(_nested_tensors(v) for v in value)
-    return np.asarray(value)
 
 
 def train_feed(
@@ -47,7 +37,7 @@ def train_feed(
     deterministic: bool = False,
 ) -> Feed:
     """Arrays for Keras' own shuffling, or (deterministic) a per-epoch seeded stream."""
-    from dlrun.train.data_parallel import splits_batches, train_pipeline
+    from dlrun.engine.data_parallel import nested_arrays, splits_batches, train_pipeline
 
     if splits_batches():  # keras.distribution over several devices: full global batches only
         return Feed(train_pipeline(x, y, batch_size, shuffle=shuffle, seed=seed), None, None, False, None)
@@ -59,7 +49,7 @@ def train_feed(
         return Feed(x, y, None, shuffle, batch_size)
     import tensorflow as tf
 
-    tensors = tf.nest.map_structure(tf.convert_to_tensor, _nested_tensors((x, y)))
+    tensors = tf.nest.map_structure(tf.convert_to_tensor, nested_arrays((x, y)))
 
     def epoch_batches(epoch: Any) -> Any:
         index = tf.range(n, dtype=tf.int64)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dlrun import util
 from dlrun.errors import RecipeError
 
 MAX_PARAM_VALUE = 500  # MLflow's historical limit (newer servers allow more; older ones refuse more)
@@ -23,25 +24,16 @@ MAX_BATCH = 100  # params per log_batch request
 _KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
-def flatten(document: Any, prefix: str = "") -> dict[str, str]:
-    """`{model: {layers: [{units: 512}]}}` -> `{"model.layers.0.units": "512"}`.
+def flatten(document: Any) -> dict[str, str]:
+    """`{model: {layers: [{units: 512}]}}` -> `{"model.layers.0.units": "512"}` (MLflow params).
 
     Lists of plain values stay one param (`[28, 28, 1]`); lists holding mappings are indexed.
     """
     out: dict[str, str] = {}
-    if isinstance(document, dict):
-        for key, value in document.items():
-            if prefix == "" and key == "$schema":
-                continue
-            out.update(flatten(value, f"{prefix}{_KEY_CHARS.sub('_', str(key))}."))
-    elif isinstance(document, list) and any(isinstance(v, dict | list) for v in document):
-        for i, value in enumerate(document):
-            out.update(flatten(value, f"{prefix}{i}."))
-    else:
-        text = json.dumps(document) if isinstance(document, list | bool) or document is None else str(document)
-        if len(text) > MAX_PARAM_VALUE:
-            text = text[: MAX_PARAM_VALUE - 3] + "..."
-        out[prefix[:-1]] = text
+    for path, leaf in util.flatten({k: v for k, v in document.items() if k != "$schema"}).items():
+        text = json.dumps(leaf) if isinstance(leaf, list | bool) or leaf is None else str(leaf)
+        key = ".".join(_KEY_CHARS.sub("_", str(part)) for part in path)
+        out[key] = text if len(text) <= MAX_PARAM_VALUE else text[: MAX_PARAM_VALUE - 3] + "..."
     return out
 
 
@@ -79,7 +71,7 @@ def _mlflow_callback(spec: Any, loaded: Any, run: Any) -> Any:
     from mlflow.entities import Metric, Param, RunStatus
     from mlflow.tracking import MlflowClient
 
-    from dlrun.train.rundir import atomic_write_text
+    from dlrun.engine.rundir import atomic_write_text
 
     uri = tracking_uri(spec.tracking_uri)
     state_file = Path(run.path) / "mlflow.json"

@@ -28,27 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.errors import RecipeError
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file and rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Text version of `atomic_write_bytes` (UTF-8)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+from dlrun.files import atomic_write_bytes, atomic_write_text  # noqa: F401 (the run folder's writes)
 
 
 @contextlib.contextmanager
@@ -173,3 +153,14 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return str(value)
+
+
+def resume_source(resume: Path | None, recipe: Path | None, overrides: list[str] | tuple[str, ...]) -> Path:
+    """The recipe file a train command runs: RECIPE, or the run folder's own recipe.yaml with --resume."""
+    if resume is not None:
+        if recipe is not None or overrides:
+            raise RecipeError("--resume continues a run with its own recipe; give no RECIPE and no --set")
+        return RunDir.open(resume).recipe
+    if recipe is None:
+        raise RecipeError("give a RECIPE to train, or --resume RUN_DIR")
+    return recipe

@@ -27,7 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.errors import RecipeError
-from dlrun.train.feed import _nested_tensors
+
+
+def nested_arrays(value: Any) -> Any:
+    """Arrays (or lists) nested in dicts/tuples -> the same structure of NumPy arrays, tuples for lists."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {k: nested_arrays(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return tuple(nested_arrays(v) for v in value)
+    return np.asarray(value)
 
 
 def global_devices() -> int:
@@ -74,7 +84,7 @@ def train_pipeline(x: Any, y: Any, batch_size: int, *, shuffle: bool, seed: int)
 
     if y is None:  # a file-backed pipeline (seeded shuffle, batched, last batch partial)
         return x.rebatch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    dataset = tf.data.Dataset.from_tensor_slices((_nested_tensors(x), _nested_tensors(y)))
+    dataset = tf.data.Dataset.from_tensor_slices((nested_arrays(x), nested_arrays(y)))
     if shuffle:
         n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
         dataset = dataset.shuffle(n, seed=seed, reshuffle_each_iteration=True)
@@ -136,8 +146,8 @@ def copy_weights(source: Any, target: Any) -> bool:
 
 
 def evaluate_local(model: Any, prepared: Any, split: str, outputs: list[str], inputs: list[str], batch: int) -> Any:
-    """`dlrun.evaluate.evaluate_model` on a local model, with no distribution active."""
-    from dlrun.evaluate import evaluate_model
+    """`artifacts.evaluate_model` on a local model, with no distribution active."""
+    from dlrun.engine.artifacts import evaluate_model
 
     with without_distribution():
         return evaluate_model(model, prepared, split, outputs, inputs, batch)

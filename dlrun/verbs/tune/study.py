@@ -15,45 +15,27 @@ state; TPE, CMA-ES and QMC samplers and median/Hyperband pruning come with it.
 
 from __future__ import annotations
 
-import csv
-import difflib
 import hashlib
-import io
 import json
-import math
 import warnings
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from dlrun.console import say
+from dlrun.engine.rundir import atomic_write_text
 from dlrun.errors import RecipeError, RunInterrupted
-from dlrun.recipe.compose import LoadedRecipe, load_recipe
-from dlrun.recipe.schema import Component
-from dlrun.train.rundir import atomic_write_text
-from dlrun.tune.space import Space, _label, check_space
+from dlrun.loading import load_recipe
+from dlrun.recipe.compose import LoadedRecipe
+from dlrun.util import did_you_mean
+from dlrun.verbs.tune.leaderboard import TuneResult, _fmt, _short, _state_name, _value, write_results
+from dlrun.verbs.tune.space import Space, check_space
 
 STUDY_NAME = "dlrun"
-REPORTER = "dlrun.tune.pruning:TrialReporter"
 
 
 class TrialFailed(Exception):
     """A trial's training failed (recorded as an Optuna FAIL trial; the study goes on)."""
-
-
-@dataclass
-class TuneResult:
-    """What a `dlrun tune` session left in the study folder."""
-
-    study_dir: Path
-    metric: str
-    goal: str
-    rows: list[dict[str, Any]]  # every trial, best first
-    ran: int  # trials run in this session
-    best: dict[str, Any] | None = None
-    best_recipe: Path | None = None
-    keys: list[str] = field(default_factory=list)
 
 
 def load_space(recipe: Path, overrides: tuple[str, ...] | list[str] = ()) -> tuple[LoadedRecipe, Space]:
@@ -277,8 +259,8 @@ class _Objective:
     def __call__(self, trial: Any) -> float:
         import optuna
 
-        from dlrun import api
-        from dlrun.tune import pruning
+        from dlrun.engine.session import train
+        from dlrun.verbs.tune import pruning
 
         objective = self.space.spec.objective
         values = self.space.suggest(trial)
@@ -292,10 +274,10 @@ class _Objective:
             raise TrialFailed(str(exc)) from None
         _detach_search(loaded)
         link = pruning.TrialLink(trial, objective.metric, objective.goal == "maximize", objective.at)
-        pruning.ACTIVE = link
         try:
-            result = api.train(
+            result = train(
                 loaded,
+                extra_callbacks=[pruning.TrialReporter(link)],
                 runs_root=self.folder / "trials" / f"{trial.number:04d}",
                 trust=self.trust,
                 quiet=True,
@@ -316,7 +298,6 @@ class _Objective:
             self._record_run(trial)
             raise TrialFailed(text) from None
         finally:
-            pruning.ACTIVE = None
             _release_models()
         trial.set_user_attr("run", self._relative(result.run.path))
         trial.set_user_attr("epochs", len(result.history.get("epoch", [])))
@@ -347,8 +328,7 @@ class _Objective:
 
     def _metric_error(self, logged: list[str], loaded: LoadedRecipe) -> RecipeError:
         metric = self.space.spec.objective.metric
-        close = difflib.get_close_matches(metric, logged, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(metric, logged)
         note = ""
         if metric.startswith("val_") and not any(k.startswith("val_") for k in logged):
             note = "; the data has no validation split: set data.validation_split (e.g. 0.2) or data.splits"
@@ -386,146 +366,6 @@ def _release_models() -> None:
 
 
 def _detach_search(loaded: LoadedRecipe) -> None:
-    """Make a loaded trial recipe an ordinary one: no `search:`, plus the trial reporter.
-
-    Only the in-memory recipe gets the reporter callback; the run's recipe.yaml (from the document) stays
-    the user's recipe with this trial's values.
-    """
+    """Make a loaded trial recipe an ordinary one (no `search:`); its run's recipe.yaml replays as `dlrun train`."""
     loaded.doc.data.pop("search", None)
-    recipe = loaded.recipe
-    recipe.search = None
-    recipe.imports = [*recipe.imports, REPORTER.split(":")[0]]
-    recipe.train = recipe.train.model_copy(update={"callbacks": [*recipe.train.callbacks, Component(type=REPORTER)]})
-
-
-# ----------------------------------------------------------------------------------------------------
-# leaderboard and best recipe
-
-
-def _state_name(trial: Any) -> str:
-    import optuna
-
-    state = optuna.trial.TrialState
-    if trial.state == state.FAIL:
-        return "interrupted" if trial.user_attrs.get("interrupted") else "failed"
-    return {state.COMPLETE: "complete", state.PRUNED: "pruned", state.RUNNING: "running"}.get(trial.state, "waiting")
-
-
-def _value(trial: Any) -> float | None:
-    if trial.value is not None:
-        return float(trial.value)
-    if trial.intermediate_values:
-        return float(trial.intermediate_values[max(trial.intermediate_values)])
-    return None
-
-
-def _short(key: str) -> str:
-    return key.rsplit(".", 1)[-1]
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return _label(value)
-
-
-def leaderboard(study: Any, space: Space) -> list[dict[str, Any]]:
-    """Every trial as a row, best first: complete (by objective), pruned (by last value), then the rest."""
-    metric = space.spec.objective.metric
-    maximize = space.spec.objective.goal == "maximize"
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        values = t.user_attrs.get("values") or {}
-        row: dict[str, Any] = {"rank": None, "trial": t.number, "state": _state_name(t), metric: _value(t)}
-        for p in space.params:
-            row[p.key] = values.get(p.key)
-        row["epochs"] = t.user_attrs.get("epochs")
-        row["seconds"] = round(t.duration.total_seconds(), 2) if t.duration else None
-        row["run"] = t.user_attrs.get("run")
-        row["error"] = t.user_attrs.get("error")
-        rows.append(row)
-    order = {"complete": 0, "pruned": 1, "running": 2, "failed": 3, "interrupted": 4, "waiting": 5}
-
-    def key(row: dict[str, Any]) -> tuple[int, float, int]:
-        value = row[metric]
-        score = value if value is not None and math.isfinite(value) else math.inf * (-1 if maximize else 1)
-        return order[row["state"]], -score if maximize else score, row["trial"]
-
-    rows.sort(key=key)
-    for i, row in enumerate(r for r in rows if r["state"] == "complete"):
-        row["rank"] = i + 1
-    return rows
-
-
-def write_results(study: Any, space: Space, folder: Path) -> TuneResult:
-    """Write leaderboard.csv/.json and best.yaml; return them as a `TuneResult`."""
-    metric = space.spec.objective.metric
-    rows = leaderboard(study, space)
-    result = TuneResult(
-        study_dir=folder,
-        metric=metric,
-        goal=space.spec.objective.goal,
-        rows=rows,
-        ran=0,
-        keys=[p.key for p in space.params],
-    )
-    atomic_write_text(
-        folder / "leaderboard.json",
-        json.dumps({"metric": metric, "goal": result.goal, "trials": rows}, indent=2, default=str) + "\n",
-    )
-    buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _csv_cell(v) for k, v in row.items()})
-    atomic_write_text(folder / "leaderboard.csv", buffer.getvalue())
-    best = next((r for r in rows if r["state"] == "complete"), None)
-    if best is not None and best["run"] and (folder / best["run"] / "recipe.yaml").is_file():
-        result.best = best
-        result.best_recipe = folder / "best.yaml"
-        text = (folder / best["run"] / "recipe.yaml").read_text(encoding="utf-8")
-        values = ", ".join(f"{k}={_fmt(best[k])}" for k in result.keys if best.get(k) is not None)
-        header = (
-            f"# best trial of the study in {folder}: trial {best['trial']}, {metric} = {best[metric]:.6g} "
-            f"({result.goal})\n# values: {values}\n# replay: dlrun train best.yaml\n"
-        )
-        atomic_write_text(result.best_recipe, header + text)
-    return result
-
-
-def _csv_cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, dict | list):
-        return json.dumps(value)
-    return value
-
-
-def render_leaderboard(result: TuneResult, *, limit: int | None = None) -> Any:
-    """A rich table of the leaderboard (best first)."""
-    from rich.table import Table
-
-    done = [r for r in result.rows if r["state"] in ("complete", "pruned", "failed")]
-    title = f"{result.study_dir}: {len(done)} trials, {result.metric} ({result.goal})"
-    table = Table(title=title, title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("trial", justify="right")
-    table.add_column("state")
-    table.add_column(result.metric, justify="right")
-    for key in result.keys:
-        table.add_column(key, justify="right")
-    table.add_column("epochs", justify="right")
-    table.add_column("s", justify="right")
-    for row in result.rows[:limit]:
-        value = row[result.metric]
-        table.add_row(
-            str(row["rank"] or ""),
-            str(row["trial"]),
-            row["state"],
-            "" if value is None else f"{value:.4f}",
-            *("" if row[k] is None else _fmt(row[k]) for k in result.keys),
-            "" if row["epochs"] is None else str(row["epochs"]),
-            "" if row["seconds"] is None else f"{row['seconds']:.1f}",
-        )
-    return table
+    loaded.recipe.search = None

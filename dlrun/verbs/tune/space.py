@@ -20,173 +20,20 @@ so a bad value is reported at its search key before any training. Nothing here i
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel
 
 from dlrun.errors import RecipeError, format_path
 from dlrun.recipe.load import Document, KeyPath
+from dlrun.recipe.search import SearchParam, SearchSpec, _label
+from dlrun.util import did_you_mean
 
-# Metric names whose direction is obvious; anything else needs `direction:`.
-_LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "mape", "msle", "hinge", "crossentropy", "divergence", "poisson")
-_HIGHER_IS_BETTER = ("accuracy", "acc", "auc", "precision", "recall", "f1", "iou", "r2")
 MAX_PROBES = 200
-
-
-class Section(BaseModel):
-    """Base of recipe sections defined outside `dlrun.recipe.schema` (which imports them): like its `Strict`,
-    unknown keys are errors with a did-you-mean."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, validate_default=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unknown_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            known = {f.alias or name for name, f in cls.model_fields.items()}
-            for key in data:
-                if key not in known:
-                    close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
-                    hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    raise PydanticCustomError(
-                        "unknown_key",
-                        "unknown key {shown}{hint}; allowed here: {allowed}",
-                        {"key": str(key), "shown": repr(str(key)), "hint": hint, "allowed": ", ".join(sorted(known))},
-                    )
-        return data
-
-
-class SearchParam(Section):
-    """One searched value: exactly one of `choice: [...]`, `int: [low, high]` or `float: [low, high]`.
-
-    Ranges include both ends; `log: true` samples on a log scale (low > 0); `step` quantizes a range.
-    `when: {other.key: value}` (or a list of values) searches this value only when an earlier key has it.
-    """
-
-    choice: list[Any] | None = Field(default=None, min_length=1, description="The values to choose from.")
-    int_: list[int] | None = Field(default=None, alias="int", min_length=2, max_length=2, description="[low, high]")
-    float_: list[float] | None = Field(
-        default=None, alias="float", min_length=2, max_length=2, description="[low, high]"
-    )
-    log: bool = Field(default=False, description="Ranges: sample on a log scale.")
-    step: int | float | None = Field(default=None, gt=0, description="Ranges: only multiples of step above low.")
-    when: dict[str, Any] | None = Field(
-        default=None, min_length=1, description="Search this only when earlier keys have these values."
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> SearchParam:
-        kinds = [k for k, v in (("choice", self.choice), ("int", self.int_), ("float", self.float_)) if v is not None]
-        if len(kinds) != 1:
-            raise PydanticCustomError(
-                "param_kind",
-                "a search parameter has exactly one of: choice, int, float (got {got})",
-                {"got": ", ".join(kinds) or "none"},
-            )
-        if self.choice is not None:
-            if self.log or self.step is not None:
-                raise PydanticCustomError("param_choice", "`log` and `step` are for int/float ranges, not `choice`")
-            labels = [_label(c) for c in self.choice]
-            if len(set(labels)) != len(labels):
-                dup = next(c for c in labels if labels.count(c) > 1)
-                raise PydanticCustomError("param_dup", "`choice` lists {dup} twice", {"dup": dup})
-            return self
-        low, high = self.bounds
-        if low > high:
-            raise PydanticCustomError(
-                "param_range", "the range's low end {low} is above its high end {high}", {"low": low, "high": high}
-            )
-        if self.log and low <= 0:
-            raise PydanticCustomError("param_log", "a log range needs low > 0 (got {low})", {"low": low})
-        if self.log and self.step is not None and not (self.int_ is not None and self.step == 1):
-            raise PydanticCustomError("param_log_step", "`step` cannot be combined with `log: true`")
-        if self.int_ is not None and self.step is not None and not isinstance(self.step, int):
-            raise PydanticCustomError(
-                "param_int_step", "an int range needs an integer step (got {step})", {"step": self.step}
-            )
-        return self
-
-    @property
-    def kind(self) -> Literal["choice", "int", "float"]:
-        return "choice" if self.choice is not None else "int" if self.int_ is not None else "float"
-
-    @property
-    def bounds(self) -> tuple[float, float]:
-        values = self.int_ if self.int_ is not None else self.float_
-        assert values is not None
-        return values[0], values[1]
-
-    def candidates(self) -> list[Any]:
-        """Values to probe: every choice, or both ends of the range."""
-        if self.choice is not None:
-            return list(self.choice)
-        low, high = self.bounds
-        if self.step is not None:  # the highest value on the step grid
-            n = int((high - low) // self.step)
-            high = low + n * self.step
-            high = int(high) if self.int_ is not None else float(high)
-        return [low] if low == high else [low, high]
-
-
-class SearchObjective(Section):
-    """The metric a trial is scored by: a key of the training history (`val_accuracy`, `val_loss`, ...)."""
-
-    metric: str = Field(default="val_loss", min_length=1, description="A history key: val_accuracy, val_loss, ...")
-    direction: Literal["max", "min", "maximize", "minimize"] | None = Field(
-        default=None, description="Inferred for losses (min) and accuracy-like metrics (max)."
-    )
-    at: Literal["best", "last"] = Field(default="best", description="Score the best epoch, or the last one.")
-
-    @model_validator(mode="after")
-    def _direction(self) -> SearchObjective:
-        if self.direction is None and _infer_direction(self.metric) is None:
-            raise PydanticCustomError(
-                "objective_direction",
-                "cannot tell whether {metric} is better high or low; add `direction: max` or `direction: min`",
-                {"metric": repr(self.metric)},
-            )
-        return self
-
-    @property
-    def goal(self) -> Literal["maximize", "minimize"]:
-        """Optuna's direction."""
-        direction = self.direction or _infer_direction(self.metric)
-        return "maximize" if direction in ("max", "maximize") else "minimize"
-
-
-class SearchSpec(Section):
-    """Hyperparameter search (`dlrun tune`): recipe paths to search, the objective, the budget."""
-
-    space: dict[str, SearchParam] = Field(min_length=1, description="Recipe path (as for --set) -> parameter.")
-    objective: SearchObjective = Field(default_factory=SearchObjective)
-    trials: int = Field(default=20, ge=1, description="How many trials the study should hold in total.")
-    sampler: Literal["tpe", "random", "cmaes", "qmc"] = "tpe"
-    pruner: Literal["median", "hyperband", "none"] = Field(
-        default="median", description="Stop unpromising trials early from their per-epoch objective."
-    )
-    seed: int | None = Field(default=None, description="Sampler seed (default: the recipe's seed).")
-
-
-def _infer_direction(metric: str) -> str | None:
-    name = metric.lower().removeprefix("val_")
-    if any(word in name for word in _LOWER_IS_BETTER):
-        return "min"
-    if any(word in name.split("_") or name.endswith(word) for word in _HIGHER_IS_BETTER):
-        return "max"
-    return None
-
-
-def _label(value: Any) -> str:
-    """A choice as text (how it is shown, and how Optuna stores a non-scalar choice)."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, separators=(", ", ": "))
 
 
 def _scalar(value: Any) -> bool:
@@ -301,8 +148,7 @@ def check_space(doc: Document, recipe: Any, spec: SearchSpec, reload: Callable[[
             earlier = {p.path: p for p in params}
             if ref_path not in earlier:
                 keys = [p.key for p in params]
-                close = difflib.get_close_matches(ref, keys, n=1, cutoff=0.6)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                hint = did_you_mean(ref, keys)
                 known = f"; earlier keys: {', '.join(keys)}" if keys else "; it must be an earlier search key"
                 raise doc.error(
                     f"`when` refers to {ref!r}, which is not an earlier search key{hint}{known}", at, key=True
@@ -383,8 +229,7 @@ def _child(raw: Any, part: str | int) -> Any:
 
 
 def _missing(doc: Document, key: str, where: KeyPath, here: str, part: Any, known: list[str]) -> RecipeError:
-    close = difflib.get_close_matches(str(part), known, n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(str(part), known)
     return doc.error(f"{key!r} is not in the recipe: {here} has no {str(part)!r}{hint}", where, key=True)
 
 

@@ -1,0 +1,217 @@
+"""What a run leaves for inference beside `model.keras`, written once at train time and read by every verb:
+the class names (`classes.json`), what each output is (`outputs.json`, see engine.outputs), fitted step
+statistics (`preprocessing.npz`); loading the model back; evaluating it on a split.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlrun.components import Importer
+from dlrun.data.prepare import Prepared
+from dlrun.engine.rundir import RunDir, atomic_write_bytes, atomic_write_text, environment
+from dlrun.errors import RecipeError
+from dlrun.recipe.compose import LoadedRecipe
+from dlrun.recipe.schema import DataSpec
+
+STATS_FILE = "preprocessing.npz"
+CLASSES_FILE = "classes.json"
+
+
+def folder_class_names(spec: DataSpec, base_dir: Path) -> list[str] | None:
+    """Class subfolder names of an `images`/`text` recipe's training folder (sorted, as the reader lists them)."""
+    from dlrun.data import sources
+
+    if spec.source not in ("images", "text"):
+        return None
+    if spec.files is not None:
+        root = sources.find(spec.path, base_dir, ("data", "path")) if spec.path else base_dir
+        folder = sources.find(spec.files["train"], root, ("data", "files", "train"))
+    elif spec.path is not None:
+        folder = sources.find(spec.path, base_dir, ("data", "path"))
+    else:
+        return None
+    if folder.is_file():
+        folder = sources.extract(folder)
+    folder = sources._folder_root(folder)
+    if (folder / "train").is_dir():
+        folder = folder / "train"
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def class_names(spec: DataSpec, base_dir: Path, prepared: Prepared) -> dict[str, list[Any]]:
+    """Every target's class names: the label vocabularies, else (folder data) the class folders."""
+    classes = {k: list(v) for k, v in (getattr(prepared, "classes", None) or {}).items()}
+    folder: list[Any] | None = None
+    for name, feature in spec.targets.items():
+        if name in classes or feature.columns != ["label"] or spec.source not in ("images", "text"):
+            continue
+        if folder is None:
+            train = prepared.splits.get("train")
+            reader = getattr(getattr(train, "table", None), "reader", None)
+            folder = getattr(reader, "class_names", None)
+            if folder is None:
+                try:
+                    folder = folder_class_names(spec, base_dir) or []
+                except (RecipeError, OSError):  # names are a nicety: indices still work
+                    folder = []
+        if folder:
+            classes[name] = list(folder)
+    return classes
+
+
+def write_run_record(
+    run: RunDir,
+    loaded: LoadedRecipe,
+    prepared: Prepared,
+    model: Any,
+    overrides: tuple[str, ...],
+) -> None:
+    """A new run folder's record, before training: the resolved recipe (data paths absolute), its local code,
+    run.json (source, overrides, seed, environment), data.json + splits.npz (fingerprints, counts, every
+    split's rows), and `save_fitted`."""
+    from dlrun.data.sources import absolute_data_paths
+    from dlrun.recipe.compose import dump_yaml
+
+    recipe = loaded.recipe
+    doc = loaded.resolved()
+    doc.pop("$schema", None)
+    if isinstance(doc.get("data"), dict):
+        doc["data"] = absolute_data_paths(doc["data"], loaded.base_dir)
+    atomic_write_text(run.recipe, dump_yaml(doc))
+    _copy_local_code(loaded, run)
+    info = {"source": loaded.source, "overrides": list(overrides), "seed": recipe.seed, "environment": environment()}
+    run.write_json("run.json", info)
+    if prepared.record is not None:  # data.json + splits.npz: fingerprints, counts, the rows of every split
+        from dlrun.data.record import save as save_data_record
+
+        save_data_record(run.path, prepared.record, atomic_write_bytes, run.write_json)
+    save_fitted(run, loaded, prepared, model)
+
+
+def _copy_local_code(loaded: LoadedRecipe, run: RunDir) -> None:
+    """Copy the recipe's local `.py` imports into the run folder, so the run replays and loads on its own."""
+    for entry in loaded.recipe.imports:
+        module = entry.split(":")[0]
+        if not module.endswith(".py"):
+            continue  # an installed package: the environment provides it
+        source = (loaded.base_dir / module).resolve()
+        target = (run.path / module).resolve()
+        if source.is_file() and run.path.resolve() in target.parents:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(target, source.read_bytes())
+
+
+def save_fitted(run: RunDir, loaded: LoadedRecipe, prepared: Prepared, model: Any) -> None:
+    """Write what `eval` and `predict` need from the training data into the run: `classes.json` (target class
+    names), `outputs.json` (what each output is) and, when any step fitted statistics, `preprocessing.npz`."""
+    from dlrun.engine.outputs import save_outputs
+
+    spec = loaded.recipe.data
+    classes = class_names(spec, loaded.base_dir, prepared)
+    run.write_json(CLASSES_FILE, classes)
+    save_outputs(run.path, loaded, model, prepared, classes)
+    arrays = {
+        f"{feature}/{step}/{key}": np.asarray(value)
+        for feature, steps in (prepared.stats or {}).items()
+        for step, fitted in steps.items()
+        for key, value in fitted.items()
+    }
+    if arrays:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(run.path / STATS_FILE, buffer.getvalue())
+
+
+def evaluate_model(
+    model: Any, prepared: Prepared, split: str, outputs: list[str], inputs: list[str], batch_size: int
+) -> dict[str, float]:
+    """`model.evaluate` on `split`, returned as `{metric_name: value}` (Keras' own names).
+
+    Not for a model that keras.distribution splits over devices: evaluate a local copy (train.data_parallel)."""
+    x, y = prepared.feed(split, inputs, outputs, batch_size, training=False)
+    result = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+    return {k: float(v) for k, v in result.items()}
+
+
+def load_run_model(path: Path, custom_objects: dict[str, Any], *, unsafe: bool = False) -> Any:
+    """Load a `.keras` file with Keras' safe mode unless `unsafe` (Lambda layers carry code)."""
+    import keras
+
+    import dlrun.data.layers  # noqa: F401 (registers dlrun's preprocessing layers, e.g. FillMissing, for loading)
+    from dlrun.backend import torch_layers_accept_dotted_names
+    from dlrun.trust import check_keras_version, model_load_error
+
+    torch_layers_accept_dotted_names()
+    check_keras_version(keras.__version__, unsafe=unsafe)  # older Keras: known safe-mode bypasses
+    try:
+        model = keras.saving.load_model(str(path), custom_objects=custom_objects, safe_mode=not unsafe)
+    except (ValueError, TypeError, OSError) as exc:
+        if (user := model_load_error(path, exc)) is not None:  # truncated, corrupt, or custom code not imported
+            raise user from None
+        text = str(exc)
+        if "safe_mode" in text or "Lambda" in text or "lambda" in text:
+            raise RecipeError(
+                f"{path.name} contains a Lambda layer with serialized Python code; refused in safe mode "
+                "(pass --unsafe only if you trust where the file came from)"
+            ) from None
+        hint = ""
+        if "repeated term" in text or "vocab size" in text:
+            hint = (
+                "; the saved vocabulary of a StringLookup/TextVectorization layer has terms with line breaks or "
+                "empty strings, which Keras' vocabulary file cannot hold: retrain the run with this dlrun (it "
+                "keeps vocabularies in the model config)"
+            )
+        raise RecipeError(f"cannot load {path}: {text or type(exc).__name__}{hint}") from None  # Keras' whole cause
+    if keras.backend.backend() == "torch" and getattr(model, "steps_per_execution", 1) > 1:
+        # Trained on tensorflow/jax with several steps per call (the 'auto' default); Keras' torch trainer
+        # runs one step per call only, and the number of steps per call does not change any result.
+        model.steps_per_execution = 1
+    return model
+
+
+def custom_refs(loaded: LoadedRecipe) -> list[str]:
+    """Every import path the recipe uses (layers, losses, metrics), so a saved model can be loaded."""
+    refs = [n.type for n in loaded.graph.nodes if n.kind == "custom"]
+    for sub in loaded.graph.submodels.values():
+        refs += [n.type for n in sub.nodes if n.kind == "custom"]
+    comp = loaded.recipe.compile
+    losses = comp.loss.values() if isinstance(comp.loss, dict) else [comp.loss]
+    metrics = [m for ms in comp.metrics.values() for m in ms] if isinstance(comp.metrics, dict) else comp.metrics
+    refs += [c.type for c in [*losses, *metrics] if ":" in c.type]
+    return refs
+
+
+@dataclass
+class TrainedRun:
+    """A finished run, loaded: its folder, its recipe, its model, and the importer its custom code came through."""
+
+    run: RunDir
+    loaded: LoadedRecipe
+    model: Any  # keras.Model
+    importer: Importer
+
+
+def load_run(run_path: Path, *, trust: bool = False, unsafe: bool = False) -> TrainedRun:
+    """A finished run's recipe and model (custom components imported under the recipe's allow-list)."""
+    from dlrun.backend import quiet_native_startup
+    from dlrun.loading import load_recipe
+    from dlrun.trust import verify_run
+
+    run = RunDir.open(Path(run_path))
+    if not run.model.is_file():
+        raise RecipeError(f"{run_path} has no model.keras (training did not finish?)")
+    with quiet_native_startup():
+        import keras  # noqa: F401  (loaded here, its start-up lines hidden)
+
+    loaded = load_recipe(run.recipe)
+    verify_run(run.path)  # integrity.json: a changed model.keras or module is refused
+    importer = Importer(loaded.recipe.imports, loaded.base_dir, trust=trust, origin=run.path)  # code needs --trust
+    for ref in custom_refs(loaded):
+        importer.load(ref)
+    return TrainedRun(run, loaded, load_run_model(run.model, importer.custom_objects(), unsafe=unsafe), importer)

@@ -1,0 +1,150 @@
+"""Model setup shared by every session and by `dlrun check`: seeding, `model.compile` from the recipe,
+which layers train in a stage."""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+from dlrun.components import Importer, make
+from dlrun.errors import RecipeError
+from dlrun.graph.check import Graph
+from dlrun.recipe.schema import CompileSpec, Component
+
+# Steps per compiled call when the recipe says "auto": the per-call Python overhead dominates small models
+# on CPU (about 2x on the seeds' MLP); results are the same steps in the same order.
+AUTO_STEPS_PER_EXECUTION = 32
+
+
+def seed_everything(seed: int, *, deterministic: bool) -> None:
+    """Seed Python, NumPy and the backend; optionally make TensorFlow's or torch's ops deterministic."""
+    import keras
+
+    from dlrun.backend import quiet_native_startup
+
+    with quiet_native_startup():  # under jax and torch, this is where TensorFlow (if installed) loads
+        keras.utils.set_random_seed(seed)
+    if deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    if deterministic and keras.backend.backend() == "torch":
+        import os
+
+        import torch
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS' deterministic mode asks for it
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def per_output(value: Any, outputs: list[str], factory: Any) -> dict[str, Any]:
+    """Expand a value given for all outputs into one fresh object per output."""
+    return {out: factory(value) for out in outputs}
+
+
+def _auto_steps(deterministic: bool = False) -> int:
+    """32 steps per call, except under a tf.distribute strategy (Keras' multi-step loop fails there), in
+    deterministic mode, whose per-epoch stream must not be read in chunks that straddle epochs, and under
+    torch, whose Keras trainer runs one step per call only."""
+    import keras
+
+    if deterministic or keras.backend.backend() == "torch":
+        return 1
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if tf.distribute.has_strategy():
+            return 1
+    return AUTO_STEPS_PER_EXECUTION
+
+
+def compile_model(
+    model: Any,
+    spec: CompileSpec,
+    outputs: list[str],
+    importer: Importer,
+    *,
+    optimizer: Component | None = None,
+    loss_weights: dict[str, float] | None = None,
+    deterministic: bool = False,
+) -> None:
+    """`model.compile` from the recipe's compile section (optionally a stage's optimizer/weights)."""
+    opt = make("optimizers", optimizer or spec.optimizer, importer, ("compile", "optimizer"))
+    if isinstance(spec.loss, dict):
+        loss: Any = {o: make("losses", spec.loss[o], importer, ("compile", "loss", o)) for o in outputs}
+    elif len(outputs) > 1:
+        loss = per_output(spec.loss, outputs, lambda c: make("losses", c, importer, ("compile", "loss")))
+    else:
+        loss = make("losses", spec.loss, importer, ("compile", "loss"))
+    if isinstance(spec.metrics, dict):
+        metrics: Any = {
+            o: [make("metrics", c, importer, ("compile", "metrics", o)) for c in spec.metrics.get(o, [])]
+            for o in outputs
+        }
+    elif len(outputs) > 1:
+        metrics = per_output(
+            spec.metrics, outputs, lambda cs: [make("metrics", c, importer, ("compile", "metrics")) for c in cs]
+        )
+    else:
+        metrics = [make("metrics", c, importer, ("compile", "metrics")) for c in spec.metrics]
+    weights = loss_weights if loss_weights is not None else spec.loss_weights
+    if weights is not None:
+        weights = {o: float(weights.get(o, 1.0)) for o in outputs}
+    steps_per_execution = _steps_per_execution(spec.steps_per_execution, deterministic)
+    model.compile(
+        optimizer=opt,
+        loss=loss,
+        loss_weights=weights,
+        metrics=metrics,
+        jit_compile=spec.jit_compile,
+        steps_per_execution=steps_per_execution,
+    )
+
+
+def _steps_per_execution(value: int | str, deterministic: bool) -> int:
+    """The recipe's steps per call ('auto' resolved per backend); torch refuses more than one."""
+    import keras
+
+    if value == "auto":
+        return _auto_steps(deterministic)
+    if int(value) > 1 and keras.backend.backend() == "torch":
+        raise RecipeError(
+            f"steps_per_execution {value} needs the tensorflow or jax backend (Keras' torch trainer runs one "
+            "step per call); use 'auto' or 1",
+            path=("compile", "steps_per_execution"),
+        )
+    return int(value)
+
+
+def apply_trainable(model: Any, graph: Graph, selection: dict[str, list[str] | str] | None, where: tuple) -> None:
+    """Freeze/unfreeze layers by node name, block name, glob pattern or 'all'."""
+    if not selection:
+        return
+    unknown = set(selection) - {"freeze", "unfreeze"}
+    if unknown:
+        raise RecipeError(f"`trainable` takes `freeze` and `unfreeze`, not {sorted(unknown)}", path=where)
+    layer_names = [layer.name for layer in model.layers]
+    for action in ("freeze", "unfreeze"):
+        patterns = selection.get(action, [])
+        patterns = [patterns] if isinstance(patterns, str) else patterns
+        for pattern in patterns:
+            if pattern == "all":
+                chosen = layer_names
+            else:
+                block_members = [
+                    n.name for n in graph.nodes if any(b == pattern or b.startswith(f"{pattern}.") for b in n.block)
+                ]
+                chosen = [n for n in layer_names if fnmatch.fnmatchcase(n, pattern)] + block_members
+            if not chosen:
+                raise RecipeError(f"{pattern!r} matches no layer, block or pattern", path=(*where, action))
+            for name in chosen:
+                if name in layer_names:
+                    model.get_layer(name).trainable = action == "unfreeze"
+
+
+def non_trainable(model: Any) -> int:
+    import numpy as np
+
+    return int(sum(np.prod(w.shape) for w in model.non_trainable_weights))

@@ -1,0 +1,389 @@
+"""One training run, start to end: the engine that `train`, `cv` (a session per fold), `tune` (a session per
+trial) and `ensemble` (a session per member) all run.
+
+    RunSession(loaded, RunPolicy(...), extra_callbacks=[...]).run()
+
+backend activation and error location -> data -> model -> stages (compile, callbacks, fit) -> restore best
+-> save -> evaluate. The run folder receives the resolved recipe, environment, history, checkpoints,
+TensorBoard logs, the model, what each output is (`outputs.json`) and the evaluation.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+import traceback
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dlrun.backend import activate, is_chief, strategy_scope
+from dlrun.components import Importer
+from dlrun.console import make_progress_callback, say
+from dlrun.data.prepare import Prepared
+from dlrun.engine import device_data
+from dlrun.engine.compile import apply_trainable, compile_model, non_trainable, seed_everything
+from dlrun.engine.rundir import RunDir, atomic_target, atomic_write_text
+from dlrun.errors import RecipeError, RunInterrupted
+from dlrun.recipe.compose import LoadedRecipe
+from dlrun.recipe.schema import Component, Recipe, StageSpec
+from dlrun.trust import record_run
+
+if TYPE_CHECKING:
+    from dlrun.engine.callbacks import ResumeState  # imports Keras
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    run: RunDir
+    history: dict[str, list[float]]
+    metrics: dict[str, float]
+    model: Any  # keras.Model
+
+
+@dataclass(frozen=True)
+class RunPolicy:
+    """How a session runs, beyond what the recipe says."""
+
+    runs_root: Path = Path("runs")
+    trust: bool = False
+    quiet: bool = False
+    overrides: tuple[str, ...] = ()
+    resume: Path | None = None  # continue the interrupted run in this folder
+    folder: Path | None = None  # a new run folder at exactly this path (cv folds), not runs_root/<name>/<time>
+    eval_split: str | None = None  # default: the recipe's eval.split
+
+
+@dataclass
+class _FitData:
+    """What every stage's `fit` is given besides the model: training inputs and targets (host arrays, arrays
+    on the accelerator, or a stream), validation data, and how batches are split."""
+
+    x: Any
+    y: Any
+    validation: Any
+    validation_callbacks: list[Any]  # validation done by a callback instead of by fit (see data_parallel)
+    across: bool  # keras.distribution splits each batch over several devices or processes
+    steps: int  # training steps per epoch
+    eval_batch: int
+
+
+@dataclass
+class RunSession:
+    """A recipe trained once. `extra_callbacks` join every stage's callbacks (tune's trial reporter)."""
+
+    loaded: LoadedRecipe
+    policy: RunPolicy = field(default_factory=RunPolicy)
+    extra_callbacks: list[Any] = field(default_factory=list)
+
+    def run(self, prepared: Prepared | None = None) -> TrainResult:
+        """Train and evaluate; `prepared` replaces the recipe's own data (a cv fold)."""
+        recipe = self.loaded.recipe
+        with self.loaded.locating_errors():
+            distribute = recipe.train.distribute
+            if distribute is not None and distribute.strategy == "multi_worker":
+                from dlrun.multi_worker import check_tf_config
+
+                check_tf_config()  # before the slow Keras import: a bad cluster description fails at once
+            activate(recipe)
+            return self._run(prepared)
+
+    def _run(self, prepared: Prepared | None) -> TrainResult:
+        from dlrun.data.prepare import prepare
+        from dlrun.data.preprocess import attach_preprocessing, resolve_input_shapes
+        from dlrun.engine.data_parallel import check_batch_size, splits_batches
+        from dlrun.graph.build import build_graph
+
+        loaded, recipe = self.loaded, self.loaded.recipe
+        if not 0 <= recipe.seed < 2**32:  # NumPy's range (the schema refuses it too; a --set may bypass nothing)
+            raise RecipeError(f"seed must be between 0 and 2**32 - 1, got {recipe.seed}", path=("seed",))
+        if recipe.data is None:
+            raise RecipeError(
+                "this recipe has no `data` section; nothing to train on (use `dlrun check`)", path=("data",)
+            )
+        device_data.check_setting(recipe.train.data_on_device)
+        # A run folder's own recipe (--resume) imports code only with --trust.
+        self.importer = Importer(recipe.imports, loaded.base_dir, trust=self.policy.trust, origin=self.policy.resume)
+        self.prepared = prepared or prepare(recipe.data, loaded.base_dir, recipe.seed)
+        if prepared is None and self.prepared.record is not None:
+            from dlrun.data.record import describe
+
+            say(describe(self.prepared.record), quiet=self.policy.quiet)  # before any TensorFlow work
+        seed_everything(recipe.seed, deterministic=recipe.train.deterministic)
+        scope = strategy_scope(recipe)
+        scope.__enter__()  # build, compile and fit under the distribution strategy (if any)
+        try:
+            if splits_batches():  # before any run folder exists
+                check_batch_size(recipe.train.batch_size, self.prepared.count("train"))
+            resolve_input_shapes(loaded, self.prepared, self.importer)  # `shape: auto` takes the prepared data's
+            model = build_graph(loaded.graph, self.importer, doc=loaded.doc, base_dir=loaded.base_dir)
+            self.model = attach_preprocessing(model, loaded, self.prepared, self.importer)  # raw -> preprocess -> model
+            return self._in_run_folder()
+        finally:
+            scope.__exit__(None, None, None)
+
+    def _in_run_folder(self) -> TrainResult:
+        policy = self.policy
+        if policy.resume is not None and _several_processes(self.loaded.recipe):
+            raise RecipeError(
+                "--resume continues single-process runs only; restart every process of a multi-worker run from "
+                "the beginning"
+            )
+        if is_chief():
+            return self._train(policy)
+        # Other workers train in step with the chief (collectives need every process) in a scratch folder that
+        # is removed once training succeeds; only the chief keeps a run folder.
+        scratch = Path(tempfile.mkdtemp(prefix="dlrun-worker-"))
+        result = self._train(replace(policy, runs_root=scratch, resume=None, folder=None))
+        shutil.rmtree(scratch, ignore_errors=True)
+        return result
+
+    def _train(self, policy: RunPolicy) -> TrainResult:
+        from dlrun.engine.artifacts import write_run_record
+        from dlrun.engine.callbacks import ResumeState
+
+        if policy.resume is not None:
+            state = ResumeState(RunDir.open(policy.resume))
+            if not state.exists():
+                raise RecipeError(f"{policy.resume} has no resumable state (it stopped before its first epoch ended)")
+            run = state.run
+        else:
+            if policy.folder is not None:
+                policy.folder.mkdir(parents=True)
+                run = RunDir(policy.folder)
+            else:
+                run = RunDir.create(policy.runs_root, self.loaded.recipe.name)
+            write_run_record(run, self.loaded, self.prepared, self.model, policy.overrides)
+            state = ResumeState(run)
+        say(
+            f"run folder: {run.path}" + (f" (resuming after epoch {state.epoch()})" if policy.resume else ""),
+            quiet=policy.quiet,
+        )
+        try:
+            return self._fit_stages(run, state, resuming=policy.resume is not None)
+        except RecipeError as exc:
+            if not state.exists():  # failed before its first epoch: `dlrun runs` lists it failed, with the reason
+                atomic_write_text(run.path / "error.log", f"error: {exc}\n")
+            raise
+        except RunInterrupted:
+            raise
+        except Exception as exc:
+            log = run.path / "error.log"
+            atomic_write_text(log, traceback.format_exc())
+            exc.dlrun_log = log  # type: ignore[attr-defined]
+            raise
+
+    def _fit_data(self) -> _FitData:
+        """The training and validation data as `fit` takes them, placed and split the way the recipe asks."""
+        from dlrun.engine.data_parallel import LocalValidation, splits_batches
+
+        recipe, graph, prepared, quiet = self.loaded.recipe, self.loaded.graph, self.prepared, self.policy.quiet
+        outputs, inputs = graph.outputs, list(graph.inputs)
+        x, y = prepared.feed("train", inputs, outputs)  # arrays, or a tf.data pipeline (y None) for file data
+        # Under train.distribute the strategy places each batch on its devices itself; deterministic mode feeds
+        # a seeded tf.data stream (engine.feed) instead of the arrays.
+        if (
+            y is not None
+            and recipe.train.distribute is None
+            and not recipe.train.deterministic
+            and device_data.wants_device_data(recipe.train.data_on_device, x, y)
+        ):
+            x, y = device_data.to_device(x), device_data.to_device(y)
+            say(f"training arrays kept on {device_data.device_name()}", quiet=quiet)
+        validation = prepared.feed("validation", inputs, outputs) if "validation" in prepared.splits else None
+        if validation is not None and validation[1] is None:
+            validation = validation[0]  # a dataset yielding (inputs, targets)
+        eval_batch = recipe.eval.batch_size or recipe.train.batch_size
+        across = splits_batches()
+        validation_callbacks: list[Any] = []
+        if across and validation is not None:  # evaluated in full by a local copy, not sharded (nothing dropped)
+            custom = self.importer.custom_objects()
+            validation_callbacks.append(LocalValidation.make(prepared, outputs, inputs, eval_batch, custom))
+            validation = None
+        samples, batch_size = prepared.count("train"), recipe.train.batch_size
+        steps = -(-samples // batch_size)
+        if across:
+            steps = samples // batch_size
+            if dropped := samples - steps * batch_size:
+                say(
+                    f"{steps} full batches of {batch_size} per epoch (split over devices): the last "
+                    f"{dropped} of the {samples} training samples in each epoch's order are left out",
+                    quiet=quiet,
+                )
+        return _FitData(x, y, validation, validation_callbacks, across, steps, eval_batch)
+
+    def _run_callbacks(self, run: RunDir) -> list[Any]:
+        """The recipe's callbacks for every stage, plus TensorBoard (unless the recipe has its own) and tracking."""
+        from dlrun.engine.callbacks import make_callbacks
+        from dlrun.engine.tracking import tracking_callbacks
+
+        train = self.loaded.recipe.train
+        callbacks = make_callbacks(train.callbacks, run, self.importer, ("train", "callbacks"))
+        if (
+            train.tensorboard
+            and importlib.util.find_spec("tensorboard") is not None
+            and not any(c.type == "TensorBoard" for c in train.callbacks)
+        ):
+            callbacks += make_callbacks([Component(type="TensorBoard")], run, self.importer, ("train", "tensorboard"))
+        return callbacks + tracking_callbacks(self.loaded, run)  # MLflow, when train.mlflow is set
+
+    def _fit_stages(self, run: RunDir, state: ResumeState, *, resuming: bool) -> TrainResult:
+        """Fit every stage in turn (skipping those a resumed run finished), then save and evaluate the model."""
+        from dlrun.engine.callbacks import (
+            HistoryWriter,
+            NonFiniteGuard,
+            TorchEpochSeed,
+            make_callbacks,
+            stop_on_signals,
+        )
+        from dlrun.engine.data_parallel import unknown_length_expected
+        from dlrun.engine.feed import train_feed
+
+        recipe, graph, model, quiet = self.loaded.recipe, self.loaded.graph, self.model, self.policy.quiet
+        data = self._fit_data()
+        base_callbacks = self._run_callbacks(run)
+        history: dict[str, list[float]] = state.history() if resuming else {}
+        start = state.epoch() if resuming else 0
+        stages = recipe.train.stages or [StageSpec(epochs=recipe.train.epochs)]
+        total = sum(s.epochs for s in stages)
+        epoch = 0
+        all_callbacks = list(base_callbacks)
+        guard = NonFiniteGuard()
+        quiet_shards = unknown_length_expected() if data.across else nullcontext()
+        reseed = TorchEpochSeed.needed(recipe.seed, deterministic=recipe.train.deterministic)
+        with stop_on_signals(model) as signals, quiet_shards:
+
+            def interrupted() -> bool:
+                # Keras ends an epoch cut short by SIGINT/SIGTERM with on_epoch_end too: that epoch is not complete.
+                return signals["signum"] is not None
+
+            for i, stage in enumerate(stages):
+                where = ("train", "stages", i)
+                apply_trainable(model, graph, stage.trainable, (*where, "trainable"))
+                if epoch + stage.epochs <= start:
+                    epoch += stage.epochs  # finished before the interruption
+                    continue
+                compile_model(
+                    model,
+                    recipe.compile,
+                    graph.outputs,
+                    self.importer,
+                    optimizer=stage.optimizer,
+                    loss_weights=stage.loss_weights,
+                    deterministic=recipe.train.deterministic,
+                )
+                first = max(epoch, start)
+                if resuming and first == start:
+                    state.restore(model)
+                stage_callbacks = make_callbacks(stage.callbacks or [], run, self.importer, (*where, "callbacks"))
+                all_callbacks += stage_callbacks
+                if len(stages) > 1:
+                    say(
+                        f"stage {i + 1}/{len(stages)}{f' ({stage.name})' if stage.name else ''}: "
+                        f"{model.count_params() - non_trainable(model):,} trainable parameters",
+                        quiet=quiet,
+                    )
+                feed = train_feed(
+                    data.x,
+                    data.y,
+                    batch_size=recipe.train.batch_size,
+                    seed=recipe.seed,
+                    shuffle=recipe.train.shuffle,
+                    start_epoch=first,
+                    end_epoch=epoch + stage.epochs,
+                    deterministic=recipe.train.deterministic,
+                )
+                try:
+                    hist = model.fit(
+                        feed.x,
+                        feed.y,
+                        batch_size=feed.batch_size,
+                        steps_per_epoch=feed.steps_per_epoch,
+                        epochs=epoch + stage.epochs,
+                        initial_epoch=first,
+                        validation_data=data.validation,
+                        validation_batch_size=data.eval_batch,
+                        shuffle=feed.shuffle,
+                        callbacks=[
+                            *data.validation_callbacks,
+                            *reseed,
+                            guard,
+                            *base_callbacks,
+                            *stage_callbacks,
+                            *self.extra_callbacks,
+                            HistoryWriter(run, history, interrupted),
+                            state.callback(history, interrupted),
+                            make_progress_callback(total, data.steps, quiet=quiet),
+                        ],
+                        verbose=0,
+                    )
+                except Exception as exc:
+                    _raise_if_out_of_memory(exc, recipe.train.batch_size)
+                    raise
+                epoch = first + len(hist.epoch)
+                if guard.failure is not None:
+                    raise RecipeError(
+                        f"{guard.failure}; training stopped. The last good state (epoch {state.epoch()}) is kept "
+                        f"in {state.folder}; lower the learning rate or check the data for extreme values"
+                    )
+                if signals["signum"] is not None:
+                    break
+        if signals["signum"] is not None:
+            raise RunInterrupted(int(signals["signum"]))
+        return self._save_and_evaluate(run, data, all_callbacks, history)
+
+    def _save_and_evaluate(
+        self, run: RunDir, data: _FitData, callbacks: list[Any], history: dict[str, list[float]]
+    ) -> TrainResult:
+        """Restore the best checkpoint (when asked), save model.keras, evaluate on the eval split."""
+        from dlrun.engine.artifacts import evaluate_model
+        from dlrun.engine.callbacks import restore_best
+
+        recipe, model, prepared = self.loaded.recipe, self.model, self.prepared
+        outputs, inputs = self.loaded.graph.outputs, list(self.loaded.graph.inputs)
+        restored = restore_best(model, callbacks, self.importer) if recipe.train.restore_best else None
+        if restored:
+            say(f"restored best weights from {Path(restored).name}", quiet=self.policy.quiet)
+        with atomic_target(run.model, ".keras") as tmp:
+            model.save(str(tmp))
+        record_run(run.path, recipe.imports)  # integrity.json: later verbs refuse a changed model or module
+        metrics: dict[str, float] = {}
+        eval_split = self.policy.eval_split or recipe.eval.split
+        if eval_split in prepared.splits:
+            if data.across:  # the saved model, loaded on this process alone: exact, nothing dropped (data_parallel)
+                from dlrun.engine.data_parallel import evaluate_local, local_copy
+
+                local = local_copy(model, self.importer.custom_objects(), run.model)
+                metrics = evaluate_local(local, prepared, eval_split, outputs, inputs, data.eval_batch)
+            else:
+                metrics = evaluate_model(model, prepared, eval_split, outputs, inputs, data.eval_batch)
+            run.write_json("eval.json", {"split": eval_split, "outputs": outputs, "metrics": metrics})
+        return TrainResult(run=run, history=history, metrics=metrics, model=model)
+
+
+def train(loaded: LoadedRecipe, *, extra_callbacks: list[Any] | None = None, **policy: Any) -> TrainResult:
+    """Train the recipe once (`RunPolicy` fields as keywords: runs_root, trust, quiet, overrides, resume)."""
+    return RunSession(loaded, RunPolicy(**policy), list(extra_callbacks or [])).run()
+
+
+def _several_processes(recipe: Recipe) -> bool:
+    from dlrun.multi_worker import cluster_size
+
+    distribute = recipe.train.distribute
+    processes = int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES") or 1)
+    return processes > 1 or (distribute is not None and distribute.strategy == "multi_worker" and cluster_size() > 1)
+
+
+def _raise_if_out_of_memory(exc: Exception, batch_size: int) -> None:
+    name = type(exc).__name__
+    text = str(exc)
+    if name == "ResourceExhaustedError" or "out of memory" in text.lower() or isinstance(exc, MemoryError):
+        raise RecipeError(
+            f"out of memory while training with batch_size {batch_size}; lower train.batch_size "
+            "(e.g. --set train.batch_size=" + str(max(1, batch_size // 2)) + ") or use a smaller model/input"
+        ) from None

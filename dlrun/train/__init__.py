@@ -1,1 +1,0 @@
-"""Training: run directories and the fit loop (compile, stages, callbacks, restore best)."""
