@@ -208,8 +208,8 @@ BAD_TRAINING = {
         "compile.metrics.fn: MeanMetricWrapper.fn takes a Python function: give `module:function` (with "
         "the module under `imports:`) or a Keras metric name, not 'x'",
     ),
-    "seed_too_big": ("seed: 1180591620717411303424", "seed: seed must be between 0 and 2**32 - 1"),
-    "seed_negative": ("seed: -5", "seed: seed must be between 0 and 2**32 - 1, got -5"),
+    "seed_too_big": ("seed: 1180591620717411303424", "seed: must be at most 4294967295"),
+    "seed_negative": ("seed: -5", "seed: must be at least 0, got -5"),
     "string_lookup_on_numbers": (
         "train: {epochs: 1, batch_size: 16}",
         ": TensorFlow could not run the model on this data (in layer 'string_lookup'): Cast float to string is "

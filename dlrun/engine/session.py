@@ -100,8 +100,6 @@ class RunSession:
         from dlrun.graph.build import build_graph
 
         loaded, recipe = self.loaded, self.loaded.recipe
-        if not 0 <= recipe.seed < 2**32:  # NumPy's range (the schema refuses it too; a --set may bypass nothing)
-            raise RecipeError(f"seed must be between 0 and 2**32 - 1, got {recipe.seed}", path=("seed",))
         if recipe.data is None:
             raise RecipeError(
                 "this recipe has no `data` section; nothing to train on (use `dlrun check`)", path=("data",)
