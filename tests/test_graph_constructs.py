@@ -340,3 +340,23 @@ def test_ejected_code_builds_the_same_model(tmp_path, text):
     ejected = namespace["build_model"]()
     assert ejected.count_params() == model.count_params()
     assert [w.shape for w in ejected.weights] == [w.shape for w in model.weights]
+
+
+def test_an_output_index_known_only_when_built_is_a_located_build_error(tmp_path):
+    text = (
+        """
+name: bad
+model:
+  inputs: {x: {shape: [4]}}
+  layers:
+    - {name: halves, type: ops.split, indices_or_sections: 2, axis: 1}
+    - {name: third, type: Dense, units: 1, inputs: "halves[2]"}
+"""
+        + COMPILE
+    )
+    loaded = _load(tmp_path, text)  # how many tensors ops.split gives is known only when built
+    with pytest.raises(RecipeError) as info:
+        api.build_model(loaded)
+    assert info.value.message == "'halves[2]': output index 2 is out of range; 'halves' gives 2 tensor(s)"
+    assert format_path(info.value.path) == "model.layers[1].inputs[0]"
+    assert info.value.location is not None and info.value.location.line == 7

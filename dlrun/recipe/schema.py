@@ -102,7 +102,7 @@ class LayerNode(BaseModel):
     **Several outputs.** A node whose layer returns several tensors (`return_state: true`,
     `call: {return_attention_scores: true}`, a sub-model with several outputs) is referenced per output:
     `encoder[1]`, or by output name for sub-models: `tower[embedding]` — in `inputs`, in `call` and in
-    `model.outputs`.
+    `model.outputs`. Inside YAML's `[...]` and `{...}` such a name is quoted: `["encoder[1]", "encoder[2]"]`.
 
     **Operations.** `type: ops.<function>` calls `keras.ops.<function>`: `inputs` are its leading
     positional arguments; its other arguments go by their Keras names, where a string naming a node is that
