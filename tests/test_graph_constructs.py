@@ -89,7 +89,7 @@ def test_layers_and_objects_as_arguments_equal_hand_written(tmp_path):
         (
             "{type: Dense, units: 2, kernel_regularizer: {type: L1L3, l1: 0.1}}",
             "model.layers[0].kernel_regularizer.type",
-            "'kernel_regularizer': unknown keras.regularizers object 'L1L3' (did you mean 'L1L2'?)",
+            "unknown regularizer 'L1L3' (did you mean 'L1L2'?)",
         ),
         (
             "{type: Dense, units: 2, kernel_regularizer: {type: L2, l3: 0.1}}",
@@ -104,7 +104,7 @@ def test_layers_and_objects_as_arguments_equal_hand_written(tmp_path):
         (
             "{type: RNN, cell: [{type: LSTMCell, units: 2}, {type: GRUCel, units: 2}]}",
             "model.layers[0].cell[1].type",
-            "'cell': unknown keras.layers object 'GRUCel' (did you mean 'GRUCell'?)",
+            "unknown layer 'GRUCel' (did you mean 'GRUCell'?)",
         ),
     ],
 )

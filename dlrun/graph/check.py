@@ -559,16 +559,8 @@ def _check_component(
             raise _error(doc, f"{comp.type!r} is a function and takes no arguments; use its class form", path)
         return
     lr = kwargs.get("learning_rate")
-    if section == "optimizers" and isinstance(lr, dict):
-        if not isinstance(lr.get("type"), str) or not lr["type"]:
-            raise _error(doc, "a learning-rate schedule needs `type` (e.g. ExponentialDecay)", (*path, "learning_rate"))
-        sched = Component.model_validate(lr)
-        sched_spec = catalog.entry("schedules", sched.type)
-        if sched_spec is None:
-            hint = catalog.did_you_mean(sched.type, catalog.names("schedules"))
-            raise _error(doc, f"unknown learning-rate schedule {sched.type!r}{hint}", (*path, "learning_rate", "type"))
-        check_arguments(doc, sched.type, sched_spec, sched.kwargs, (*path, "learning_rate"), layer=False)
-        kwargs = {k: v for k, v in kwargs.items() if k != "learning_rate"}
+    if section == "optimizers" and isinstance(lr, dict) and (not isinstance(lr.get("type"), str) or not lr["type"]):
+        raise _error(doc, "a learning-rate schedule needs `type` (e.g. ExponentialDecay)", (*path, "learning_rate"))
     # dlrun places these files inside the run folder when they are not given.
     defaulted = ("filepath", "filename", "backup_dir") if section == "callbacks" else ()
     check_arguments(doc, name, spec, kwargs, path, layer=False, skip=defaulted)

@@ -94,9 +94,9 @@ def check_spec(doc: Document | None, argument: str, spec: dict[str, Any], path: 
     if found is None:
         wanted = section_for(argument)
         pool = catalog.names(wanted) if wanted else [n for s in SECTIONS for n in catalog.names(s)]
-        what = f"keras.{wanted} object" if wanted else "Keras layer, regularizer, initializer or constraint"
+        what = _WORDS[wanted] if wanted else "Keras layer, regularizer, initializer or constraint"
         hint = catalog.did_you_mean(type_, pool)
-        raise _error(doc, f"{argument!r}: unknown {what} {type_!r}{hint}", (*path, "type"))
+        raise _error(doc, f"unknown {what} {type_!r}{hint}", (*path, "type"))
     section, entry = found
     if entry.get("kind") == "function":
         raise _error(doc, f"{type_!r} is a function, not a {_WORDS[section]} class", (*path, "type"))
