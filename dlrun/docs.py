@@ -86,8 +86,10 @@ NOTES: dict[str, dict[str, str]] = {
     },
     "LayerNode": {
         "name": "The node's (and its Keras layer's) name; default: the snake-cased type, numbered.",
-        "type": "A keras.layers class, `applications.<Model>`, a block, a sub-model, or `module:Class`.",
-        "inputs": "Names of earlier nodes or model inputs (a list for merge layers); default: the previous node.",
+        "type": "A keras.layers class, `ops.<function>`, `applications.<Model>`, a block, a sub-model, or "
+        "`module:Class`.",
+        "inputs": "Earlier nodes or model inputs (a list for merge layers), `node[k]` for one of several "
+        "outputs; default: the previous node.",
     },
     "BlockSpec": {
         "inputs": "Names the block's nodes use for what the block is given.",
@@ -340,6 +342,7 @@ def near_misses(names: list[str]) -> list[str]:
 def _layer_type_schema() -> dict[str, Any]:
     apps = [f"applications.{name}" for name in catalog.names("applications")]
     layers = catalog.names("layers")
+    ops = [f"ops.{name}" for name in catalog.names("ops")]
     return {
         "anyOf": [
             {
@@ -348,6 +351,7 @@ def _layer_type_schema() -> dict[str, Any]:
                 "enumDescriptions": [catalog.entry("layers", n).get("doc", "") for n in layers],
             },
             {"enum": apps, "description": "A keras.applications model (set `weights`)."},
+            {"enum": ops, "description": "A keras.ops function; its arguments by their Keras names."},
             {"type": "string", "pattern": IMPORT_PATH, "description": "Custom layer: `module.path:Class`."},
             {
                 "type": "string",
@@ -356,8 +360,8 @@ def _layer_type_schema() -> dict[str, Any]:
                 "description": "A block or sub-model defined in this recipe (not a misspelt Keras layer).",
             },
         ],
-        "description": "A keras.layers class name, `applications.<Model>`, a block or sub-model name, "
-        "or an import path `module:Class`.",
+        "description": "A keras.layers class name, `ops.<function>`, `applications.<Model>`, a block or "
+        "sub-model name, or an import path `module:Class`.",
     }
 
 
@@ -711,6 +715,10 @@ def reference_text() -> str:
     for section, title in (
         ("layers", "Layer types (`type:` of a node)"),
         ("applications", "Pretrained models (`type: applications.<Model>`)"),
+        ("ops", "Operations (`type: ops.<function>`)"),
+        ("regularizers", "Regularizers (`kernel_regularizer: {type: ...}`)"),
+        ("initializers", "Initializers (`kernel_initializer: {type: ...}`)"),
+        ("constraints", "Constraints (`kernel_constraint: {type: ...}`)"),
         ("optimizers", "Optimizers"),
         ("schedules", "Learning-rate schedules"),
         ("losses", "Losses"),

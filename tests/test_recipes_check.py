@@ -19,7 +19,16 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 # One check takes over ~15 s of CPU on the 2-core dev machine (measured, in-process): the
 # full-size ImageNet models and the Xception-based ones.
-SLOW = {"resnet34", "transfer_xception", "vgg16", "alexnet", "flowers"}
+SLOW = {
+    "resnet34",
+    "transfer_xception",
+    "vgg16",
+    "alexnet",
+    "flowers",
+    "bilstm_imdb",
+    "vit_fashion_mnist",
+    "transformer_imdb",
+}
 
 # The zoo (recipes/ written from the books): each must pin its parameter counts and output shapes.
 ZOO = {
@@ -38,6 +47,11 @@ ZOO = {
     "alexnet",
     "vgg16",
     "transfer_xception",
+    "transformer_imdb",
+    "bilstm_imdb",
+    "seq2seq_reverse",
+    "vit_fashion_mnist",
+    "frames_direction",
 }
 
 

@@ -192,7 +192,7 @@ def test_unknown_layer_type(tmp_path):
         28,
         "model.layers[0].type",
         "unknown layer type 'Dens' (did you mean 'Dense'?); use a keras.layers class name, a block, a sub-model, "
-        "`applications.<Model>` or an import path `module:Class`",
+        "`ops.<function>`, `applications.<Model>` or an import path `module:Class`",
     )
     assert err.path == ("model", "layers", 0, "type")
 

@@ -369,6 +369,72 @@ def transfer_xception() -> keras.Model:
     return keras.Model(inputs, out)
 
 
+def _positions(x: keras.KerasTensor) -> keras.KerasTensor:
+    """0, 1, ..., n-1 along axis 1, computed from `x` with keras.ops (as the recipes write it)."""
+    count = keras.ops.cumsum(keras.ops.ones_like(x), axis=1)
+    return keras.ops.subtract(count, 1)
+
+
+def _transformer_layer(x: keras.KerasTensor, dim: int, heads: int, key_dim: int, ff: int, rate: float = 0.1):
+    """The Keras example's TransformerBlock (post-norm), written inline with functional calls."""
+    attention = layers.MultiHeadAttention(num_heads=heads, key_dim=key_dim)(x, value=x)
+    x1 = layers.LayerNormalization(epsilon=1e-6)(layers.Add()([x, layers.Dropout(rate)(attention)]))
+    ff_out = layers.Dense(dim)(layers.Dense(ff, activation="relu")(x1))
+    return layers.LayerNormalization(epsilon=1e-6)(layers.Add()([x1, layers.Dropout(rate)(ff_out)]))
+
+
+def transformer_imdb() -> keras.Model:
+    """Keras' "Text classification with Transformer": token + position embedding, one block, pooling."""
+    review = keras.Input(shape=(200,), dtype="int64")
+    tokens = layers.Embedding(20000, 32)(review)
+    positions = layers.Embedding(200, 32)(_positions(review))
+    x = _transformer_layer(layers.Add()([tokens, positions]), dim=32, heads=2, key_dim=32, ff=32)
+    x = layers.Dropout(0.1)(layers.GlobalAveragePooling1D()(x))
+    x = layers.Dropout(0.1)(layers.Dense(20, activation="relu")(x))
+    return keras.Model(review, layers.Dense(1, activation="sigmoid")(x))
+
+
+def bilstm_imdb() -> keras.Model:
+    """Keras' "Bidirectional LSTM on IMDB": two stacked bidirectional LSTMs over learned embeddings."""
+    review = keras.Input(shape=(200,), dtype="int64")
+    x = layers.Embedding(20000, 32, mask_zero=True)(review)
+    x = layers.Bidirectional(layers.LSTM(32, return_sequences=True))(x)
+    x = layers.Bidirectional(layers.LSTM(32))(x)
+    return keras.Model(review, layers.Dense(1, activation="sigmoid")(x))
+
+
+def seq2seq_reverse() -> keras.Model:
+    """Chollet's character-level seq2seq: the encoder's final LSTM states start the decoder."""
+    digits = keras.Input(shape=(8,), dtype="int32")
+    decoder_in = keras.Input(shape=(8,), dtype="int32")
+    _, state_h, state_c = layers.LSTM(128, return_state=True)(layers.Embedding(11, 32)(digits))
+    x = layers.Embedding(11, 32)(decoder_in)
+    x = layers.LSTM(128, return_sequences=True)(x, initial_state=[state_h, state_c])
+    return keras.Model([digits, decoder_in], layers.Dense(11, activation="softmax")(x))
+
+
+def vit_fashion_mnist() -> keras.Model:
+    """A small vision transformer: 4x4 patches embedded by a strided convolution, learned positions,
+    two transformer layers, average pooling over the patches."""
+    image = keras.Input(shape=(28, 28, 1))
+    patches = layers.Reshape((49, 64))(layers.Conv2D(64, 4, strides=4)(image))
+    positions = layers.Embedding(49, 64)(_positions(keras.ops.mean(patches, axis=-1)))
+    x = layers.Add()([patches, positions])
+    for _ in range(2):
+        x = _transformer_layer(x, dim=64, heads=4, key_dim=16, ff=128)
+    return keras.Model(image, layers.Dense(10, activation="softmax")(layers.GlobalAveragePooling1D()(x)))
+
+
+def frames_direction() -> keras.Model:
+    """A per-frame CNN applied with TimeDistributed, then an LSTM over the frame features."""
+    frames = keras.Input(shape=(8, 16, 16, 1))
+    x = layers.TimeDistributed(layers.Conv2D(8, 3, activation="relu"))(frames)
+    x = layers.TimeDistributed(layers.MaxPooling2D(2))(x)
+    x = layers.TimeDistributed(layers.Flatten())(x)
+    x = layers.LSTM(16)(x)
+    return keras.Model(frames, layers.Dense(1, activation="sigmoid")(x))
+
+
 REFERENCES: dict[str, Callable[[], keras.Model]] = {
     "mnist_cnn": mnist_cnn,
     "fashion_mnist_cnn": fashion_mnist_cnn,
@@ -385,4 +451,9 @@ REFERENCES: dict[str, Callable[[], keras.Model]] = {
     "alexnet": alexnet,
     "vgg16": vgg16,
     "transfer_xception": transfer_xception,
+    "transformer_imdb": transformer_imdb,
+    "bilstm_imdb": bilstm_imdb,
+    "seq2seq_reverse": seq2seq_reverse,
+    "vit_fashion_mnist": vit_fashion_mnist,
+    "frames_direction": frames_direction,
 }

@@ -15,6 +15,7 @@ from typing import Any
 
 from dlrun.components import Importer
 from dlrun.errors import RecipeError
+from dlrun.graph import nested, refs
 from dlrun.graph.check import Graph, Node
 from dlrun.recipe.load import Document
 
@@ -39,6 +40,7 @@ class _Builder:
         self.base_dir = base_dir
         self.tensors: dict[str, Any] = {}
         self.layers: dict[str, Any] = {}
+        self.subgraphs: dict[str, Graph] = {}
 
     def err(self, message: str, node: Node, *extra: str | int) -> RecipeError:
         path = (*node.path, *extra)
@@ -46,13 +48,27 @@ class _Builder:
             return RecipeError(message, path=path)
         return self.doc.error(message, path)
 
+    def located(self, exc: RecipeError) -> RecipeError:
+        """A build error about a recipe key, with the key's file:line:column."""
+        if exc.location is None and exc.path and self.doc is not None:
+            return self.doc.error(exc.message, exc.path)
+        return exc
+
+    def kwargs(self, node: Node) -> dict[str, Any]:
+        """The node's arguments with nested `{type: ...}` specs built into Keras objects."""
+        try:
+            return nested.build_kwargs(node.kwargs, self.importer, node.path)
+        except RecipeError as exc:
+            raise self.located(exc) from None
+
     def make_layer(self, node: Node, incoming: list[Any], submodels: dict[str, Any]) -> Any:
         import keras
 
         if node.kind == "layer":
             cls = getattr(keras.layers, node.type)
+            kwargs = self.kwargs(node)
             try:
-                return cls(name=node.name, **node.kwargs)
+                return cls(name=node.name, **kwargs)
             except Exception as exc:  # Keras validates its own arguments; report them as recipe errors
                 raise self.err(f"{node.type}: {_first_line(exc)}", node) from None
         if node.kind == "submodel":
@@ -61,8 +77,9 @@ class _Builder:
             obj = self.importer.load(node.type, (*node.path, "type"))
             if not isinstance(obj, type):
                 raise self.err(f"{node.type} is not a class", node, "type")
+            kwargs = self.kwargs(node)
             try:
-                return obj(name=node.name, **node.kwargs)
+                return obj(name=node.name, **kwargs)
             except Exception as exc:
                 raise self.err(f"{node.type}: {_first_line(exc)}", node) from None
         if node.kind == "application":
@@ -113,32 +130,85 @@ class _Builder:
         for name, spec in graph.inputs.items():
             tensors[name] = keras.Input(shape=tuple(spec.shape), dtype=spec.dtype, sparse=spec.sparse, name=name)
         layers: dict[str, Any] = {}
+
+        def tensor(ref: str, node: Node | None, where: tuple[str | int, ...]) -> Any:
+            """The tensor a reference names: a node's output, or one of its several outputs."""
+            parsed = refs.parse(graph.resolve(ref))
+            assert parsed is not None  # checked by resolve_graph
+            value = tensors[parsed.base]
+            if parsed.pick is None:
+                return value
+            pick = parsed.pick
+            if isinstance(pick, str):
+                producer = graph.node(parsed.base)
+                pick = self.subgraphs[producer.type].outputs.index(pick)
+            many = isinstance(value, list | tuple)
+            if not many or pick >= len(value):
+                count = len(value) if many else 1
+                message = (
+                    f"{ref!r}: output index {parsed.pick} is out of range; {parsed.base!r} gives {count} tensor(s)"
+                )
+                path = (*node.path, *where) if node is not None else ("model", *where)
+                raise self.located(RecipeError(message, path=path))
+            return value[pick]
+
+        def arguments(node: Node) -> dict[str, Any]:
+            """The call (or op) keyword arguments with their tensor references replaced by tensors."""
+            root = () if node.kind == "op" else ("call",)
+            out = {}
+            for key, value in node.tensor_arguments().items():
+
+                def one(text: str, key: str = key) -> Any:
+                    return tensor(text, node, (*root, key)) if text in node.refs else None
+
+                out[key] = refs.replace(value, one)
+            return out
+
         for node in graph.nodes:
-            incoming = [tensors[graph.resolve(ref)] for ref in node.inputs]
-            if node.kind == "share":
-                layer = layers[graph.resolve(node.share or "")]
-            else:
-                layer = self.make_layer(node, incoming, submodels)
-            layers[node.name] = layer
-            arg = incoming[0] if len(incoming) == 1 else incoming
+            incoming = [tensor(ref, node, ("inputs", i)) for i, ref in enumerate(node.inputs)]
+            keyword = node.tensor_arguments()
+            resolved = arguments(node)
             try:
-                tensors[node.name] = layer(arg, **node.call)
+                if node.kind == "op":
+                    fn = getattr(keras.ops, node.type)
+                    layers[node.name] = fn
+                    tensors[node.name] = fn(*incoming, **resolved)
+                    continue
+                if node.kind == "share":
+                    layer = layers[graph.resolve(node.share or "")]
+                else:
+                    layer = self.make_layer(node, incoming, submodels)
+                layers[node.name] = layer
+                if incoming:
+                    arg = incoming[0] if len(incoming) == 1 else incoming
+                    tensors[node.name] = layer(arg, **resolved)
+                else:
+                    tensors[node.name] = layer(**resolved)
             except RecipeError:
                 raise
             except Exception as exc:
                 shapes = ", ".join(f"{ref} {_shape(t)}" for ref, t in zip(node.inputs, incoming, strict=True))
+                shapes += "".join(
+                    f", {key}={text} {_shape(tensor(text, node, ()))}"
+                    for key, value in keyword.items()
+                    for text, _ in refs.strings(value, ())
+                    if text in node.refs
+                )
+                what = f"ops.{node.type}" if node.kind == "op" else node.type
                 raise self.err(
-                    f"{node.type} {node.name!r} cannot take its input(s) {shapes}: {_first_line(exc)}", node
+                    f"{what} {node.name!r} cannot take its input(s) {shapes.lstrip(', ')}: {_first_line(exc)}", node
                 ) from None
         outputs = []
-        for out in graph.outputs:
-            tensor = tensors[graph.resolve(out)]
-            history = getattr(tensor, "_keras_history", None)
+        for i, out in enumerate(graph.outputs):
+            value = tensor(out, None, ("outputs", i))
+            history = getattr(value, "_keras_history", None)
             produced_by = history.operation.name if history is not None else None
-            if produced_by != out:
+            parsed = refs.parse(graph.resolve(out))
+            from_op = parsed is not None and parsed.base not in graph.inputs and graph.node(parsed.base).kind == "op"
+            if produced_by != out or from_op or (parsed is not None and parsed.pick is not None):
                 # Keras names outputs after the producing layer; keep the recipe's output name.
-                tensor = keras.layers.Identity(name=out)(tensor)
-            outputs.append(tensor)
+                value = keras.layers.Identity(name=out)(value)
+            outputs.append(value)
         inputs = [tensors[n] for n in graph.inputs]
         model = keras.Model(
             inputs=inputs[0] if len(inputs) == 1 else inputs,
@@ -165,7 +235,10 @@ def build_traced(
 ) -> Built:
     """Build the Keras model for `graph` (sub-models first, each built once), keeping per-node tensors."""
     builder = _Builder(importer, doc, base_dir or Path.cwd())
-    submodels = {name: builder.build(sub) for name, sub in graph.submodels.items()}
+    builder.subgraphs = graph.submodels
+    submodels: dict[str, Any] = {}
+    for name, sub in graph.submodels.items():  # in dependency order: a sub-model after those it calls
+        submodels[name] = builder.build(sub, submodels)
     model = builder.build(graph, submodels)
     return Built(model=model, tensors=builder.tensors, layers=builder.layers, submodels=submodels)
 

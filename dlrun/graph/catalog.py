@@ -29,7 +29,13 @@ SECTIONS = {
     "metrics": "keras.metrics",
     "callbacks": "keras.callbacks",
     "applications": "keras.applications",
+    "regularizers": "keras.regularizers",
+    "initializers": "keras.initializers",
+    "constraints": "keras.constraints",
+    "ops": "keras.ops",
 }
+# Base classes a section lists no entry for (they cannot be built from arguments).
+_BASES = {"regularizers": "Regularizer", "initializers": "Initializer", "constraints": "Constraint"}
 
 # Keyword arguments every Layer accepts through **kwargs (keras.layers.Layer.__init__).
 BASE_LAYER_KWARGS = (
@@ -160,6 +166,21 @@ def _describe(obj: Any) -> dict[str, Any]:
     return {"params": params, "var_kwargs": var_kwargs}
 
 
+def _call_params(cls: Any) -> dict[str, Any]:
+    """A layer's `call()` arguments in order (the first takes the node's `inputs`), the required ones, and
+    whether it takes any keyword (`**kwargs`)."""
+    try:
+        params = inspect.signature(cls.call).parameters
+    except (TypeError, ValueError):
+        return {"args": [], "required": [], "var_kwargs": True}
+    named = [(p, v) for p, v in params.items() if p != "self" and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)]
+    return {
+        "args": [p for p, _ in named],
+        "required": [p for p, v in named if v.default is inspect.Parameter.empty],
+        "var_kwargs": any(v.kind is v.VAR_KEYWORD for v in params.values()),
+    }
+
+
 def generate() -> dict[str, Any]:
     """Introspect the installed Keras into the catalog structure."""
     import importlib
@@ -208,11 +229,22 @@ def generate() -> dict[str, Any]:
                     continue
             elif section == "applications" and not inspect.isfunction(obj):
                 continue
+            elif section in _BASES:
+                base = getattr(module, _BASES[section])
+                if not (inspect.isclass(obj) and issubclass(obj, base)) or obj is base:
+                    continue
+            elif section == "ops" and not inspect.isfunction(obj):
+                continue
             try:
                 desc = _describe(obj)
             except (TypeError, ValueError):
                 continue
             desc["kind"] = "class" if inspect.isclass(obj) else "function"
+            if section == "ops":
+                # The JSON is written with sorted keys: keep the positional order apart.
+                desc["order"] = list(desc["params"])
+            if section == "layers":
+                desc["call"] = _call_params(obj)
             if section == "applications":
                 preprocess = sys.modules.get(obj.__module__)
                 public = obj.__module__.replace("keras.src.", "keras.", 1)

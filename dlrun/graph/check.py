@@ -10,15 +10,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from dlrun.errors import RecipeError, format_path
-from dlrun.graph import catalog, values
+from dlrun.errors import RecipeError
+from dlrun.graph import catalog, nested, refs
 from dlrun.graph.expand import ExpandedNode, expand_nodes
+from dlrun.graph.nested import check_arguments
 from dlrun.recipe.load import Document, KeyPath
 from dlrun.recipe.schema import CompileSpec, Component, GraphSpec, InputSpec, Recipe
 from dlrun.trust import write_path_problem
 
-NodeKind = Literal["layer", "share", "submodel", "application", "custom"]
+NodeKind = Literal["layer", "share", "submodel", "application", "custom", "op"]
 APPLICATION_PREFIX = "applications."
+OPS_PREFIX = "ops."
+# Every layer's `__call__` takes these, whether or not its `call()` names them.
+_ANY_CALL = ("training", "mask")
+# Recurrent layers and cells: how many state tensors `return_state` adds.
+_STATES = {"LSTM": 2, "GRU": 1, "SimpleRNN": 1, "ConvLSTM1D": 2, "ConvLSTM2D": 2, "ConvLSTM3D": 2}
+_CELL_STATES = {"LSTMCell": 2, "GRUCell": 1, "SimpleRNNCell": 1}
 
 
 @dataclass
@@ -34,6 +41,12 @@ class Node:
     path: KeyPath
     block: tuple[str, ...] = ()
     share: str | None = None
+    refs: list[str] = field(default_factory=list)  # every tensor it takes: inputs, call and op arguments
+    outputs: int | None = 1  # how many tensors it gives, when known without building
+
+    def tensor_arguments(self) -> dict[str, Any]:
+        """The keyword arguments whose strings are tensor references: `call` (layers) or the op's arguments."""
+        return self.kwargs if self.kind == "op" else self.call
 
 
 @dataclass
@@ -57,68 +70,10 @@ class Graph:
         raise KeyError(name)
 
     def resolve(self, ref: str) -> str:
-        """Follow block aliases to the node or input that produces `ref`."""
-        return self.aliases.get(ref, ref)
-
-
-_ACCEPTS = {
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "bool": lambda v: isinstance(v, bool),
-    "ints": lambda v: (
-        (isinstance(v, int) and not isinstance(v, bool))
-        or (isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v))
-    ),
-}
-_ANY = lambda v: True  # noqa: E731
-_KIND_WORDS = {
-    "int": "an integer",
-    "float": "a number",
-    "bool": "true or false",
-    "ints": "an integer or a list of integers",
-}
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def check_arguments(
-    doc: Document | None,
-    what: str,
-    spec: dict[str, Any],
-    kwargs: dict[str, Any],
-    path: KeyPath,
-    *,
-    layer: bool,
-    skip: tuple[str, ...] = (),
-) -> None:
-    """Check keyword arguments against a catalog entry: names, required ones, value kinds."""
-    params = spec["params"]
-    allowed = set(params) | (set(catalog.BASE_LAYER_KWARGS) if layer and spec["var_kwargs"] else set())
-    allowed -= {"name"} if layer else set()
-    for key, value in kwargs.items():
-        if key not in allowed:
-            hint = catalog.did_you_mean(key, sorted(allowed))
-            msg = f"{what} has no argument {key!r}{hint}"
-            raise _error(doc, msg, (*path, key), key=True)
-        meta = params.get(key)
-        problem = values.argument_problem(spec, key, value, layer=layer)
-        if problem is not None and (meta is None or _ACCEPTS.get(meta["kind"], _ANY)(value)):
-            where = values.origin(doc.data, path, key, value) if doc is not None else None
-            if where is not None:  # a block parameter: blame the use that passed it
-                problem = f"passed to {format_path((*path, key))}: {problem}"
-            raise _error(doc, problem, where or (*path, key))
-        if meta is None or meta["kind"] == "any":
-            continue
-        if value is None and (meta["nullable"] or (meta["required"] is False and meta["default"] is None)):
-            continue
-        if not _ACCEPTS[meta["kind"]](value):
-            raise _error(doc, f"expected {_KIND_WORDS[meta['kind']]}, got {_show(value)}", (*path, key))
-    for pname, meta in params.items():
-        if meta["required"] and pname not in kwargs and pname not in skip:
-            raise _error(doc, f"{what} needs argument {pname!r}", path)
+        """Follow block aliases to the node or input that produces `ref` (an output pick `[k]` is kept)."""
+        if ref in self.aliases:
+            return self.aliases[ref]
+        return refs.rename(ref, lambda b: self.aliases.get(b, b))
 
 
 def _error(doc: Document | None, message: str, path: KeyPath, *, key: bool = False) -> RecipeError:
@@ -127,10 +82,64 @@ def _error(doc: Document | None, message: str, path: KeyPath, *, key: bool = Fal
     return doc.error(message, path, key=key)
 
 
+def _count_states(spec_type: str, kwargs: dict[str, Any]) -> int | None:
+    """State tensors of a recurrent layer (or RNN over cells), None when not known statically."""
+    if spec_type in _STATES:
+        return _STATES[spec_type]
+    if spec_type == "RNN":
+        cells = kwargs.get("cell")
+        cells = cells if isinstance(cells, list) else [cells]
+        total = 0
+        for cell in cells:
+            if not nested.is_spec(cell):
+                return None
+            if cell["type"] == "StackedRNNCells":
+                inner = _count_states("RNN", {"cell": cell.get("cells")})
+                if inner is None:
+                    return None
+                total += inner
+            elif cell["type"] in _CELL_STATES:
+                total += _CELL_STATES[cell["type"]]
+            else:
+                return None
+        return total
+    return None
+
+
+def output_count(kind: NodeKind, type_: str, kwargs: dict[str, Any], call: dict[str, Any]) -> int | None:
+    """How many tensors a layer node gives (several with `return_state` / `return_attention_scores`), or
+    None when only building can tell (ops, custom layers, wrappers over unknown layers)."""
+    if kind == "application":
+        return 1
+    if kind in ("custom", "op"):
+        return None
+    if call.get("return_attention_scores") is True:
+        return 2
+    if type_ == "Bidirectional":
+        inner = kwargs.get("layer")
+        if not nested.is_spec(inner):
+            return None
+        merged = 2 if "merge_mode" in kwargs and kwargs["merge_mode"] is None else 1
+        if not inner.get("return_state"):
+            return merged
+        states = _count_states(inner["type"], inner)
+        return None if states is None else merged + 2 * states
+    if kwargs.get("return_state") is True:
+        states = _count_states(type_, kwargs)
+        return None if states is None else 1 + states
+    return 1
+
+
+def _pick_words(name: str, count: int) -> str:
+    return f"{name}[0]" if count == 1 else f"{name}[0] to {name}[{count - 1}]"
+
+
 class _Resolver:
     def __init__(self, recipe: Recipe, doc: Document | None) -> None:
         self.recipe = recipe
         self.doc = doc
+        self.subgraphs: dict[str, Graph] = {}  # in build order: a sub-model after those it calls
+        self.resolving: list[str] = []
 
     def err(self, message: str, path: KeyPath, *, key: bool = False) -> RecipeError:
         return _error(self.doc, message, path, key=key)
@@ -138,13 +147,35 @@ class _Resolver:
     def known_types(self) -> list[str]:
         return [*catalog.names("layers"), *self.recipe.model.submodels, *self.recipe.blocks]
 
+    def subgraph(self, name: str, path: KeyPath) -> Graph:
+        """The resolved sub-model `name` (resolved on first use, so those it calls come first)."""
+        if name in self.subgraphs:
+            return self.subgraphs[name]
+        if name in self.resolving:
+            trail = " -> ".join([*self.resolving[self.resolving.index(name) :], name])
+            raise self.err(f"sub-model {name!r} calls itself ({trail})", path)
+        sub = self.recipe.model.submodels[name]
+        self.resolving.append(name)
+        graph = self.graph(name, sub, ("model", "submodels", name), trainable=sub.trainable)
+        self.resolving.pop()
+        self.subgraphs[name] = graph
+        return graph
+
     def classify(self, node: ExpandedNode) -> tuple[NodeKind, str]:
         t = node.type
         assert t is not None
         if t in self.recipe.model.submodels:
+            self.subgraph(t, (*node.path, "type"))
             return "submodel", t
         if ":" in t:
             return "custom", t
+        if t.startswith(OPS_PREFIX):
+            op = t[len(OPS_PREFIX) :]
+            if catalog.entry("ops", op) is None:
+                hint = catalog.did_you_mean(op, catalog.names("ops"))
+                hint = hint.replace(" (did you mean '", " (did you mean 'ops.")
+                raise self.err(f"unknown keras.ops function {op!r}{hint}", (*node.path, "type"))
+            return "op", op
         if t.startswith(APPLICATION_PREFIX):
             app = t[len(APPLICATION_PREFIX) :]
             if catalog.entry("applications", app) is None:
@@ -158,9 +189,20 @@ class _Resolver:
         hint = catalog.did_you_mean(t, self.known_types())
         raise self.err(
             f"unknown layer type {t!r}{hint}; use a keras.layers class name, a block, a sub-model, "
-            "`applications.<Model>` or an import path `module:Class`",
+            "`ops.<function>`, `applications.<Model>` or an import path `module:Class`",
             (*node.path, "type"),
         )
+
+    def first_argument(self, kind: NodeKind, type_: str) -> str | None:
+        """The call (or op) argument that a node's `inputs` fill."""
+        if kind == "op":
+            entry = catalog.entry("ops", type_)
+            return entry["order"][0] if entry and entry["order"] else None
+        if kind == "layer":
+            entry = catalog.entry("layers", type_)
+            args = entry["call"]["args"] if entry else []
+            return args[0] if args else None
+        return None
 
     def graph(self, name: str, spec: GraphSpec, base: KeyPath, *, trainable: bool = True) -> Graph:
         expanded, aliases = expand_nodes(
@@ -178,13 +220,24 @@ class _Resolver:
                 where = f" (first at {first})" if first else ""
                 raise self.err(f"duplicate name {n.name!r}{where}", (*n.path, "name"))
             taken[n.name] = n.path
-            if n.inputs is None:
+            inputs = n.inputs
+            first_arg = self.first_argument(kind, type_)
+            by_keyword = first_arg is not None and first_arg in (n.kwargs if kind == "op" else n.call)
+            if by_keyword and n.wired:
+                inputs = []  # the first argument is given by keyword: nothing is taken from the previous node
+            elif by_keyword and inputs:
+                where = "as an argument" if kind == "op" else "in `call`"
+                raise self.err(
+                    f"node {n.name!r} gives {first_arg!r} both in `inputs` and {where}; keep one",
+                    (*n.path, "inputs"),
+                )
+            elif inputs is None:
                 raise self.err(
                     f"node {n.name!r} has no `inputs` and there is no single previous node to take; "
                     f"name its inputs (model inputs: {', '.join(spec.inputs)})",
                     n.path,
                 )
-            if not n.inputs:
+            elif not inputs:
                 raise self.err("`inputs` is empty", (*n.path, "inputs"))
             nodes.append(
                 Node(
@@ -193,7 +246,7 @@ class _Resolver:
                     type=type_,
                     kwargs=n.kwargs,
                     call=n.call,
-                    inputs=list(n.inputs),
+                    inputs=list(inputs),
                     path=n.path,
                     block=n.block,
                     share=n.share,
@@ -220,16 +273,55 @@ class _Resolver:
         self.check_nodes(graph)
         return graph
 
+    def check_ref(self, graph: Graph, names: set[str], node: Node | None, text: str, path: KeyPath, what: str) -> None:
+        """One tensor reference: it names an input or node, and picks an output that exists."""
+        ref = refs.parse(text)
+        if ref is None or ref.base not in names:
+            hint = catalog.did_you_mean(ref.base if ref else text, sorted(names))
+            tail = "is not a node" if node is None else "is not defined"
+            raise self.err(f"{what.format(ref=repr(text))} {tail}{hint}", path)
+        target = refs.base(graph.resolve(ref.base))
+        if node is not None and target == node.name:
+            raise self.err(f"node {node.name!r} takes its own output as input", path)
+        if target in graph.inputs:
+            if ref.pick is not None:
+                raise self.err(f"model input {target!r} is one tensor; drop [{ref.pick}]", path)
+            return
+        producer = graph.node(target)
+        count = producer.outputs
+        if isinstance(ref.pick, str):
+            if producer.kind != "submodel" and not (producer.kind == "share" and producer.type in self.subgraphs):
+                raise self.err(
+                    f"{text!r}: outputs are picked by name only from sub-models; {target!r} is a "
+                    f"{producer.type}: use an index, e.g. {target}[0]",
+                    path,
+                )
+            outs = self.subgraphs[producer.type].outputs
+            if ref.pick not in outs:
+                hint = catalog.did_you_mean(ref.pick, outs)
+                raise self.err(
+                    f"sub-model {producer.type!r} has no output {ref.pick!r}{hint}; its outputs: {', '.join(outs)}",
+                    path,
+                )
+        elif isinstance(ref.pick, int):
+            if count == 1:
+                raise self.err(f"node {target!r} ({producer.type}) gives one tensor; drop [{ref.pick}]", path)
+            if count is not None and ref.pick >= count:
+                raise self.err(
+                    f"output index {ref.pick} is out of range: node {target!r} ({producer.type}) gives {count} "
+                    f"tensors ({_pick_words(target, count)})",
+                    path,
+                )
+        elif count is not None and count > 1:
+            raise self.err(
+                f"node {target!r} ({producer.type}) gives {count} tensors; pick one: {_pick_words(target, count)}",
+                path,
+            )
+
     def check_references(self, graph: Graph, base: KeyPath) -> None:
         names = set(graph.inputs) | {n.name for n in graph.nodes} | set(graph.aliases)
         by_name = {n.name: n for n in graph.nodes}
         for n in graph.nodes:
-            for i, ref in enumerate(n.inputs):
-                if ref not in names:
-                    hint = catalog.did_you_mean(ref, sorted(names))
-                    raise self.err(f"input {ref!r} of node {n.name!r} is not defined{hint}", (*n.path, "inputs", i))
-                if graph.resolve(ref) == n.name:
-                    raise self.err(f"node {n.name!r} takes its own output as input", (*n.path, "inputs", i))
             if n.kind == "share":
                 target = by_name.get(graph.resolve(n.share or ""))
                 if target is None:
@@ -239,10 +331,31 @@ class _Resolver:
                     n.share = target.share
                     target = by_name[graph.resolve(target.share or "")]
                 n.type = target.type
+                n.outputs = output_count(target.kind, target.type, target.kwargs, n.call)
+                if target.kind == "submodel":
+                    n.outputs = len(self.subgraphs[target.type].outputs)
+            elif n.kind == "submodel":
+                n.outputs = len(self.subgraphs[n.type].outputs)
+            else:
+                n.outputs = output_count(n.kind, n.type, n.kwargs, n.call)
+        for n in graph.nodes:
+            n.refs = []
+            for i, ref in enumerate(n.inputs):
+                self.check_ref(graph, names, n, ref, (*n.path, "inputs", i), f"input {{ref}} of node {n.name!r}")
+                n.refs.append(ref)
+            where = n.kwargs if n.kind == "op" else n.call
+            key_path = n.path if n.kind == "op" else (*n.path, "call")
+            for key, value in where.items():
+                for text, path in refs.strings(value, (*key_path, key)):
+                    if n.kind == "op" and refs.base(text) not in names:
+                        continue  # an op's string argument that names no tensor is a plain value
+                    what = f"{{ref}} in argument {key!r} of node {n.name!r}"
+                    if n.kind != "op":
+                        what = f"{{ref}} in call argument {key!r} of node {n.name!r}"
+                    self.check_ref(graph, names, n, text, path, what)
+                    n.refs.append(text)
         for i, out in enumerate(graph.outputs):
-            if out not in names:
-                hint = catalog.did_you_mean(out, sorted(names))
-                raise self.err(f"output {out!r} is not a node{hint}", (*base, "outputs", i))
+            self.check_ref(graph, names, None, out, (*base, "outputs", i), "output {ref}")
         if len(set(graph.outputs)) != len(graph.outputs):
             raise self.err("an output is listed twice", (*base, "outputs"))
 
@@ -252,10 +365,10 @@ class _Resolver:
         state: dict[str, int] = {}  # 1 visiting, 2 done
 
         def deps(n: Node) -> list[str]:
-            refs = [graph.resolve(r) for r in n.inputs]
+            names = [refs.base(graph.resolve(r)) for r in n.refs]
             if n.kind == "share" and n.share:
-                refs.append(graph.resolve(n.share))
-            return [r for r in refs if r in by_name]
+                names.append(graph.resolve(n.share))
+            return [r for r in dict.fromkeys(names) if r in by_name]
 
         for start in graph.nodes:
             if state.get(start.name) == 2:
@@ -275,7 +388,11 @@ class _Resolver:
                     child = by_name[children[i]]
                     if state.get(child.name) == 1:
                         cycle = [*trail[trail.index(child.name) :], child.name]
-                        raise self.err(f"the graph has a cycle: {' -> '.join(reversed(cycle))}", (*n.path, "inputs"))
+                        where = "inputs" if n.inputs else ("call" if n.call else ())
+                        raise self.err(
+                            f"the graph has a cycle: {' -> '.join(reversed(cycle))}",
+                            (*n.path, where) if where else n.path,
+                        )
                     if state.get(child.name) != 2:
                         stack.append((child, 0))
                 else:
@@ -283,6 +400,45 @@ class _Resolver:
                     trail.pop()
                     order.append(n)
         return order
+
+    def check_call(self, n: Node, entry: dict[str, Any]) -> None:
+        """A layer's call arguments: known to its `call()`, the required ones given."""
+        spec = entry.get("call") or {"args": [], "required": [], "var_kwargs": True}
+        args = spec["args"]
+        for key in n.call:
+            if key not in args and key not in _ANY_CALL and not spec["var_kwargs"]:
+                hint = catalog.did_you_mean(key, args)
+                raise self.err(
+                    f"{n.type}.call() has no argument {key!r}{hint}; it takes {', '.join(args)}",
+                    (*n.path, "call", key),
+                    key=True,
+                )
+        covered = set(n.call) | set(args[:1] if n.inputs else ())
+        for key in spec["required"]:
+            if key not in covered:
+                first = f"; `inputs` gives only its first argument {args[0]!r}" if args and n.inputs else ""
+                raise self.err(
+                    f"{n.type} needs call argument {key!r} (e.g. `call: {{{key}: <node>}}`){first}",
+                    (*n.path, "call") if n.call else n.path,
+                )
+
+    def check_op(self, n: Node) -> None:
+        """An op node: its positional inputs and keyword arguments fit the op's signature."""
+        entry = catalog.entry("ops", n.type)
+        assert entry is not None
+        order = entry["order"]
+        if len(n.inputs) > len(order):
+            raise self.err(
+                f"ops.{n.type} takes {len(order)} argument(s) ({', '.join(order)}), got {len(n.inputs)} inputs",
+                (*n.path, "inputs"),
+            )
+        positional = order[: len(n.inputs)]
+        for key in n.kwargs:
+            if key in positional:
+                raise self.err(f"ops.{n.type}: {key!r} is already given by `inputs`", (*n.path, key), key=True)
+        plain = {k: v for k, v in n.kwargs.items() if not any(t in n.refs for t, _ in refs.strings(v, ()))}
+        missing_ok = (*positional, *(k for k in n.kwargs if k not in plain))
+        check_arguments(self.doc, f"ops.{n.type}", entry, plain, n.path, layer=False, skip=missing_ok)
 
     def check_nodes(self, graph: Graph) -> None:
         for n in graph.nodes:
@@ -292,6 +448,15 @@ class _Resolver:
                 if spec["params"] and n.type == "InputLayer":
                     raise self.err("declare inputs under `model.inputs`, not as an InputLayer node", n.path)
                 check_arguments(self.doc, n.type, spec, n.kwargs, n.path, layer=True)
+                self.check_call(n, spec)
+            elif n.kind == "op":
+                self.check_op(n)
+                if not n.refs:
+                    raise self.err(
+                        f"ops.{n.type} takes no tensor here: its result would be a constant outside the model's "
+                        "graph; compute it from an input (e.g. positions as ops.cumsum of ops.ones_like(tokens))",
+                        n.path,
+                    )
             elif n.kind == "application":
                 spec = catalog.entry("applications", n.type)
                 assert spec is not None
@@ -303,6 +468,12 @@ class _Resolver:
             elif n.kind == "submodel" and n.kwargs:
                 key = next(iter(n.kwargs))
                 raise self.err(f"sub-model node {n.name!r} takes no arguments (got {key!r})", (*n.path, key), key=True)
+            if n.kind == "share":
+                target = graph.node(graph.resolve(n.share or ""))
+                if target.kind == "layer":
+                    spec = catalog.entry("layers", target.type)
+                    assert spec is not None
+                    self.check_call(n, spec)
 
 
 _SINGULAR = {"optimizers": "optimizer", "losses": "loss", "metrics": "metric", "callbacks": "callback"}
@@ -335,16 +506,8 @@ def _check_component(
             raise _error(doc, f"{comp.type!r} is a function and takes no arguments; use its class form", path)
         return
     lr = kwargs.get("learning_rate")
-    if section == "optimizers" and isinstance(lr, dict):
-        if not isinstance(lr.get("type"), str) or not lr["type"]:
-            raise _error(doc, "a learning-rate schedule needs `type` (e.g. ExponentialDecay)", (*path, "learning_rate"))
-        sched = Component.model_validate(lr)
-        sched_spec = catalog.entry("schedules", sched.type)
-        if sched_spec is None:
-            hint = catalog.did_you_mean(sched.type, catalog.names("schedules"))
-            raise _error(doc, f"unknown learning-rate schedule {sched.type!r}{hint}", (*path, "learning_rate", "type"))
-        check_arguments(doc, sched.type, sched_spec, sched.kwargs, (*path, "learning_rate"), layer=False)
-        kwargs = {k: v for k, v in kwargs.items() if k != "learning_rate"}
+    if section == "optimizers" and isinstance(lr, dict) and (not isinstance(lr.get("type"), str) or not lr["type"]):
+        raise _error(doc, "a learning-rate schedule needs `type` (e.g. ExponentialDecay)", (*path, "learning_rate"))
     # dlrun places these files inside the run folder when they are not given.
     defaulted = ("filepath", "filename", "backup_dir") if section == "callbacks" else ()
     check_arguments(doc, name, spec, kwargs, path, layer=False, skip=defaulted)
@@ -400,8 +563,7 @@ def check_callbacks(doc: Document | None, callbacks: list[Component], base: KeyP
 def resolve_graph(recipe: Recipe, doc: Document | None = None) -> Graph:
     """Resolve and check the recipe's model (and its sub-models) into a `Graph`."""
     resolver = _Resolver(recipe, doc)
-    subgraphs: dict[str, Graph] = {}
-    for sub_name, sub in recipe.model.submodels.items():
+    for sub_name in recipe.model.submodels:
         if sub_name in catalog.load_catalog()["layers"]:
             raise _error(
                 doc,
@@ -409,10 +571,6 @@ def resolve_graph(recipe: Recipe, doc: Document | None = None) -> Graph:
                 ("model", "submodels", sub_name),
                 key=True,
             )
-        subgraphs[sub_name] = resolver.graph(sub_name, sub, ("model", "submodels", sub_name), trainable=sub.trainable)
-        for n in subgraphs[sub_name].nodes:
-            if n.kind == "submodel":
-                raise _error(doc, "sub-models cannot call other sub-models; use a block", (*n.path, "type"))
     for block_name in recipe.blocks:
         if block_name in recipe.model.submodels or catalog.entry("layers", block_name):
             raise _error(
@@ -421,8 +579,10 @@ def resolve_graph(recipe: Recipe, doc: Document | None = None) -> Graph:
                 ("blocks", block_name),
                 key=True,
             )
+    for sub_name in recipe.model.submodels:
+        resolver.subgraph(sub_name, ("model", "submodels", sub_name))
     graph = resolver.graph(recipe.model.name or recipe.name, recipe.model, ("model",))
-    graph.submodels = subgraphs
+    graph.submodels = dict(resolver.subgraphs)
     check_compile(doc, recipe.compile, graph.outputs)
     check_callbacks(doc, recipe.train.callbacks, ("train", "callbacks"))
     for i, stage in enumerate(recipe.train.stages):

@@ -13,7 +13,7 @@ import keyword
 import re
 from typing import Any
 
-from dlrun.graph import catalog
+from dlrun.graph import catalog, nested, refs
 from dlrun.graph.check import Graph, Node
 from dlrun.recipe.compose import LoadedRecipe
 from dlrun.recipe.schema import Component
@@ -22,8 +22,14 @@ LINE = 120
 RESERVED = {"keras", "layers", "model", "build_model", "compile_model", "np", "self"}
 
 
+class _Code(str):
+    """Python source already written (a tensor variable, a nested constructor): `_literal` keeps it."""
+
+
 def _literal(value: Any) -> str:
     """Python source for a YAML value (strings in double quotes)."""
+    if isinstance(value, _Code):
+        return str(value)
     if isinstance(value, str):
         if '"' not in value and "\\" not in value and "\n" not in value:
             return f'"{value}"'
@@ -116,19 +122,52 @@ class _Ejector:
 
     def producer(self, graph: Graph, ref: str) -> str:
         """The Keras name of the operation whose output `ref` is (what `build.py` compares outputs to)."""
-        name = graph.resolve(ref)
+        parsed = refs.parse(graph.resolve(ref))
+        assert parsed is not None
+        name = parsed.base
         if name in graph.inputs:
             return name
         node = graph.node(name)
+        if parsed.pick is not None or node.kind == "op":
+            return ""  # one output of several, or an op: never named as the recipe output
         if node.kind == "share":
             node = graph.node(graph.resolve(node.share or ""))
         if node.kind == "submodel":
             return node.type
         return node.name
 
+    def nested(self, argument: str, value: Any) -> Any:
+        """A nested `{type: ...}` spec (or a list of them) as the Python that constructs it."""
+        if isinstance(value, list):
+            return [self.nested(argument, v) for v in value]
+        if not nested.is_spec(value):
+            return value
+        type_ = value["type"]
+        args = [f"{k}={_literal(self.nested(k, v))}" for k, v in value.items() if k != "type"]
+        if ":" in type_:
+            return _Code(f"{self.custom(type_)}({', '.join(args)})")
+        found = nested.lookup(argument, type_)
+        section = found[0] if found else "layers"
+        module = "layers" if section == "layers" else f"keras.{section}"
+        if section == "schedules":
+            module = "keras.optimizers.schedules"
+        return _Code(f"{module}.{type_}({', '.join(args)})")
+
+    @staticmethod
+    def arguments(node: Node, tensor: Any) -> dict[str, Any]:
+        """The call (or op) keyword arguments with tensor references as the Python expressions for them."""
+
+        def one(text: str) -> _Code | None:
+            return _Code(tensor(text)) if text in node.refs else None
+
+        return {key: refs.replace(value, one) for key, value in node.tensor_arguments().items()}
+
     def layer_parts(self, node: Node) -> tuple[str, list[str]]:
         """The constructor and its arguments for a layer or custom node."""
-        args = [*[f"{k}={_literal(v)}" for k, v in node.kwargs.items()], f"name={_literal(node.name)}"]
+        args = [
+            *[f"{k}={_literal(self.nested(k, v))}" for k, v in node.kwargs.items()],
+            f"name={_literal(node.name)}",
+        ]
         if node.kind == "layer":
             return f"layers.{node.type}", args
         if node.kind == "custom":
@@ -168,18 +207,34 @@ class _Ejector:
         shared_targets = {graph.resolve(n.share or "") for n in graph.nodes if n.kind == "share"}
         layer_vars: dict[str, str] = {}
         block: tuple[str, ...] = ()
+
+        def tensor(ref: str) -> str:
+            parsed = refs.parse(graph.resolve(ref))
+            assert parsed is not None
+            var = names.tensor(parsed.base)
+            pick = parsed.pick
+            if isinstance(pick, str):
+                pick = self.graph.submodels[graph.node(parsed.base).type].outputs.index(pick)
+            return var if pick is None else f"{var}[{pick}]"
+
         for node in graph.nodes:
             if node.block != block:
                 if node.block:
                     lines.append(f"{indent}# {node.block[-1]}")
                 block = node.block
-            incoming = [names.tensor(graph.resolve(r)) for r in node.inputs]
-            arg = incoming[0] if len(incoming) == 1 else "[" + ", ".join(incoming) + "]"
-            call = [arg, *[f"{k}={_literal(v)}" for k, v in node.call.items()]]
+            incoming = [tensor(r) for r in node.inputs]
+            keyword = self.arguments(node, tensor)
             out = names.tensor(node.name)
+            if node.kind == "op":
+                args = [*incoming, *[f"{k}={_literal(v)}" for k, v in keyword.items()]]
+                lines += _call(f"keras.ops.{node.type}", args, indent, prefix=f"{out} = ")
+                continue
+            arg = incoming[0] if len(incoming) == 1 else "[" + ", ".join(incoming) + "]"
+            call = [*([arg] if incoming else []), *[f"{k}={_literal(v)}" for k, v in keyword.items()]]
             if node.kind == "share":
-                target = graph.resolve(node.share or "")
-                lines += _call(layer_vars[target], call, indent, prefix=f"{out} = ")
+                target = graph.node(graph.resolve(node.share or ""))
+                var = self.submodel_vars[target.type] if target.kind == "submodel" else layer_vars[target.name]
+                lines += _call(var, call, indent, prefix=f"{out} = ")
                 continue
             if node.kind == "submodel":
                 lines += _call(self.submodel_vars[node.type], call, indent, prefix=f"{out} = ")
@@ -201,13 +256,13 @@ class _Ejector:
                 lines += _call(func, args, indent, prefix=f"{out} = ", suffix="(" + ", ".join(call) + ")")
         outputs = []
         for out in graph.outputs:
-            tensor = names.tensor(graph.resolve(out))
+            value = tensor(out)
             if self.producer(graph, out) != out:
                 # build.py keeps the recipe's output name with an Identity layer; so does this code.
                 var = names.new(out)
-                lines.append(f"{indent}{var} = layers.Identity(name={_literal(out)})({tensor})")
-                tensor = var
-            outputs.append(tensor)
+                lines.append(f"{indent}{var} = layers.Identity(name={_literal(out)})({value})")
+                value = var
+            outputs.append(value)
         ins = [names.tensor(n) for n in graph.inputs]
         model_args = [
             f"inputs={ins[0] if len(ins) == 1 else '[' + ', '.join(ins) + ']'}",
@@ -259,15 +314,21 @@ class _Ejector:
         graph = self.graph
         functions: list[str] = []
         main_names = _Names()
-        for sub_name, sub in graph.submodels.items():
+        calls: dict[str, list[str]] = {}
+        for sub_name, sub in graph.submodels.items():  # in dependency order: a sub-model after those it calls
             func = main_names.new(f"build_{sub_name}")
             self.submodel_vars[sub_name] = main_names.new(sub_name)
+            callees = list(dict.fromkeys(n.type for n in sub.nodes if n.kind == "submodel"))
+            calls[sub_name] = [self.submodel_vars[c] for c in callees]
+            params = ", ".join(f"{v}: keras.Model" for v in calls[sub_name])
             doc = f'    """Sub-model `{sub_name}`: built once, then called like a layer (its weights are shared)."""'
-            functions += [f"def {func}() -> keras.Model:", doc, *self.body(sub, _Names(), "    "), "", ""]
+            local = _Names(set(calls[sub_name]))
+            functions += [f"def {func}({params}) -> keras.Model:", doc, *self.body(sub, local, "    "), "", ""]
             self.submodel_vars[f"{sub_name}()"] = func
         build = ["def build_model() -> keras.Model:", f'    """The `{self.recipe.name}` model."""']
         for sub_name in graph.submodels:
-            build.append(f"    {self.submodel_vars[sub_name]} = {self.submodel_vars[f'{sub_name}()']}()")
+            args = ", ".join(calls[sub_name])
+            build.append(f"    {self.submodel_vars[sub_name]} = {self.submodel_vars[f'{sub_name}()']}({args})")
         build += self.body(graph, main_names, "    ")
         compile_ = [
             "def compile_model(model: keras.Model) -> None:",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dlrun.errors import RecipeError
-from dlrun.graph import catalog
+from dlrun.graph import catalog, refs
 from dlrun.recipe.expr import ExprError, has_expression, substitute
 from dlrun.recipe.load import Document, KeyPath
 from dlrun.recipe.schema import BlockSpec, LayerNode
@@ -34,6 +34,20 @@ class ExpandedNode:
     inputs: list[str] | None
     path: KeyPath
     block: tuple[str, ...] = ()
+    wired: bool = False  # `inputs` taken from the previous node, not written
+
+
+def _local(value: Any, local: dict[str, str], *, every: bool) -> Any:
+    """Block-local node names in references replaced by their full names; `every` string is a reference
+    (a layer's `call`) or only those naming a local node (an op's arguments)."""
+
+    def one(text: str) -> str | None:
+        base = refs.base(text)
+        if base in local or every:
+            return refs.rename(text, lambda b: local.get(b, b))
+        return None
+
+    return refs.replace(value, one)
 
 
 def _snake(name: str) -> str:
@@ -118,12 +132,13 @@ class _Expander:
             type_ = self.text(node.type, env, (*path, "type"))
             share = self.text(node.share, env, (*path, "share"))
             inputs = self.sub(node.inputs, env, (*path, "inputs"))
+            wired = False
             if inputs is not None:
-                inputs = [local.get(str(r), str(r)) for r in inputs]
+                inputs = [refs.rename(str(r), lambda b: local.get(b, b)) for r in inputs]
             elif previous is not None:
-                inputs = [previous]
+                inputs, wired = [previous], True
             kwargs = node.kwargs
-            call = self.sub(node.call, env, (*path, "call"))
+            call = _local(self.sub(node.call, env, (*path, "call")), local, every=True)
             if type_ is not None and type_ in self.blocks:
                 use = name or self.auto_name(type_)
                 full = f"{prefix}.{use}" if prefix and name else use
@@ -134,13 +149,15 @@ class _Expander:
             if node.repeat is not None:
                 raise self.err("`repeat` applies to blocks only", (*path, "repeat"))
             kwargs = {key: self.sub(value, env, (*path, key)) for key, value in kwargs.items()}
+            if type_ is not None and type_.startswith("ops."):
+                kwargs = _local(kwargs, local, every=False)
             if name is None:
                 full = self.auto_name(f"{prefix}.{_snake(str(type_ or share))}" if prefix else str(type_ or share))
             else:
                 full = local.get(name, name)
             if share is not None:
                 share = local.get(share, share)
-            self.out.append(ExpandedNode(full, type_, share, kwargs, call, inputs, path, block))
+            self.out.append(ExpandedNode(full, type_, share, kwargs, call, inputs, path, block, wired))
             self.produced.add(full)
             if len(self.out) > MAX_NODES:
                 raise self.err(f"the graph expands to more than {MAX_NODES} nodes", path)

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from dlrun.errors import RecipeError
-from dlrun.graph import catalog
+from dlrun.graph import catalog, nested
 from dlrun.recipe.schema import NAME_PATTERN
 
 MODEL_CLASSES = ("Functional", "Sequential", "Model")
@@ -139,8 +139,40 @@ class _Call:
     index: int  # node index of this call
     refs: list[tuple[str, int, int]]  # (layer, node index, tensor index) of its inputs
     multi: bool  # inputs given as a list
-    call: dict[str, Any]
+    call: dict[str, Any]  # tensors in it are `_Tensor`s
     deps: list[tuple[str, int]] = field(default_factory=list)
+    op: bool = False  # a keras.ops operation: `call` holds its arguments beyond the leading tensors
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    """A tensor inside call arguments: (layer, node index, tensor index)."""
+
+    ref: tuple[str, int, int]
+
+
+def _tensors_in(value: Any, where: str) -> Any:
+    """A call value with each serialized tensor replaced by a `_Tensor`."""
+    if isinstance(value, dict) and value.get("class_name") == "__keras_tensor__":
+        return _Tensor(_history(value, where))
+    if isinstance(value, list | tuple):
+        return [_tensors_in(v, where) for v in value]
+    if isinstance(value, dict):
+        return {k: _tensors_in(v, where) for k, v in value.items()}
+    return value
+
+
+def _markers(value: Any) -> list[_Tensor]:
+    if isinstance(value, _Tensor):
+        return [value]
+    if isinstance(value, list):
+        return [m for v in value for m in _markers(v)]
+    if isinstance(value, dict):
+        return [m for v in value.values() for m in _markers(v)]
+    return []
+
+
+OPS_MODULE = "keras.src.ops"
 
 
 def _history(tensor: Any, where: str) -> tuple[str, int, int]:
@@ -190,6 +222,7 @@ class _Converter:
     def __init__(self) -> None:
         self.submodels: dict[str, dict[str, Any]] = {}
         self.notes: list[str] = []
+        self.imports: set[str] = set()  # Keras-internal modules whose layer classes the recipe uses
 
     def err(self, message: str) -> RecipeError:
         return RecipeError(message)
@@ -223,17 +256,18 @@ class _Converter:
         class_name = layer_config["class_name"]
         name = layer_config["config"].get("name") or layer_config.get("name")
         if class_name in MODEL_CLASSES or "layers" in (layer_config.get("config") or {}):
-            if not nested_ok:
-                raise self.err(
-                    f"model {name!r} is nested two levels deep; recipes allow one level of sub-models (use blocks)"
-                )
             sub_name = self.check_name(str(name), "sub-model")
             if catalog.entry("layers", sub_name) is not None:
                 raise self.err(f"sub-model {sub_name!r} is named like a Keras layer class; rename it in Keras")
             if sub_name not in self.submodels:
-                self.submodels[sub_name] = self.graph(layer_config["config"], class_name, nested_ok=False)
+                self.submodels[sub_name] = {}  # taken before its own sub-models, which it calls
+                self.submodels[sub_name] = self.graph(layer_config["config"], class_name, nested_ok=True)
             return sub_name, {}
         module = str(layer_config.get("module") or "")
+        if module.startswith(OPS_MODULE):
+            return self.op_node(layer_config, str(name))
+        if module.startswith("keras.src.") and not module.startswith("keras.src.layers"):
+            return self.custom_node(layer_config, str(name))
         if catalog.entry("layers", class_name) is None or not module.startswith("keras"):
             what = layer_config.get("registered_name") or class_name
             raise self.err(
@@ -247,7 +281,62 @@ class _Converter:
         for key, value in kwargs.items():
             if _is_tensor(value):
                 raise self.err(f"layer {name!r} holds a tensor in argument {key!r}; recipes cannot express that")
-        return class_name, kwargs
+        return class_name, self.nested_specs(kwargs)
+
+    def nested_specs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Layers held as arguments (`Bidirectional.layer`, `RNN.cell`, ...) as nested `{type: ...}` specs."""
+        out = {}
+        for key, value in kwargs.items():
+            if nested.section_for(key) == "layers":
+                value = self.nested_layer(value)
+            out[key] = value
+        return out
+
+    def nested_layer(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self.nested_layer(v) for v in value]
+        if not (isinstance(value, dict) and "class_name" in value and isinstance(value.get("config"), dict)):
+            return value
+        type_, kwargs = self.layer_node({**value, "name": None}, nested_ok=False)
+        entry = catalog.entry("layers", type_)
+        if entry is not None:  # settings the wrapper makes itself (Bidirectional's zero_output_for_mask)
+            known = set(entry["params"]) | set(catalog.BASE_LAYER_KWARGS)
+            kwargs = {k: v for k, v in kwargs.items() if k in known}
+        return {"type": type_, **kwargs}
+
+    def custom_node(self, layer_config: dict[str, Any], name: str) -> tuple[str, dict[str, Any]]:
+        """A layer class defined inside Keras' own modules (ConvNeXt's LayerScale): `module:Class`, with the
+        module listed under the recipe's `imports:`."""
+        import importlib
+
+        module = str(layer_config.get("module") or "")
+        class_name = layer_config["class_name"]
+        cls = getattr(importlib.import_module(module), class_name, None) if module.startswith("keras.") else None
+        if cls is None:
+            what = layer_config.get("registered_name") or class_name
+            raise self.err(
+                f"layer {name!r} is a {what}, not a keras.layers class; a recipe can use it as "
+                "`type: module:Class` with the module under `imports:`, but `dlrun import` cannot know the module"
+            )
+        self.imports.add(module)
+        kwargs = minimal_kwargs(cls, layer_config["config"], {}, drop=("name",))
+        return f"{module}:{class_name}", self.nested_specs(kwargs)
+
+    def op_node(self, layer_config: dict[str, Any], name: str) -> tuple[str, dict[str, Any]]:
+        """A keras.ops operation in the graph (`x + 3.0` is `keras.src.ops.numpy.Add`): `ops.<function>`."""
+        op = _snake(layer_config["class_name"])
+        entry = catalog.entry("ops", op)
+        if entry is None:
+            raise self.err(f"operation {name!r} is a {layer_config['class_name']}, which has no keras.ops function")
+        config = {k: v for k, v in (layer_config.get("config") or {}).items() if k != "name"}
+        kwargs = {}
+        for key, value in config.items():
+            meta = entry["params"].get(key)
+            if meta is None:
+                raise self.err(f"operation {name!r} ({op}) has a setting {key!r} that ops.{op} does not take")
+            if meta["required"] or _canon(meta["default"]) != _canon(value):
+                kwargs[key] = value
+        return f"ops.{op}", kwargs
 
     def graph(self, config: dict[str, Any], class_name: str, *, nested_ok: bool) -> dict[str, Any]:
         """A functional or Sequential config -> a recipe graph section (inputs, layers, outputs)."""
@@ -267,30 +356,48 @@ class _Converter:
         for layer in layers:
             if layer["class_name"] == "InputLayer":
                 continue
+            is_op = str(layer.get("module") or "").startswith(OPS_MODULE)
             for index, inbound in enumerate(layer.get("inbound_nodes") or []):
                 where = f"layer {layer['name']!r}"
                 args = inbound.get("args") or []
-                if len(args) != 1:
-                    raise self.err(f"{where} is called with {len(args)} positional inputs; recipes pass one or a list")
-                first = args[0]
-                multi = isinstance(first, list)
-                refs = [_history(t, where) for t in (first if multi else [first])]
-                kwargs = _call_kwargs(layer["class_name"], inbound.get("kwargs") or {})
-                for key, value in kwargs.items():
-                    if _is_tensor(value):
-                        raise self.err(f"{where} is called with a tensor as {key!r}; recipes pass inputs positionally")
-                for ref in refs:
-                    if ref[2] != 0:
+                raw = {k: _tensors_in(v, where) for k, v in (inbound.get("kwargs") or {}).items()}
+                if is_op:
+                    call = self.op_call(layer, args, raw, where)
+                    refs, multi = call.refs, len(call.refs) > 1
+                    kwargs = call.call
+                else:
+                    if len(args) != 1:
                         raise self.err(
-                            f"{where} takes output {ref[2]} of {ref[0]!r}, a layer with several outputs; "
-                            "recipes use a node's single output"
+                            f"{where} is called with {len(args)} positional inputs; recipes pass one or a list"
                         )
-                call = _Call(layer["name"], index, refs, multi, kwargs)
-                call.deps = [(r[0], r[1]) for r in refs if r[0] not in inputs]
+                    first = args[0]
+                    multi = isinstance(first, list)
+                    refs = [_history(t, where) for t in (first if multi else [first])]
+                    kwargs = _call_kwargs(layer["class_name"], raw)
+                call = _Call(layer["name"], index, refs, multi, kwargs, op=is_op)
+                every = refs + [m.ref for m in _markers(kwargs)]
+                call.deps = [(r[0], r[1]) for r in every if r[0] not in inputs]
                 calls[(layer["name"], index)] = call
                 order.append((layer["name"], index))
         outputs_refs = _ref_list(config["output_layers"])
         return self.emit(inputs, by_name, calls, order, outputs_refs, nested_ok=nested_ok)
+
+    def op_call(self, layer: dict[str, Any], args: list[Any], kwargs: dict[str, Any], where: str) -> _Call:
+        """An op's inputs: the leading tensor arguments; the rest by the op function's argument names."""
+        entry = catalog.entry("ops", _snake(layer["class_name"]))
+        order = entry["order"] if entry else []
+        refs: list[tuple[str, int, int]] = []
+        named: dict[str, Any] = {}
+        for i, value in enumerate(args):
+            value = _tensors_in(value, where)
+            if isinstance(value, _Tensor) and not named:
+                refs.append(value.ref)
+            elif i < len(order):
+                named[order[i]] = value
+            else:
+                raise self.err(f"{where} is called with more arguments than ops.{_snake(layer['class_name'])} takes")
+        named.update(kwargs)
+        return _Call(layer["name"], 0, refs, len(refs) > 1, named, op=True)
 
     def sequential(self, config: dict[str, Any], layers: list[dict[str, Any]], *, nested_ok: bool) -> dict[str, Any]:
         if layers and layers[0]["class_name"] == "InputLayer":
@@ -359,8 +466,28 @@ class _Converter:
                 taken.add(name)
                 node_names[(c.layer, c.index)] = name
 
+        # Calls giving several tensors: every reference to them picks one (`lstm[0]`, `lstm[1]`).
+        every = [r for c in sorted_calls for r in (*c.refs, *(m.ref for m in _markers(c.call)))] + output_refs
+        multi = {(r[0], r[1]) for r in every if r[2] != 0}
+        for c in sorted_calls:
+            layer_config = by_name[c.layer].get("config") or {}
+            if layer_config.get("return_state") is True or c.call.get("return_attention_scores") is True:
+                multi.add((c.layer, c.index))
+
         def ref_name(ref: tuple[str, int, int]) -> str:
-            return ref[0] if ref[0] in inputs else node_names[(ref[0], ref[1])]
+            if ref[0] in inputs:
+                return ref[0]
+            name = node_names[(ref[0], ref[1])]
+            return f"{name}[{ref[2]}]" if (ref[0], ref[1]) in multi else name
+
+        def named(value: Any) -> Any:
+            if isinstance(value, _Tensor):
+                return ref_name(value.ref)
+            if isinstance(value, list):
+                return [named(v) for v in value]
+            if isinstance(value, dict):
+                return {k: named(v) for k, v in value.items()}
+            return value
 
         nodes: list[dict[str, Any]] = []
         types: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -379,16 +506,15 @@ class _Converter:
             else:
                 node["share"] = node_names[(c.layer, 0)]
             refs = [ref_name(r) for r in c.refs]
-            if c.multi or refs != [previous]:
+            if refs and (c.multi or refs != [previous]):
                 node["inputs"] = refs if c.multi or len(refs) > 1 else refs[0]
-            if c.call:
-                node["call"] = c.call
+            if c.op:
+                node.update(named(c.call))
+            elif c.call:
+                node["call"] = named(c.call)
             nodes.append(node)
             previous = name
         outputs = [ref_name(r) for r in output_refs]
-        for r in output_refs:
-            if r[2] != 0:
-                raise self.err(f"a model output is output {r[2]} of {r[0]!r}; recipes use a node's single output")
         graph: dict[str, Any] = {"inputs": inputs, "layers": nodes}
         if outputs != [nodes[-1]["name"]]:
             graph["outputs"] = outputs
@@ -569,6 +695,7 @@ def recipe_from_model(model: Any, *, name: str | None = None) -> tuple[dict[str,
     shapes = model.outputs if isinstance(model.outputs, list) else [model.outputs]
     document: dict[str, Any] = {
         "name": recipe_name,
+        **({"imports": sorted(converter.imports)} if converter.imports else {}),
         "model": model_section,
         "compile": compile_section,
         "expect": {
@@ -633,6 +760,8 @@ def to_yaml(document: dict[str, Any], *, header: list[str] = ()) -> str:
 
     lines = [f"# {h}" for h in header]
     lines.append(f"name: {flow(document['name'])}")
+    if "imports" in document:  # Keras' own modules: their layer classes run no code of the model file
+        lines.append(f"imports: {flow(document['imports'])}")
     lines += ["", "model:", *graph_lines(document["model"], 2)]
     for section in ("compile", "expect"):
         if section in document:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dlrun.graph.check import Graph
+from dlrun.graph import refs
+from dlrun.graph.check import Graph, Node
 
 
 @dataclass
@@ -49,6 +50,9 @@ def summary_rows(graph: Graph, built: Any, *, expand: bool = False) -> list[Row]
     ]
     seen_layers: set[int] = set()
     for node in graph.nodes:
+        if node.kind == "op":  # a keras.ops function: no layer, no weights
+            rows.append(Row(node.name, f"ops.{node.type}", _shape(built.tensors[node.name]), 0, list(node.refs)))
+            continue
         layer = built.layers[node.name]
         marks: list[str] = []
         first_use = id(layer) not in seen_layers
@@ -63,7 +67,7 @@ def summary_rows(graph: Graph, built: Any, *, expand: bool = False) -> list[Row]
         if node.kind == "application":
             marks.append(f"keras.applications ({'trainable' if layer.trainable else 'frozen'})")
         type_ = node.type if node.kind != "share" else f"{node.type} (shared)"
-        rows.append(Row(node.name, type_, _shape(built.tensors[node.name]), params, list(node.inputs), marks))
+        rows.append(Row(node.name, type_, _shape(built.tensors[node.name]), params, list(node.refs), marks))
     if expand:
         return rows
     return _fold(rows, graph)
@@ -84,7 +88,7 @@ def _fold(rows: list[Row], graph: Graph) -> list[Row]:
         if block != current_block:
             copies = sorted({n.block[0] for n in graph.nodes if n.block and n.block[0].split(".")[0] == block})
             inside = {n.name for n in graph.nodes if block_of.get(n.name) == block}
-            outer_inputs = [i for i in row.inputs if i not in inside]
+            outer_inputs = [i for i in row.inputs if refs.base(i) not in inside]
             type_ = f"block x{len(copies)}" if len(copies) > 1 else "block"
             current = Row(block, type_, row.output_shape, 0, outer_inputs, [], 0)
             current_block = block
@@ -144,8 +148,13 @@ def render_table(rows: list[Row], total: dict[str, int], graph: Graph) -> Any:
     return table
 
 
+def _type(node: Node) -> str:
+    return f"ops.{node.type}" if node.kind == "op" else node.type
+
+
 def _edges(graph: Graph) -> list[tuple[str, str]]:
-    return [(graph.resolve(src), n.name) for n in graph.nodes for src in n.inputs]
+    edges = [(refs.base(graph.resolve(src)), n.name) for n in graph.nodes for src in n.refs]
+    return list(dict.fromkeys(edges))
 
 
 def to_dot(graph: Graph) -> str:
@@ -156,7 +165,7 @@ def to_dot(graph: Graph) -> str:
     clusters: dict[str, list[str]] = {}
     for n in graph.nodes:
         style = ', style="dashed"' if n.kind == "share" else ""
-        decl = f'"{n.name}" [label="{n.name}\\n{n.type}"{style}];'
+        decl = f'"{n.name}" [label="{n.name}\\n{_type(n)}"{style}];'
         if n.block:
             clusters.setdefault(n.block[0], []).append(decl)
         else:
@@ -168,7 +177,7 @@ def to_dot(graph: Graph) -> str:
     for src, dst in _edges(graph):
         lines.append(f'  "{src}" -> "{dst}";')
     for out in graph.outputs:
-        lines.append(f'  "{graph.resolve(out)}" -> "output:{out}";')
+        lines.append(f'  "{refs.base(graph.resolve(out))}" -> "output:{out}";')
         lines.append(f'  "output:{out}" [shape=ellipse, label="{out}\\nOutput"];')
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -185,7 +194,7 @@ def to_mermaid(graph: Graph) -> str:
         lines.append(f'  {_mid(name)}(["{name}: Input"])')
     clusters: dict[str, list[str]] = {}
     for n in graph.nodes:
-        decl = f'{_mid(n.name)}["{n.name}: {n.type}"]'
+        decl = f'{_mid(n.name)}["{n.name}: {_type(n)}"]'
         if n.block:
             clusters.setdefault(n.block[0], []).append(decl)
         else:
@@ -197,5 +206,5 @@ def to_mermaid(graph: Graph) -> str:
     for src, dst in _edges(graph):
         lines.append(f"  {_mid(src)} --> {_mid(dst)}")
     for out in graph.outputs:
-        lines.append(f'  {_mid(graph.resolve(out))} --> {_mid("out_" + out)}(["{out}: Output"])')
+        lines.append(f'  {_mid(refs.base(graph.resolve(out)))} --> {_mid("out_" + out)}(["{out}: Output"])')
     return "\n".join(lines) + "\n"

@@ -64,9 +64,34 @@ class InputSpec(Strict):
 
 
 class LayerNode(BaseModel):
-    """One node of the graph: a Keras layer (by class name), a block, a sub-model, or a shared call.
+    """One node of the graph: a Keras layer (by class name), a `keras.ops` function, a block, a sub-model, or
+    a shared call.
 
     Keys other than the reserved ones below are the layer's Keras keyword arguments, written as in Keras.
+
+    **Keras objects as arguments.** An argument can itself be a Keras object, written `{type: ..., ...}`
+    (or a list of them): a layer for wrappers (`{type: Bidirectional, layer: {type: LSTM, units: 32}}`,
+    `TimeDistributed.layer`, `Bidirectional.backward_layer`, `RNN.cell: [{type: LSTMCell, units: 8}, ...]`),
+    a regularizer (`kernel_regularizer: {type: L2, l2: 0.01}`), an initializer
+    (`kernel_initializer: {type: HeNormal, seed: 1}`) or a constraint (`kernel_constraint: {type: MaxNorm,
+    max_value: 2}`). The argument's name says which kind; each nested spec is checked like a node.
+
+    **Tensors by keyword.** `inputs` fills the layer call's first argument; `call` gives the others, and in
+    `call` every string names a node or model input (also inside lists): `{type: MultiHeadAttention,
+    num_heads: 2, key_dim: 16, inputs: x, call: {value: enc, key: enc, attention_mask: pad_mask}}`, or
+    `call: {initial_state: [h, c], training: false}`. A node whose `call` names the first argument
+    (`call: {query: x, value: enc}`) takes no `inputs`.
+
+    **Several outputs.** A node whose layer returns several tensors (`return_state: true`,
+    `call: {return_attention_scores: true}`, a sub-model with several outputs) is referenced per output:
+    `encoder[1]`, or by output name for sub-models: `tower[embedding]` — in `inputs`, in `call` and in
+    `model.outputs`. Inside YAML's `[...]` and `{...}` such a name is quoted: `["encoder[1]", "encoder[2]"]`.
+
+    **Operations.** `type: ops.<function>` calls `keras.ops.<function>`: `inputs` are its leading
+    positional arguments; its other arguments go by their Keras names, where a string naming a node is that
+    tensor and anything else a plain value: `{type: ops.multiply, x2: 0.1667}`,
+    `{type: ops.subtract, x1: 3.0, x2: scaled}`, `{type: ops.mean, axis: 1}`. An op must read a tensor of
+    the model (a constant would sit outside the graph).
     """
 
     model_config = ConfigDict(extra="allow", strict=True)
@@ -114,7 +139,9 @@ class GraphSpec(Strict):
 
     inputs: dict[Name, InputSpec] = Field(min_length=1)
     layers: list[LayerNode] = Field(min_length=1)
-    outputs: list[str] | None = Field(default=None, description="Node names; default: the last node.")
+    outputs: list[str] | None = Field(
+        default=None, description="Node names (`node[k]` for one of several outputs); default: the last node."
+    )
 
     @field_validator("outputs", mode="before")
     @classmethod
@@ -123,7 +150,11 @@ class GraphSpec(Strict):
 
 
 class SubModelSpec(GraphSpec):
-    """A named sub-graph built once as a `keras.Model` and called like a layer (shared weights)."""
+    """A named sub-graph built once as a `keras.Model` and called like a layer (shared weights).
+
+    A sub-model may call other sub-models (any depth, no cycles); each is built once, so every call of
+    it, from the main graph or from another sub-model, shares its weights.
+    """
 
     trainable: bool = True
 
