@@ -90,7 +90,10 @@ train: {{epochs: 1, tensorboard: false}}
     with new.open("w", newline="") as fh:
         csv.writer(fh).writerows([["sex", "island"], *rows])
     api.predict(result.run.path, new, output=tmp_path / "p.json")
-    got = [r["species"]["probabilities"] for r in json.loads((tmp_path / "p.json").read_text())["predictions"]]
+    got = [
+        list(r["species"]["probabilities"].values())
+        for r in json.loads((tmp_path / "p.json").read_text())["predictions"]
+    ]
     import tensorflow as tf
 
     x = {"sex": np.array([r[0] for r in rows]), "island": np.array([r[1] for r in rows])}
@@ -109,7 +112,10 @@ def test_full_imdb_at_20000_tokens_trains_reloads_and_predicts_raw_text(shared_d
     texts = ["A wonderful film\x85 truly.", "well\x85 awful, boring and far too long"]
     (tmp_path / "new.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
     api.predict(result.run.path, tmp_path / "new.jsonl", output=tmp_path / "p.json")
-    got = [r["sentiment"]["probabilities"] for r in json.loads((tmp_path / "p.json").read_text())["predictions"]]
+    got = [
+        list(r["sentiment"]["probabilities"].values())
+        for r in json.loads((tmp_path / "p.json").read_text())["predictions"]
+    ]
     import tensorflow as tf
 
     want = result.model.predict(tf.data.Dataset.from_tensor_slices(np.array(texts)).batch(2), verbose=0)

@@ -372,21 +372,7 @@ class CsvReader:
         casts = {n: self.columns[n].dtype for n in names if self.columns[n].dtype != parsed[n]}
         if casts:
             ds = ds.map(lambda r: {k: tf.cast(v, casts[k]) if k in casts else v for k, v in r.items()})
-        if indices is not None and len(indices) < self.count:
-            mask = np.zeros(self.count, dtype=bool)
-            mask[indices] = True
-            keep = tf.constant(mask)
-
-            def subset(b: Any, r: dict[str, Any]) -> dict[str, Any]:
-                n = tf.shape(next(iter(r.values())))[0]
-                rows = keep[b * chunk : b * chunk + tf.cast(n, tf.int64)]
-                return {k: tf.boolean_mask(v, rows) for k, v in r.items()}
-
-            ds = ds.enumerate().map(subset)
-        ds = ds.unbatch()
-        if shuffle_seed is not None:
-            ds = ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
-        return ds
+        return rows_of_chunks(ds, chunk, self.count, indices, shuffle_seed, buffer)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -577,21 +563,7 @@ class TFRecordReader:
 
         chunk = 4096
         ds = self._records().batch(chunk).map(self._parse(columns), num_parallel_calls=tf.data.AUTOTUNE)
-        if indices is not None and len(indices) < self.count:
-            mask = np.zeros(self.count, dtype=bool)
-            mask[indices] = True
-            keep = tf.constant(mask)
-
-            def subset(b: Any, r: dict[str, Any]) -> dict[str, Any]:
-                n = tf.shape(next(iter(r.values())))[0]
-                rows = keep[b * chunk : b * chunk + tf.cast(n, tf.int64)]
-                return {k: tf.boolean_mask(v, rows) for k, v in r.items()}
-
-            ds = ds.enumerate().map(subset)
-        ds = ds.unbatch()
-        if shuffle_seed is not None:
-            ds = ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
-        return ds
+        return rows_of_chunks(ds, chunk, self.count, indices, shuffle_seed, buffer)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -725,3 +697,26 @@ class ArrayReader:
         if shuffle_seed is not None:
             ds = ds.shuffle(min(buffer, len(idx)), seed=shuffle_seed, reshuffle_each_iteration=True)
         return ds
+
+
+def rows_of_chunks(
+    ds: Any, chunk: int, count: int, indices: np.ndarray | None, shuffle_seed: int | None, buffer: int
+) -> Any:
+    """A stream of `chunk`-row record batches -> its rows: only `indices` (when a subset), shuffled when seeded."""
+    import tensorflow as tf
+
+    if indices is not None and len(indices) < count:
+        mask = np.zeros(count, dtype=bool)
+        mask[indices] = True
+        keep = tf.constant(mask)
+
+        def subset(b: Any, r: dict[str, Any]) -> dict[str, Any]:
+            n = tf.shape(next(iter(r.values())))[0]
+            rows = keep[b * chunk : b * chunk + tf.cast(n, tf.int64)]
+            return {k: tf.boolean_mask(v, rows) for k, v in r.items()}
+
+        ds = ds.enumerate().map(subset)
+    ds = ds.unbatch()
+    if shuffle_seed is not None:
+        ds = ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+    return ds

@@ -15,7 +15,6 @@ Layout:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import platform
@@ -44,15 +43,6 @@ def atomic_target(path: Path, suffix: str) -> Iterator[Path]:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-
-
-def file_fingerprint(path: Path) -> dict[str, Any]:
-    """sha256 and size of a data file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"path": str(path), "sha256": digest.hexdigest(), "bytes": path.stat().st_size}
 
 
 def environment() -> dict[str, Any]:

@@ -63,7 +63,7 @@ def _has_all(fitted: Fitted, needed: list[str]) -> bool:
 
 
 def _check_fingerprint(run_path: Path) -> None:
-    from dlrun.engine.rundir import file_fingerprint
+    from dlrun.data.record import file_fingerprint
 
     file = run_path / "data.json"
     info = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
