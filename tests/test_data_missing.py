@@ -137,7 +137,7 @@ def test_penguins_recipe_predicts_raw_rows_like_the_trained_model(shared_data, t
     assert cli.code == 0, cli.stderr
     with out.open() as fh:
         got = np.array(
-            [[float(r[f"species:{c}"]) for c in ("Adelie", "Chinstrap", "Gentoo")] for r in csv.DictReader(fh)]
+            [[float(r[f"P(species={c})"]) for c in ("Adelie", "Chinstrap", "Gentoo")] for r in csv.DictReader(fh)]
         )
     nan = float("nan")
     measures = np.array([[nan if v == "" else float(v) for v in r[1:5]] for r in rows], dtype="float32")
