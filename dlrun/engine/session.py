@@ -11,7 +11,6 @@ TensorBoard logs, the model, what each output is (`outputs.json`) and the evalua
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import tempfile
 import traceback
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlrun.backend import activate, is_chief, strategy_scope
+from dlrun.cluster import check_one_run
 from dlrun.components import Importer
 from dlrun.console import make_progress_callback, say
 from dlrun.data.prepare import Prepared
@@ -86,6 +86,7 @@ class RunSession:
         recipe = self.loaded.recipe
         with self.loaded.locating_errors():
             distribute = recipe.train.distribute
+            check_one_run(distribute.strategy if distribute else None)  # N launched processes, N lone runs: refused
             if distribute is not None and distribute.strategy == "multi_worker":
                 from dlrun.multi_worker import check_tf_config
 
@@ -121,6 +122,10 @@ class RunSession:
             resolve_input_shapes(loaded, self.prepared, self.importer)  # `shape: auto` takes the prepared data's
             model = build_graph(loaded.graph, self.importer, doc=loaded.doc, base_dir=loaded.base_dir)
             self.model = attach_preprocessing(model, loaded, self.prepared, self.importer)  # raw -> preprocess -> model
+            if recipe.train.distribute is not None and recipe.train.distribute.strategy == "model_parallel":
+                from dlrun.model_parallel import check_layout_used
+
+                check_layout_used(self.model, recipe.train.distribute)
             return self._in_run_folder()
         finally:
             scope.__exit__(None, None, None)
@@ -370,11 +375,13 @@ def train(loaded: LoadedRecipe, *, extra_callbacks: list[Any] | None = None, **p
 
 
 def _several_processes(recipe: Recipe) -> bool:
+    from dlrun.cluster import processes
     from dlrun.multi_worker import cluster_size
 
     distribute = recipe.train.distribute
-    processes = int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES") or 1)
-    return processes > 1 or (distribute is not None and distribute.strategy == "multi_worker" and cluster_size() > 1)
+    return processes().count > 1 or (
+        distribute is not None and distribute.strategy == "multi_worker" and cluster_size() > 1
+    )
 
 
 def _raise_if_out_of_memory(exc: Exception, batch_size: int) -> None:
