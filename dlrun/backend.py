@@ -199,7 +199,7 @@ def _jax_distribution(distribute: DistributeSpec) -> Any:
 @contextlib.contextmanager
 def _jax_processes() -> Iterator[None]:
     """JAX's distributed runtime joined when several processes were launched (Keras' variables, Slurm, Open MPI)."""
-    from dlrun.cluster import initialize_arguments, processes
+    from dlrun.cluster import advertise_reachable_gloo_address, initialize_arguments, processes
 
     found = processes()
     if found.count == 1:
@@ -209,6 +209,7 @@ def _jax_processes() -> Iterator[None]:
     from jax.experimental import multihost_utils
 
     arguments = initialize_arguments(found)
+    advertise_reachable_gloo_address()
     # Gloo prints "Rank 0 is connected ..." to fd 1 whenever a collective first runs: stdout is for --json
     with _native_stdout_to_stderr():
         keras.distribution.initialize(**arguments)  # without arguments: jax.distributed's own cluster detection

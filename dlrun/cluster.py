@@ -87,3 +87,43 @@ def initialize_arguments(found: Processes) -> dict[str, object]:
             path=("train", "distribute", "strategy"),
         )
     return {"job_addresses": address, "num_processes": found.count, "process_id": found.rank}
+
+
+def local_address_towards(address: str) -> str:
+    """This machine's address on the route to `host:port` (no packet is sent: a UDP socket is only connected)."""
+    import socket
+
+    host = address.rsplit(":", 1)[0].strip("[]")
+    family, kind, proto, _, target = socket.getaddrinfo(host, 9, type=socket.SOCK_DGRAM)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.connect(target)
+        return str(probe.getsockname()[0])
+
+
+def advertise_reachable_gloo_address() -> None:
+    """Make JAX's CPU collectives (Gloo) listen on, and advertise, the address that reaches the coordinator.
+
+    Left alone, Gloo advertises whatever this machine's hostname resolves to; where /etc/hosts maps the
+    hostname to a loopback address (Debian's 127.0.1.1, containers' 127.0.0.1), every other host is told to
+    connect to its own loopback and the first collective fails ("Connection refused"). Called before
+    jax.distributed.initialize; the coordinator's address is read when JAX makes its CPU client, just after.
+    JAX offers no setting for this, so its factory function is wrapped (left as is if JAX's internals moved).
+    """
+    try:
+        from jax._src import distributed
+        from jax._src.lib import _jax
+
+        make = _jax.make_gloo_tcp_collectives
+    except (ImportError, AttributeError):
+        return
+    if getattr(make, "dlrun_wrapped", False):
+        return
+
+    def make_gloo(distributed_client: object, hostname: str | None = None, interface: str | None = None) -> object:
+        coordinator = getattr(distributed.global_state, "coordinator_address", None)
+        if hostname is None and interface is None and coordinator:
+            hostname = local_address_towards(coordinator)
+        return make(distributed_client=distributed_client, hostname=hostname, interface=interface)
+
+    make_gloo.dlrun_wrapped = True  # type: ignore[attr-defined]
+    _jax.make_gloo_tcp_collectives = make_gloo
