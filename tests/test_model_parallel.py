@@ -142,3 +142,16 @@ def test_a_layout_that_fits_no_variable_is_a_located_line(cli, tmp_path, layout,
         assert "whole variable paths: hidden/kernel, hidden/bias, digit/kernel, digit/bias" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_mesh_that_does_not_cover_the_devices_is_a_located_line(cli, tmp_path):
+    pytest.importorskip("jax")
+    write_digits(tmp_path, n_train=64, n_test=32)
+    recipe = write_recipe(tmp_path, SHARDED.replace("mesh: {batch: 2, model: 4}", "mesh: {batch: 2, model: 2}"))
+    result = cli("train", str(recipe), "--runs", str(tmp_path / "runs"), env={"KERAS_BACKEND": "jax"})
+    assert result.code == 2, result.stderr[-3000:]
+    line = SHARDED.splitlines().index("    mesh: {batch: 2, model: 4}") + 1
+    assert f"error: {recipe}:{line}:" in result.stderr, result.stderr
+    assert "train.distribute.mesh: the mesh (batch 2 x model 2) has 4 devices but this run has 8" in result.stderr
+    assert not (tmp_path / "runs").exists()
