@@ -84,8 +84,9 @@ def _env() -> dict[str, str]:
 
 @pytest.mark.slow
 def test_sharded_run_gives_the_numbers_of_one_device(tmp_path):
-    """Measured (Keras 3.15.1, JAX 0.10.2, CPU): loss histories equal within 1e-6 relative, final weights
-    within 1e-6 absolute; the kernels are really split (their sharding names the mesh axes)."""
+    """The kernels are really split (their sharding names the mesh axes), and the numbers are one device's.
+    Measured (Keras 3.15.1, JAX 0.10.2, CPU): final weights at most 2.4e-7 apart (largest 0.44), test loss
+    0.6560367 vs 0.6560366, test accuracy 0.87 both; about 20 s of CPU for both runs."""
     pytest.importorskip("jax")
     pytest.importorskip("sklearn")
     write_digits(tmp_path, n_train=512, n_test=200)
