@@ -156,3 +156,43 @@ def test_a_mesh_that_does_not_cover_the_devices_is_a_located_line(cli, tmp_path)
     assert f"error: {recipe}:{line}:" in result.stderr, result.stderr
     assert "train.distribute.mesh: the mesh (batch 2 x model 2) has 4 devices but this run has 8" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+SMALL = """name: small
+model:
+  inputs: {x: {shape: [4]}}
+  layers:
+    - {name: y, type: Dense, units: 2}
+compile: {optimizer: adam, loss: mse}
+train:
+  distribute: %s
+"""
+
+
+@pytest.mark.parametrize(
+    ("distribute", "message"),
+    [
+        ("{strategy: data_parallel, mesh: {batch: 2}}", "mesh is for strategy model_parallel only"),
+        ("{strategy: model_parallel}", "strategy model_parallel needs a mesh"),
+        ("{strategy: model_parallel, mesh: {batch: 2}, layout: {y/kernel: [null, modle]}}",
+         "'modle' is not a mesh axis; each dimension is one of batch or null"),
+        ("{strategy: model_parallel, mesh: {batch: 2}, layout: {'(': [batch]}}", "not a regular expression"),
+        ("{strategy: model_parallel, mesh: {a: 2}, batch_dim_name: b}", "batch_dim_name 'b' is not a mesh axis (a)"),
+        ("data_paralel", "expected 'mirrored', 'multi_worker', 'data_parallel' or 'model_parallel'"),
+    ],
+)  # fmt: skip
+def test_distribute_is_checked_when_the_recipe_loads(tmp_path, distribute, message):
+    from dlrun.api import load_recipe
+    from dlrun.errors import RecipeError
+
+    path = write_recipe(tmp_path, SMALL % distribute)
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path)
+    assert message in str(caught.value) and f"{path}:8:" in str(caught.value), str(caught.value)
+
+
+def test_a_strategy_name_alone_is_shorthand(tmp_path):
+    from dlrun.api import load_recipe
+
+    distribute = load_recipe(write_recipe(tmp_path, SMALL % "data_parallel")).recipe.train.distribute
+    assert distribute is not None and distribute.strategy == "data_parallel" and distribute.mesh is None
