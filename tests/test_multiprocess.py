@@ -200,6 +200,7 @@ def test_two_hosts_launched_as_slurm_would_train_like_one(tmp_path, single_accur
     print(f"two hosts {chief['metrics']['accuracy']:.4f}, one process {single_accuracy:.4f}")
 
 
+@pytest.mark.slow
 def test_data_parallel_over_two_devices_trains_on_a_partial_last_batch(cli, tmp_path):
     """One process, two CPU devices: the 15-sample last batch used to fail in JAX (IndivisibleError)."""
     pytest.importorskip("jax")
