@@ -1,0 +1,222 @@
+"""The live display and the pictures: `dlrun train` in a pseudo-terminal (exact step counter, ETA, status before
+TensorFlow, closing summary), one plain line per epoch when piped, the run folder's plots read back by content,
+`dlrun plot` (PNG and SVG), `summary --plot` checked before any model is built, dot/Mermaid marks."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dlrun.cli import main
+from tests.conftest import ROOT, write_recipe
+
+TRAIN, TEST, BATCH, STEPS_PER_EXECUTION, EPOCHS = 1200, 300, 25, 10, 2
+STEPS = -(-int(TRAIN * 0.8) // BATCH)  # 960 after the validation split: 39 steps; Keras reports 10, 20, 30, 40
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+RECIPE = f"""
+name: tiny
+seed: 0
+data:
+  source: npz
+  path: tiny.npz
+  validation_split: 0.2
+  inputs:
+    x: {{from: x}}
+  targets:
+    y: {{from: y}}
+model:
+  inputs:
+    x: {{shape: [8]}}
+  layers:
+    - {{name: hidden, type: Dense, units: 16, activation: relu}}
+    - {{name: y, type: Dense, units: 3, activation: softmax}}
+compile:
+  optimizer: adam
+  loss: sparse_categorical_crossentropy
+  metrics: [accuracy]
+  steps_per_execution: {STEPS_PER_EXECUTION}
+train:
+  epochs: {EPOCHS}
+  batch_size: {BATCH}
+"""
+
+
+def _tiny(folder: Path, steps_per_execution: int = STEPS_PER_EXECUTION) -> Path:
+    rng = np.random.default_rng(0)
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 3, n)
+        x = rng.normal(size=(n, 8)).astype("float32")
+        x[:, 0] += 1.5 * y
+        return x, y
+
+    (xt, yt), (xs, ys) = split(TRAIN), split(TEST)
+    np.savez(folder / "tiny.npz", x_train=xt, y_train=yt, x_test=xs, y_test=ys)
+    text = RECIPE.replace(f"steps_per_execution: {STEPS_PER_EXECUTION}", f"steps_per_execution: {steps_per_execution}")
+    return write_recipe(folder, text)
+
+
+def _in_pty(args: list[str], cwd: Path, timeout: float = 300) -> tuple[int, list[tuple[float, str]]]:
+    """Run ARGS with stdin/stdout/stderr on a 150x40 pseudo-terminal; (exit code, [(seconds, text read)])."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 150, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR")}
+    env.update(TERM="xterm-256color", PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    start = time.monotonic()
+    proc = subprocess.Popen(args, cwd=cwd, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    chunks: list[tuple[float, str]] = []
+    try:
+        while time.monotonic() - start < timeout:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append((time.monotonic() - start, data.decode("utf-8", "replace")))
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    return proc.wait(), chunks
+
+
+def _screen_lines(text: str) -> list[str]:
+    """Every line the terminal showed, escape codes removed (each redraw starts at a carriage return)."""
+    return [line.strip() for line in re.split(r"[\r\n]+", ANSI.sub("", text)) if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def tty_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tty")
+    recipe = _tiny(folder)
+    code, chunks = _in_pty([sys.executable, "-m", "dlrun", "train", str(recipe), "--runs", "runs"], folder)
+    text = "".join(c for _, c in chunks)
+    assert code == 0, ANSI.sub("", text)[-3000:]
+    runs = list((folder / "runs" / "tiny").iterdir())
+    return chunks, _screen_lines(text), runs[0]
+
+
+def test_terminal_counter_ends_at_the_step_count_with_eta(tty_run):
+    _, lines, _ = tty_run
+    live = re.compile(r"\b(\d+)/(\d+) · (?:ETA|[\d,]+ steps/s)")
+    counters = [(int(a), int(b)) for line in lines for a, b in live.findall(line)]
+    assert counters, lines[-30:]
+    # Keras reports the chunk ending at step 40 (10 steps per call) in a 39-step epoch: the counter is clamped.
+    assert all(done <= total == STEPS for done, total in counters), counters
+    assert counters[-1] == (STEPS, STEPS)
+    live = [line for line in lines if re.search(r"epoch \d/\d .*ETA \d+:\d\d", line)]
+    assert live, "no ETA shown"
+    assert any("steps/s" in line and "samples/s" in line for line in live)
+    finals = [line for line in lines if line.startswith(f"epoch {EPOCHS}/{EPOCHS} · {STEPS}/{STEPS} steps")]
+    assert finals, "each finished epoch leaves its line"
+
+
+def test_terminal_status_comes_before_tensorflow_and_a_summary_ends_the_run(tty_run):
+    chunks, lines, run = tty_run
+    first_status = next(t for t, c in chunks if "reading the recipe" in c or "loading TensorFlow" in c)
+    first_epoch = next(t for t, c in chunks if "epoch 1/" in c)
+    assert first_status < first_epoch
+    assert first_status < 10, f"first status after {first_status:.1f}s"  # ~1 s on an idle machine
+    joined = "\n".join(lines)
+    assert joined.index("loading TensorFlow") < joined.index("run folder:")
+    assert "reading data: 1 file" in joined
+    assert re.search(r"best epoch \d/2: val_loss \d", joined)
+    assert re.search(r"done in \d+:\d\d · model: .*model.keras", joined)
+    assert f"plots: {run.resolve() / 'learning_curves.png'}" in joined.replace(str(run), str(run.resolve()))
+
+
+def _png(path: Path) -> np.ndarray:
+    import matplotlib.image as mpimg
+
+    return mpimg.imread(path)
+
+
+def test_train_writes_learning_curves_and_confusion_matrix(tty_run):
+    _, _, run = tty_run
+    curves, confusion = _png(run / "learning_curves.png"), _png(run / "confusion_y.png")
+    assert curves.shape[1] > 600 and curves.shape[0] > 250  # two panels (accuracy, loss) side by side
+    for image in (curves, confusion):
+        ink = (image[..., :3] < 0.9).any(axis=-1).mean()
+        assert 0.02 < ink < 0.6, ink  # drawn on, not blank (nor solid)
+    # the matrix cells are Blues: some strongly blue pixels
+    assert ((confusion[..., 2] - confusion[..., 0]) > 0.3).mean() > 0.02
+
+
+def test_piped_output_is_one_plain_line_per_epoch(tmp_path, capsys):
+    recipe = _tiny(tmp_path, steps_per_execution=7)
+    assert main(["train", str(recipe), "--runs", str(tmp_path / "runs")]) == 0
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\r" not in err
+    epochs = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert [e.split(" · ")[:2] for e in epochs] == [[f"epoch {i}/{EPOCHS}", f"{STEPS}/{STEPS} steps"] for i in (1, 2)]
+    assert "loading TensorFlow" not in err  # transient statuses are for terminals only
+    assert "best epoch" in err and "plots: " in err
+
+
+def _fake_run(folder: Path, losses: list[float]) -> Path:
+    import json
+
+    folder.mkdir(parents=True)
+    history = {
+        "epoch": list(range(1, len(losses) + 1)),
+        "loss": losses,
+        "val_loss": [v * 1.1 for v in losses],
+        "accuracy": [1 - v for v in losses],
+    }
+    (folder / "history.json").write_text(json.dumps(history), encoding="utf-8")
+    return folder
+
+
+def test_plot_overlays_runs_as_png_and_svg(tmp_path, capsys):
+    a = _fake_run(tmp_path / "runs" / "m" / "run-a", [0.9, 0.5, 0.3, 0.2])
+    b = _fake_run(tmp_path / "runs" / "m" / "run-b", [0.8, 0.7, 0.6])
+    png, svg = tmp_path / "cmp.png", tmp_path / "cmp.svg"
+    assert main(["plot", str(a), str(b), "--out", str(png)]) == 0
+    assert str(png) in capsys.readouterr().out
+    image = _png(png)
+    assert image.shape[1] > 600  # a panel per metric: accuracy and loss
+    assert 0.02 < (image[..., :3] < 0.9).any(axis=-1).mean() < 0.6
+    assert main(["plot", str(a), str(b), "--out", str(svg), "--metric", "loss"]) == 0
+    root = ET.parse(svg).getroot()
+    width, height = (float(root.get(k).removesuffix("pt")) for k in ("width", "height"))
+    assert [float(v) for v in root.get("viewBox").split()] == [0, 0, width, height]
+    text = svg.read_text(encoding="utf-8")
+    for label in ("m/run-a loss", "m/run-a val_loss", "m/run-b loss", "m/run-b val_loss"):
+        assert label in text  # the legend names each run's curves
+    assert "accuracy" not in text  # --metric loss: one panel
+    curves = {g.get("id"): g for g in root.iter() if g.get("id", "").startswith("curve-")}
+    assert set(curves) == {"curve-1-loss", "curve-1-val_loss", "curve-2-loss", "curve-2-val_loss"}
+    for gid, epochs in (("curve-1-loss", 4), ("curve-2-val_loss", 3)):
+        path = next(e for e in curves[gid].iter() if e.tag.endswith("}path"))
+        assert path.get("d").count("L") == epochs - 1  # a point per epoch
+
+
+def test_plot_refuses_bad_input_in_one_line(tmp_path, capsys):
+    run = _fake_run(tmp_path / "r", [0.5, 0.4])
+    assert main(["plot", str(run), "--out", str(tmp_path / "x.jpg")]) == 2
+    assert main(["plot", str(run), "--metric", "f1", "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["plot", str(tmp_path / "none"), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "--out writes .png or .svg" in err and "--metric 'f1'" in err and "not a run folder" in err
+    assert not (tmp_path / "x.png").exists()
