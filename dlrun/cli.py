@@ -119,7 +119,8 @@ def summary(
         api.check_plot_tools(plot)  # at once, not after the model is built
     loaded = api.load_recipe(recipe, overrides=set_ or ())
     if fmt in ("dot", "mermaid"):
-        text = render.to_dot(loaded.graph) if fmt == "dot" else render.to_mermaid(loaded.graph)
+        shapes = render.known_shapes(loaded.graph, loaded.recipe.expect.output_shapes if loaded.recipe.expect else None)
+        text = (render.to_dot if fmt == "dot" else render.to_mermaid)(loaded.graph, shapes)
         console.print(text, end="", markup=False)
         return
     if fmt != "table":

@@ -117,6 +117,7 @@ def tty_run(tmp_path_factory):
     return chunks, _screen_lines(text), runs[0]
 
 
+@pytest.mark.slow  # a fresh interpreter in a pseudo-terminal: TensorFlow's import, ~10 s
 def test_terminal_counter_ends_at_the_step_count_with_eta(tty_run):
     _, lines, _ = tty_run
     live = re.compile(r"\b(\d+)/(\d+) · (?:ETA|[\d,]+ steps/s)")
@@ -132,6 +133,7 @@ def test_terminal_counter_ends_at_the_step_count_with_eta(tty_run):
     assert finals, "each finished epoch leaves its line"
 
 
+@pytest.mark.slow  # a fresh interpreter in a pseudo-terminal: TensorFlow's import, ~10 s
 def test_terminal_status_comes_before_tensorflow_and_a_summary_ends_the_run(tty_run):
     chunks, lines, run = tty_run
     first_status = next(t for t, c in chunks if "reading the recipe" in c or "loading TensorFlow" in c)
@@ -152,6 +154,7 @@ def _png(path: Path) -> np.ndarray:
     return mpimg.imread(path)
 
 
+@pytest.mark.slow  # a fresh interpreter in a pseudo-terminal: TensorFlow's import, ~10 s
 def test_train_writes_learning_curves_and_confusion_matrix(tty_run):
     _, _, run = tty_run
     curves, confusion = _png(run / "learning_curves.png"), _png(run / "confusion_y.png")
@@ -220,3 +223,84 @@ def test_plot_refuses_bad_input_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--out writes .png or .svg" in err and "--metric 'f1'" in err and "not a run folder" in err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_summary_plot_checks_pydot_and_graphviz_before_building(tmp_path, capsys, monkeypatch):
+    from dlrun import api
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the model was built before the tools were checked")
+
+    monkeypatch.setattr(api, "build", no_build)
+    recipe = _tiny(tmp_path)
+    monkeypatch.setitem(sys.modules, "pydot", None)  # `import pydot` fails as if not installed
+    assert main(["summary", str(recipe), "--plot", str(tmp_path / "m.svg")]) == 2
+    monkeypatch.delitem(sys.modules, "pydot")
+    pytest.importorskip("pydot", reason="the plot extra (pydot) is not installed")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no graphviz `dot` on it
+    assert main(["summary", str(recipe), "--plot", str(tmp_path / "m.svg")]) == 2
+    assert main(["summary", str(recipe), "--plot", str(tmp_path / "m.jpg")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "error: --plot needs pydot: pip install 'dlrun[plot]'; `--format dot|mermaid` draws the graph without them"
+    assert err[1].startswith("error: --plot needs Graphviz's `dot` program: apt-get install graphviz")
+    assert err[2].startswith("error: --plot writes .png, .svg, .pdf, .dot")
+    assert len(err) == 3 and not list(tmp_path.glob("m.*"))
+
+
+def test_summary_plot_svg_is_not_cropped(tmp_path, capsys):
+    import shutil
+
+    pytest.importorskip("pydot", reason="the plot extra (pydot) is not installed")
+    if shutil.which("dot") is None:
+        pytest.skip("graphviz is not installed (apt-get install graphviz)")
+    recipe = _tiny(tmp_path)
+    svg, png = tmp_path / "m.svg", tmp_path / "m.png"
+    assert main(["summary", str(recipe), "--plot", str(svg)]) == 0
+    assert main(["summary", str(recipe), "--plot", str(png)]) == 0
+    root = ET.parse(svg).getroot()
+    width, height = (float(root.get(k).removesuffix("pt")) for k in ("width", "height"))
+    # Keras' 200 dpi made graphviz write width 1156pt over a 416-unit viewBox: the picture showed cropped
+    assert [float(v) for v in root.get("viewBox").split()] == [0, 0, width, height]
+    text = svg.read_text(encoding="utf-8")
+    assert "hidden" in text and "Dense" in text and "(None, 16)" in text
+    image = _png(png)
+    assert image.shape[0] > 300 and 0.01 < (image[..., :3] < 0.9).any(axis=-1).mean() < 0.6
+
+
+SHARED_SUBMODEL = """
+name: towers
+model:
+  submodels:
+    tower:
+      inputs: {t: {shape: [4]}}
+      layers:
+        - {name: d, type: Dense, units: 2}
+  inputs: {a: {shape: [4]}, b: {shape: [4]}}
+  layers:
+    - {name: left, type: tower, inputs: a}
+    - {name: right, type: tower, inputs: b}
+    - {name: out, type: Concatenate, inputs: [left, right]}
+compile: {optimizer: adam, loss: mse}
+"""
+
+
+def test_dot_and_mermaid_mark_shared_layers_and_known_shapes(tmp_path, capsys):
+    siamese = str(ROOT / "recipes" / "siamese_lstm.yaml")
+    assert main(["summary", siamese, "--format", "dot"]) == 0
+    dot = capsys.readouterr().out
+    assert '"left" [shape=ellipse, label="left\\nInput\\n(None, None, 128)"];' in dot
+    assert '"right_lstm" [label="right_lstm\\nLSTM (shares left_lstm)", style="dashed"];' in dot
+    assert '"left_lstm" -> "right_lstm" [style=dotted, arrowhead=none, constraint=false, label="shared"];' in dot
+    assert 'label="similar\\nOutput\\n(None, 1)"' in dot  # from expect.output_shapes
+    pydot = pytest.importorskip("pydot", reason="the plot extra (pydot) is not installed")
+    (graph,) = pydot.graph_from_dot_data(dot)  # well-formed dot
+    assert len(graph.get_edges()) == 7
+    assert main(["summary", siamese, "--format", "mermaid"]) == 0
+    mermaid = capsys.readouterr().out
+    assert 'n_left(["left: Input (None, None, 128)"])' in mermaid
+    assert 'n_right_lstm["right_lstm: LSTM (shares left_lstm)"]' in mermaid
+    assert "n_left_lstm -.-|shared| n_right_lstm" in mermaid
+    recipe = write_recipe(tmp_path, SHARED_SUBMODEL)
+    assert main(["summary", str(recipe), "--format", "mermaid"]) == 0
+    mermaid = capsys.readouterr().out
+    assert 'n_right["right: tower (shares left)"]' in mermaid and 'n_left["left: tower"]' in mermaid
