@@ -148,6 +148,27 @@ def test_terminal_status_comes_before_tensorflow_and_a_summary_ends_the_run(tty_
     assert f"plots: {run.resolve() / 'learning_curves.png'}" in joined.replace(str(run), str(run.resolve()))
 
 
+def test_meter_clamps_keras_chunk_ends_to_the_step_count():
+    from dlrun.engine.display import EpochMeter
+
+    meter = EpochMeter(epochs=2, steps=None, batch_size=BATCH, quiet=True, show=False)
+    meter.begin_epoch(0, STEPS)
+    seen = []
+    for last_step in (9, 19, 29, 39):  # what Keras passes to on_train_batch_end with steps_per_execution 10
+        time.sleep(0.01)
+        meter.batch_end(last_step, {"loss": 0.5})
+        seen.append(meter.figures({"loss": 0.5}))
+    assert [f.split(" · ")[0] for f in seen] == ["10/39", "20/39", "30/39", "39/39"]
+    assert re.search(r"[\d,]+ steps/s · [\d,]+ samples/s · ETA 0:00 · run 0:0\d · loss 0.5000$", seen[2])
+    assert meter.end_epoch({"loss": 0.5}).startswith("epoch 1/2 · 39/39 steps · ")
+    streamed = EpochMeter(epochs=1, steps=None, batch_size=BATCH, quiet=True, show=False)
+    streamed.begin_epoch(0, None)  # a stream of unknown length: the count is learnt at the epoch's end
+    streamed.batch_end(9, {})
+    assert streamed.figures({}).startswith("10/? · ")
+    streamed.batch_end(12, {})
+    assert streamed.end_epoch({}).startswith("epoch 1/1 · 13/13 steps")
+
+
 def _png(path: Path) -> np.ndarray:
     import matplotlib.image as mpimg
 
@@ -241,7 +262,7 @@ def test_summary_plot_checks_pydot_and_graphviz_before_building(tmp_path, capsys
     assert main(["summary", str(recipe), "--plot", str(tmp_path / "m.svg")]) == 2
     assert main(["summary", str(recipe), "--plot", str(tmp_path / "m.jpg")]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == "error: --plot needs pydot: pip install 'dlrun[plot]'; `--format dot|mermaid` draws the graph without them"
+    assert err[0].startswith("error: --plot needs pydot: pip install 'dlrun[plot]'; `--format dot|mermaid` draws")
     assert err[1].startswith("error: --plot needs Graphviz's `dot` program: apt-get install graphviz")
     assert err[2].startswith("error: --plot writes .png, .svg, .pdf, .dot")
     assert len(err) == 3 and not list(tmp_path.glob("m.*"))

@@ -51,7 +51,6 @@ class _Screen:
             )
             self.status_task = self.progress.add_task(message, total=None, figures="")
             self.progress.start()
-            atexit.register(self.stop)  # an error before the session ends must not leave the cursor hidden
         return self.progress
 
     def stop(self) -> None:
@@ -67,6 +66,7 @@ def _rich_console() -> Any:
 
 
 _screen = _Screen()
+atexit.register(_screen.stop)  # an error before the session ends must not leave the terminal's cursor hidden
 
 
 def status(message: str, *, quiet: bool = False) -> None:

@@ -106,7 +106,7 @@ def closing_summary(recipe: Recipe, result: TrainResult, seconds: float) -> list
     best = best_epoch(recipe, result.history)
     if best is not None:
         why = f" (watched by {best.watched_by})" if best.watched_by else ""
-        lines.append(f"best epoch {best.epoch}/{best.of}: {best.monitor} {best.value:.4g}{why}")
+        lines.append(f"best epoch {best.epoch}/{best.of}: {best.monitor} {best.value:.4f}{why}")
     lines.append(f"done in {clock(seconds)} · model: {result.run.model}")
     if result.plots:
         lines.append("plots: " + ", ".join(str(p) for p in result.plots))
