@@ -131,15 +131,15 @@ def run_label(run: Path, others: list[Path]) -> str:
 
 def read_history(run: Path) -> History:
     """A run folder's history.json (every finished epoch's metrics), checked to be what a run writes."""
-    file = run / "history.json"
+    from dlrun.files import read_regular
+
     if not run.is_dir():
         raise RecipeError(f"{run}: not a run folder")
-    if not file.is_file():
+    file = run / "history.json"
+    if not file.exists():
         raise RecipeError(f"{run}: no history.json (the run finished no epoch, or this is not a run folder)")
-    if file.stat().st_size > 64 * 2**20:
-        raise RecipeError(f"{file}: larger than 64 MiB; not a run's history")
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = json.loads(read_regular(file, 64 * 2**20, "history file"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{file}: not valid JSON ({exc})") from None
     if not isinstance(data, dict) or not all(
