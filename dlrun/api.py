@@ -70,10 +70,11 @@ def check(loaded: LoadedRecipe | str | Path, *, trust: bool = False, batch: int 
 
 
 def train(loaded: LoadedRecipe | str | Path, **kwargs: Any) -> TrainResult:
-    """Train a recipe (options: the fields of `dlrun.engine.session.RunPolicy`); returns a `TrainResult`."""
-    from dlrun.engine.session import train as _train
+    """Train a recipe (options: the fields of `dlrun.engine.session.RunPolicy`); returns a `TrainResult`, its
+    run folder holding the learning curves and (classifiers) confusion matrices (`result.plots`)."""
+    from dlrun.verbs.train import train_run
 
-    return _train(load_recipe(loaded), **kwargs)
+    return train_run(load_recipe(loaded), **kwargs)
 
 
 def recipe_to_train(
@@ -154,15 +155,24 @@ def predict(
 
 
 def plot(model: Any, file: Path, *, expand: bool = False) -> None:
-    """Draw the model with keras.utils.plot_model (needs pydot and graphviz)."""
-    import keras
+    """Draw the model with Keras' model_to_dot (needs pydot and graphviz: the `plot` extra)."""
+    from dlrun.graph.picture import draw_model
 
-    if file.suffix.lower() not in (".png", ".svg", ".pdf", ".dot"):
-        raise RecipeError(f"--plot writes .png, .svg, .pdf or .dot, not {file.suffix!r}")
-    try:
-        keras.utils.plot_model(model, to_file=str(file), show_shapes=True, expand_nested=expand, show_layer_names=True)
-    except (ImportError, OSError) as exc:
-        raise RecipeError(f"--plot needs pydot and graphviz ({exc}); `--format dot|mermaid` works without") from None
+    draw_model(model, file, expand=expand)
+
+
+def check_plot_tools(file: Path) -> None:
+    """Refuse `--plot FILE` at once (before any model is built) when pydot or graphviz is missing."""
+    from dlrun.graph.picture import check_tools
+
+    check_tools(file)
+
+
+def plot_runs(runs: list[str | Path], out: str | Path, *, metric: str | None = None) -> dict[str, Any]:
+    """Several runs' learning curves overlaid in one PNG or SVG (`dlrun plot`)."""
+    from dlrun.verbs.plot import plot_runs as _plot_runs
+
+    return _plot_runs([Path(r) for r in runs], Path(out), metric)
 
 
 def json_schema_text() -> str:

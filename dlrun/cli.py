@@ -106,7 +106,8 @@ def summary(
         str, typer.Option("--format", help="table, dot or mermaid (dot/mermaid need no TensorFlow).")
     ] = "table",
     plot: Annotated[
-        Path | None, typer.Option("--plot", help="Draw the graph to FILE.png|svg (needs pydot+graphviz).")
+        Path | None,
+        typer.Option("--plot", help="Draw the model to FILE.png|svg|pdf (needs the plot extra and graphviz)."),
     ] = None,
     trust: TrustOpt = False,
     json_out: JsonOpt = False,
@@ -114,9 +115,12 @@ def summary(
     """Build the model without training and print every layer with shapes and parameter counts."""
     from dlrun.graph import render
 
+    if plot is not None:
+        api.check_plot_tools(plot)  # at once, not after the model is built
     loaded = api.load_recipe(recipe, overrides=set_ or ())
     if fmt in ("dot", "mermaid"):
-        text = render.to_dot(loaded.graph) if fmt == "dot" else render.to_mermaid(loaded.graph)
+        shapes = render.known_shapes(loaded.graph, loaded.recipe.expect.output_shapes if loaded.recipe.expect else None)
+        text = (render.to_dot if fmt == "dot" else render.to_mermaid)(loaded.graph, shapes)
         console.print(text, end="", markup=False)
         return
     if fmt != "table":
@@ -156,6 +160,9 @@ def train(
     json_out: JsonOpt = False,
 ) -> None:
     """Train a recipe; writes runs/<name>/<timestamp>/ and evaluates on the recipe's eval split."""
+    from dlrun.engine.display import status
+
+    status("reading the recipe", quiet=quiet or json_out)  # within a second: TensorFlow takes several to load
     loaded = api.load_recipe(api.recipe_to_train(recipe, resume=resume, overrides=set_ or ()), overrides=set_ or ())
     result = api.train(
         loaded, runs_root=runs, trust=trust, quiet=quiet or json_out, overrides=tuple(set_ or ()), resume=resume
@@ -185,6 +192,27 @@ def eval_(
     else:
         _metrics_table(f"{run}: {result['split']} ({result['samples']} samples)", result["metrics"], result["outputs"])
         _report_tables(result.get("reports", {}))
+        for name in result.get("plots", []):
+            console.print(f"plot: {run / name}", markup=False)
+
+
+@app.command()
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="One or more run folders.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The picture: FILE.png or FILE.svg.")] = Path("curves.png"),
+    metric: Annotated[
+        str | None, typer.Option("--metric", help="Draw only this metric (and its val_ twin), e.g. loss.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Draw the runs' learning curves in one picture, overlaid to compare them (training solid, validation dashed)."""
+    result = api.plot_runs(runs, out, metric=metric)
+    if json_out:
+        _emit(result)
+    else:
+        console.print(
+            f"{result['output']}: {', '.join(result['metrics'])} of {len(result['runs'])} run(s)", markup=False
+        )
 
 
 @app.command()

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlrun.backend import activate, is_chief, strategy_scope
+from dlrun.backend import activate, is_chief, strategy_scope, wanted_backend
 from dlrun.cluster import check_one_run
 from dlrun.components import Importer
-from dlrun.console import make_progress_callback, say
+from dlrun.console import say
 from dlrun.data.prepare import Prepared
-from dlrun.engine import device_data
+from dlrun.engine import device_data, display
 from dlrun.engine.compile import apply_trainable, compile_model, non_trainable, seed_everything
 from dlrun.engine.rundir import RunDir, atomic_target, atomic_write_text
 from dlrun.errors import RecipeError, RunInterrupted
@@ -44,6 +44,7 @@ class TrainResult:
     history: dict[str, list[float]]
     metrics: dict[str, float]
     model: Any  # keras.Model
+    plots: list[Path] = field(default_factory=list)  # the run folder's pictures (drawn by verbs.train)
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,12 @@ class RunSession:
                 from dlrun.multi_worker import check_tf_config
 
                 check_tf_config()  # before the slow Keras import: a bad cluster description fails at once
-            activate(recipe)
-            return self._run(prepared)
+            display.loading(wanted_backend(recipe), quiet=self.policy.quiet)
+            try:
+                activate(recipe)
+                return self._run(prepared)
+            finally:
+                display.stop()
 
     def _run(self, prepared: Prepared | None) -> TrainResult:
         from dlrun.data.prepare import prepare
@@ -108,6 +113,8 @@ class RunSession:
         device_data.check_setting(recipe.train.data_on_device)
         # A run folder's own recipe (--resume) imports code only with --trust.
         self.importer = Importer(recipe.imports, loaded.base_dir, trust=self.policy.trust, origin=self.policy.resume)
+        if prepared is None:
+            display.status(display.reading(recipe.data, loaded.base_dir), quiet=self.policy.quiet)
         self.prepared = prepared or prepare(recipe.data, loaded.base_dir, recipe.seed)
         if prepared is None and self.prepared.record is not None:
             from dlrun.data.record import describe
@@ -119,6 +126,7 @@ class RunSession:
         try:
             if splits_batches():  # before any run folder exists
                 check_batch_size(recipe.train.batch_size, self.prepared.count("train"))
+            display.status("building the model", quiet=self.policy.quiet)
             resolve_input_shapes(loaded, self.prepared, self.importer)  # `shape: auto` takes the prepared data's
             model = build_graph(loaded.graph, self.importer, doc=loaded.doc, base_dir=loaded.base_dir)
             self.model = attach_preprocessing(model, loaded, self.prepared, self.importer)  # raw -> preprocess -> model
@@ -246,6 +254,7 @@ class RunSession:
         )
         from dlrun.engine.data_parallel import unknown_length_expected
         from dlrun.engine.feed import train_feed
+        from dlrun.engine.progress import TrainProgress
 
         recipe, graph, model, quiet = self.loaded.recipe, self.loaded.graph, self.model, self.policy.quiet
         data = self._fit_data()
@@ -259,6 +268,7 @@ class RunSession:
         guard = NonFiniteGuard()
         quiet_shards = unknown_length_expected() if data.across else nullcontext()
         reseed = TorchEpochSeed.needed(recipe.seed, deterministic=recipe.train.deterministic)
+        meter = display.EpochMeter(total, data.steps, recipe.train.batch_size, quiet=quiet)
         with stop_on_signals(model) as signals, quiet_shards:
 
             def interrupted() -> bool:
@@ -286,7 +296,7 @@ class RunSession:
                 stage_callbacks = make_callbacks(stage.callbacks or [], run, self.importer, (*where, "callbacks"))
                 all_callbacks += stage_callbacks
                 if len(stages) > 1:
-                    say(
+                    display.stage_header(
                         f"stage {i + 1}/{len(stages)}{f' ({stage.name})' if stage.name else ''}: "
                         f"{model.count_params() - non_trainable(model):,} trainable parameters",
                         quiet=quiet,
@@ -321,7 +331,7 @@ class RunSession:
                             *self.extra_callbacks,
                             HistoryWriter(run, history, interrupted),
                             state.callback(history, interrupted),
-                            make_progress_callback(total, data.steps, quiet=quiet),
+                            TrainProgress(meter, interrupted),
                         ],
                         verbose=0,
                     )
@@ -349,6 +359,7 @@ class RunSession:
 
         recipe, model, prepared = self.loaded.recipe, self.model, self.prepared
         outputs, inputs = self.loaded.graph.outputs, list(self.loaded.graph.inputs)
+        display.status("saving and evaluating the model", quiet=self.policy.quiet)
         restored = restore_best(model, callbacks, self.importer) if recipe.train.restore_best else None
         if restored:
             say(f"restored best weights from {Path(restored).name}", quiet=self.policy.quiet)
