@@ -153,6 +153,30 @@ def predict(
     )
 
 
+def serve(
+    run: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    trust: bool = False,
+    unsafe: bool = False,
+    max_batch: int | None = None,
+    max_wait_ms: float | None = None,
+) -> None:
+    """Serve a run's model as an HTTP JSON API (`POST /predict`, `/health`, `/docs`) until interrupted; the
+    run is loaded and checked before anything binds. Needs the `serve` extra (FastAPI, uvicorn)."""
+    from dlrun.verbs.serve import MAX_BATCH, MAX_WAIT_MS, app_for_run, serve_run
+
+    app = app_for_run(
+        Path(run),
+        trust=trust,
+        unsafe=unsafe,
+        max_batch=MAX_BATCH if max_batch is None else max_batch,
+        max_wait_ms=MAX_WAIT_MS if max_wait_ms is None else max_wait_ms,
+    )
+    serve_run(app, host=host, port=port)
+
+
 def plot(model: Any, file: Path, *, expand: bool = False) -> None:
     """Draw the model with keras.utils.plot_model (needs pydot and graphviz)."""
     import keras

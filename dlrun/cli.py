@@ -482,6 +482,31 @@ def predict(
         console.print(f"{result['output']}: {result['count']} predictions", markup=False)
 
 
+@app.command()
+def serve(
+    run: Annotated[Path, typer.Argument(help="Run folder.", show_default=False)],
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind; anything but 127.0.0.1 exposes an API with no auth.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    max_batch: Annotated[
+        int | None, typer.Option("--max-batch", help="Most rows per model call, gathered from concurrent requests.")
+    ] = None,
+    max_wait_ms: Annotated[
+        float | None, typer.Option("--max-wait-ms", help="How long a batch waits for more requests (default 5).")
+    ] = None,
+    trust: TrustOpt = False,
+    unsafe: Annotated[
+        bool, typer.Option("--unsafe", help="Load models with Lambda code (trusted files only).")
+    ] = False,
+) -> None:
+    """Serve a run's model over HTTP: POST /predict with raw rows (the recipe's input names), /health, /docs."""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"warning: binding {host}: anyone who can reach it can use this API (no authentication)")
+    console.print(f"loading {run} ...", markup=False)
+    api.serve(run, host=host, port=port, trust=trust, unsafe=unsafe, max_batch=max_batch, max_wait_ms=max_wait_ms)
+
+
 def _report_tables(reports: dict[str, Any]) -> None:
     from rich.table import Table
 
