@@ -71,6 +71,10 @@ def _run_model(model: Any, chunk: dict[str, np.ndarray], names: list[str], batch
         result = model.predict(x, verbose=0)
     else:
         result = model.predict(x, batch_size=batch, verbose=0)
+    return _as_list(result)
+
+
+def _as_list(result: Any) -> list[np.ndarray]:
     if isinstance(result, dict):
         return [np.asarray(v) for v in result.values()]
     if isinstance(result, list | tuple):
@@ -110,9 +114,15 @@ class Predictor:
     def classes(self) -> dict[str, list[str]]:
         return {o: info.classes for o, info in self.infos.items() if info.classifier}
 
-    def run(self, chunk: dict[str, np.ndarray], origin: str) -> list[np.ndarray]:
-        """The raw model outputs on one chunk of prepared inputs."""
-        return _run_model(self.model, _fit_to_model(chunk, self.model, self.names, origin), self.names, self.batch)
+    def run(self, chunk: dict[str, np.ndarray], origin: str, *, one_call: bool = False) -> list[np.ndarray]:
+        """The raw model outputs on one chunk of prepared inputs. `one_call` (serve's small batches): one
+        `predict_on_batch` call, the same compiled predict step without `predict`'s per-call set-up (~60x
+        less overhead for a few rows); text inputs always go through `predict`'s tf.data path."""
+        fitted = _fit_to_model(chunk, self.model, self.names, origin)
+        if one_call and not any(a.dtype.kind in "US" for a in fitted.values()):
+            x: Any = fitted[self.names[0]] if len(self.names) == 1 else fitted
+            return _as_list(self.model.predict_on_batch(x))
+        return _run_model(self.model, fitted, self.names, self.batch)
 
     def finish(self, parts: list[list[np.ndarray]], id_name: str, ids: list[Any]) -> Predictions:
         """Chunks' outputs joined per output: probabilities for classifiers, original units for regressions."""

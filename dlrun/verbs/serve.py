@@ -14,7 +14,8 @@
 - `GET /health` says the run is loaded, with the batcher's counts; `/docs` and `/openapi.json` are FastAPI's.
 - Batching (`Batcher`): concurrent requests queue up; one worker takes the first waiting request, then keeps
   taking requests that arrive within `max_wait_ms` of it until `max_batch` rows are gathered, and runs them
-  all as one model call in a worker thread (one model call at a time, so the event loop keeps accepting).
+  all as one model call (`predict_on_batch`) in a worker thread (one model call at a time, so the event loop
+  keeps accepting).
   Each request gets its own rows back. When a merged batch fails on one request's values, each request of
   it is run alone, so only that request gets the 400.
 
@@ -122,7 +123,7 @@ def predict_rows(predictor: Predictor, fields: list[Field], rows: Rows) -> Rows:
     columns = {f.name: _json_array(f.name, [r[f.name] for r in rows], "the request") for f in fields}
     table = ArrayTable(columns, "the request")
     arrays = prepare_table(table, predictor.loaded.recipe.data, predictor.names, predictor.fitted, "the request")
-    parts = [predictor.run(arrays, "the request")]
+    parts = [predictor.run(arrays, "the request", one_call=True)]
     return to_flat_records(predictor.finish(parts, "row", list(range(len(rows)))))
 
 
