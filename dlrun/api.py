@@ -214,13 +214,24 @@ def tune(
     timeout: float | None = None,
     trust: bool = False,
     quiet: bool = True,
+    storage: str | None = None,
+    workers: int = 1,
 ) -> TuneResult:
-    """Run (or resume) the recipe's `search:` study with Optuna; returns a `TuneResult` (leaderboard, best)."""
+    """Run (or resume) the recipe's `search:` study with Optuna; returns a `TuneResult` (leaderboard, best).
+    `storage`: a journal file or an RDB URL shared by several workers; `workers`: local worker processes."""
     from dlrun.verbs.tune.study import run_study
 
     folder = Path(study_dir) if study_dir is not None else None
     return run_study(
-        Path(recipe), overrides=overrides, trials=trials, study_dir=folder, timeout=timeout, trust=trust, quiet=quiet
+        Path(recipe),
+        overrides=overrides,
+        trials=trials,
+        study_dir=folder,
+        timeout=timeout,
+        trust=trust,
+        quiet=quiet,
+        storage=storage,
+        workers=workers,
     )
 
 

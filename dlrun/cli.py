@@ -354,6 +354,15 @@ def tune(
     check_only: Annotated[
         bool, typer.Option("--check", help="Only check the search section (paths and values); train nothing.")
     ] = False,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="Shared study storage: a journal file, sqlite:///FILE or postgresql://... (default: "
+            "<study-dir>/study.journal). Several workers may use one.",
+        ),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Local worker processes on the study.")] = 1,
     trust: TrustOpt = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
@@ -379,6 +388,8 @@ def tune(
         timeout=timeout,
         trust=trust,
         quiet=quiet or json_out,
+        storage=storage,
+        workers=workers,
     )
     if json_out:
         _emit(
@@ -386,6 +397,8 @@ def tune(
                 "study": str(result.study_dir),
                 "metric": result.metric,
                 "goal": result.goal,
+                "objectives": [{"metric": m, "goal": g} for m, g in result.objectives],
+                "pareto": result.pareto,
                 "ran": result.ran,
                 "best": result.best,
                 "best_recipe": None if result.best_recipe is None else str(result.best_recipe),
