@@ -142,16 +142,16 @@ def test_objective_list_is_checked(tmp_path):
 def test_three_workers_share_one_study_through_a_journal_file(tmp_path):
     recipe = _recipe(tmp_path)
     journal = tmp_path / "shared" / "study.journal"
-    result = run_study(recipe, trials=5, study_dir=tmp_path / "s", storage=str(journal), workers=3, quiet=True)
-    assert result.ran == 5
-    _check_trials(tmp_path / "s", 5)
+    result = run_study(recipe, trials=3, study_dir=tmp_path / "s", storage=str(journal), workers=3, quiet=True)
+    assert result.ran == 3
+    _check_trials(tmp_path / "s", 3)
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
     assert len(_workers(storage)) > 1  # the trials really ran in several processes
     assert not (tmp_path / "s" / "study.journal").exists()  # --storage, not the folder's default journal
-    # resumed with a larger budget by one worker: the study goes on from 5
-    again = run_study(recipe, trials=6, study_dir=tmp_path / "s", storage=str(journal), quiet=True)
+    # resumed with a larger budget by one worker: the study goes on from 3
+    again = run_study(recipe, trials=4, study_dir=tmp_path / "s", storage=str(journal), quiet=True)
     assert again.ran == 1
-    _check_trials(tmp_path / "s", 6)
+    _check_trials(tmp_path / "s", 4)
 
 
 def _postgres_bin() -> Path | None:
@@ -166,7 +166,7 @@ def _postgres_bin() -> Path | None:
 def postgres_url():
     """A PostgreSQL server started here: initdb in a temporary folder as the `postgres` user (postgres refuses
     root), on a free 127.0.0.1 port, trust auth for local connections only; stopped and removed afterwards."""
-    pytest.importorskip("psycopg2", reason="PostgreSQL storage needs psycopg2-binary (pip install psycopg2-binary)")
+    pytest.importorskip("psycopg", reason="PostgreSQL storage needs psycopg (pip install 'psycopg[binary]')")
     binaries = _postgres_bin()
     if binaries is None:
         pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found: apt-get install postgresql")
@@ -205,7 +205,7 @@ def postgres_url():
 def test_workers_share_one_study_through_a_real_postgresql_server(tmp_path, postgres_url):
     recipe = _recipe(tmp_path)
     start = time.monotonic()
-    result = run_study(recipe, trials=4, study_dir=tmp_path / "s", storage=postgres_url, workers=2, quiet=True)
-    assert result.ran == 4, time.monotonic() - start
-    _check_trials(tmp_path / "s", 4)
+    result = run_study(recipe, trials=3, study_dir=tmp_path / "s", storage=postgres_url, workers=2, quiet=True)
+    assert result.ran == 3, time.monotonic() - start
+    _check_trials(tmp_path / "s", 3)
     assert len(_workers(optuna.storages.RDBStorage(postgres_url))) == 2
