@@ -85,8 +85,8 @@ def run_study(
     if workers < 1:
         raise RecipeError(f"--workers must be at least 1, got {workers}")
     folder = study_dir if study_dir is not None else Path("studies") / base.recipe.name
+    store = open_storage(folder, storage)  # a bad --storage leaves no study folder behind
     folder.mkdir(parents=True, exist_ok=True)
-    store = open_storage(folder, storage)
     study = _create_study(store, spec, base)
     _check_same_question(folder, base, space, study, recipe, overrides)
     with StudyLock(folder):
@@ -184,6 +184,7 @@ def open_storage(folder: Path, storage: str | None) -> Any:
 
     journal = optuna.storages.journal
     if storage is None:
+        folder.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(journal.JournalFileBackend(str(folder / "study.journal")))
     if "://" not in storage:
         path = Path(storage)
