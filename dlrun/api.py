@@ -154,6 +154,30 @@ def predict(
     )
 
 
+def serve(
+    run: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    trust: bool = False,
+    unsafe: bool = False,
+    max_batch: int | None = None,
+    max_wait_ms: float | None = None,
+) -> None:
+    """Serve a run's model as an HTTP JSON API (`POST /predict`, `/health`, `/docs`) until interrupted; the
+    run is loaded and checked before anything binds. Needs the `serve` extra (FastAPI, uvicorn)."""
+    from dlrun.verbs.serve import MAX_BATCH, MAX_WAIT_MS, app_for_run, serve_run
+
+    app = app_for_run(
+        Path(run),
+        trust=trust,
+        unsafe=unsafe,
+        max_batch=MAX_BATCH if max_batch is None else max_batch,
+        max_wait_ms=MAX_WAIT_MS if max_wait_ms is None else max_wait_ms,
+    )
+    serve_run(app, host=host, port=port)
+
+
 def plot(model: Any, file: Path, *, expand: bool = False) -> None:
     """Draw the model with Keras' model_to_dot (needs pydot and graphviz: the `plot` extra)."""
     from dlrun.graph.picture import draw_model
@@ -200,13 +224,24 @@ def tune(
     timeout: float | None = None,
     trust: bool = False,
     quiet: bool = True,
+    storage: str | None = None,
+    workers: int = 1,
 ) -> TuneResult:
-    """Run (or resume) the recipe's `search:` study with Optuna; returns a `TuneResult` (leaderboard, best)."""
+    """Run (or resume) the recipe's `search:` study with Optuna; returns a `TuneResult` (leaderboard, best).
+    `storage`: a journal file or an RDB URL shared by several workers; `workers`: local worker processes."""
     from dlrun.verbs.tune.study import run_study
 
     folder = Path(study_dir) if study_dir is not None else None
     return run_study(
-        Path(recipe), overrides=overrides, trials=trials, study_dir=folder, timeout=timeout, trust=trust, quiet=quiet
+        Path(recipe),
+        overrides=overrides,
+        trials=trials,
+        study_dir=folder,
+        timeout=timeout,
+        trust=trust,
+        quiet=quiet,
+        storage=storage,
+        workers=workers,
     )
 
 

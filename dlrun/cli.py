@@ -382,6 +382,15 @@ def tune(
     check_only: Annotated[
         bool, typer.Option("--check", help="Only check the search section (paths and values); train nothing.")
     ] = False,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="Shared study storage: a journal file, sqlite:///FILE or postgresql://... (default: "
+            "<study-dir>/study.journal). Several workers may use one.",
+        ),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Local worker processes on the study.")] = 1,
     trust: TrustOpt = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
@@ -407,6 +416,8 @@ def tune(
         timeout=timeout,
         trust=trust,
         quiet=quiet or json_out,
+        storage=storage,
+        workers=workers,
     )
     if json_out:
         _emit(
@@ -414,6 +425,8 @@ def tune(
                 "study": str(result.study_dir),
                 "metric": result.metric,
                 "goal": result.goal,
+                "objectives": [{"metric": m, "goal": g} for m, g in result.objectives],
+                "pareto": result.pareto,
                 "ran": result.ran,
                 "best": result.best,
                 "best_recipe": None if result.best_recipe is None else str(result.best_recipe),
@@ -508,6 +521,31 @@ def predict(
         _emit(result)
     else:
         console.print(f"{result['output']}: {result['count']} predictions", markup=False)
+
+
+@app.command()
+def serve(
+    run: Annotated[Path, typer.Argument(help="Run folder.", show_default=False)],
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind; anything but 127.0.0.1 exposes an API with no auth.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    max_batch: Annotated[
+        int | None, typer.Option("--max-batch", help="Most rows per model call, gathered from concurrent requests.")
+    ] = None,
+    max_wait_ms: Annotated[
+        float | None, typer.Option("--max-wait-ms", help="How long a batch waits for more requests (default 5).")
+    ] = None,
+    trust: TrustOpt = False,
+    unsafe: Annotated[
+        bool, typer.Option("--unsafe", help="Load models with Lambda code (trusted files only).")
+    ] = False,
+) -> None:
+    """Serve a run's model over HTTP: POST /predict with raw rows (the recipe's input names), /health, /docs."""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"warning: binding {host}: anyone who can reach it can use this API (no authentication)")
+    console.print(f"loading {run} ...", markup=False)
+    api.serve(run, host=host, port=port, trust=trust, unsafe=unsafe, max_batch=max_batch, max_wait_ms=max_wait_ms)
 
 
 def _report_tables(reports: dict[str, Any]) -> None:
