@@ -26,6 +26,7 @@ from dlrun.console import make_progress_callback, say
 from dlrun.data.prepare import Prepared
 from dlrun.engine import device_data
 from dlrun.engine.compile import apply_trainable, compile_model, non_trainable, seed_everything
+from dlrun.engine.liveness import mark_live
 from dlrun.engine.rundir import RunDir, atomic_target, atomic_write_text
 from dlrun.errors import RecipeError, RunInterrupted
 from dlrun.recipe.compose import LoadedRecipe
@@ -162,19 +163,23 @@ class RunSession:
             f"run folder: {run.path}" + (f" (resuming after epoch {state.epoch()})" if policy.resume else ""),
             quiet=policy.quiet,
         )
+        live = mark_live(run.path)  # `dlrun runs` shows it running until it ends
         try:
             return self._fit_stages(run, state, resuming=policy.resume is not None)
         except RecipeError as exc:
             if not state.exists():  # failed before its first epoch: `dlrun runs` lists it failed, with the reason
                 atomic_write_text(run.path / "error.log", f"error: {exc}\n")
             raise
-        except RunInterrupted:
+        except RunInterrupted as exc:
+            exc.run = run.path  # the CLI prints the resume command
             raise
         except Exception as exc:
             log = run.path / "error.log"
             atomic_write_text(log, traceback.format_exc())
             exc.dlrun_log = log  # type: ignore[attr-defined]
             raise
+        finally:
+            live.close()
 
     def _fit_data(self) -> _FitData:
         """The training and validation data as `fit` takes them, placed and split the way the recipe asks."""
