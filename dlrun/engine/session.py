@@ -346,6 +346,7 @@ class RunSession:
         """Restore the best checkpoint (when asked), save model.keras, evaluate on the eval split."""
         from dlrun.engine.artifacts import evaluate_model
         from dlrun.engine.callbacks import restore_best
+        from dlrun.engine.tracking import finish_tracking
 
         recipe, model, prepared = self.loaded.recipe, self.model, self.prepared
         outputs, inputs = self.loaded.graph.outputs, list(self.loaded.graph.inputs)
@@ -366,6 +367,10 @@ class RunSession:
             else:
                 metrics = evaluate_model(model, prepared, eval_split, outputs, inputs, data.eval_batch)
             run.write_json("eval.json", {"split": eval_split, "outputs": outputs, "metrics": metrics})
+        epochs = len(next(iter(history.values()), []))
+        notes = finish_tracking(self.loaded, run, model, metrics, split=eval_split, step=epochs)  # MLflow, TensorBoard
+        for note in notes:
+            say(note, quiet=self.policy.quiet)
         return TrainResult(run=run, history=history, metrics=metrics, model=model)
 
 
