@@ -51,8 +51,11 @@ class GalleryRecipe:
 
 
 def folder() -> Traversable:
-    """The gallery folder: the package's `recipes/` (installed or the checkout's symlink)."""
-    return resources.files("dlrun").joinpath("recipes")
+    """The gallery folder: the package's `recipes/` (installed, or the checkout's symlink), else the checkout's
+    own `recipes/` (a checkout made without symlinks, e.g. git on Windows with core.symlinks off)."""
+    packaged = resources.files("dlrun").joinpath("recipes")
+    checkout = Path(__file__).resolve().parents[1] / "recipes"
+    return packaged if packaged.is_dir() or not checkout.is_dir() else checkout
 
 
 def header_comment(text: str) -> str:
