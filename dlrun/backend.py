@@ -102,20 +102,13 @@ def torch_layers_accept_dotted_names() -> None:
 def quiet_native_startup() -> Iterator[None]:
     """Hide the C++ start-up chatter TensorFlow writes to fd 2 while it loads (absl, cudart); Python
     exceptions still propagate. A no-op once TensorFlow is loaded, and when DLRUN_VERBOSE is set."""
-    if os.environ.get("DLRUN_VERBOSE") or "tensorflow" in sys.modules:
+    from dlrun.quiet_tensorflow import silenced_fd2, verbose
+
+    if verbose() or "tensorflow" in sys.modules:
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
+    with silenced_fd2():
+        yield
 
 
 @contextlib.contextmanager

@@ -48,6 +48,21 @@ TrustOpt = Annotated[
 ]
 
 
+def _choices(values: Any) -> Any:
+    """Shell completion offering `values` (a sequence, or a function returning one) for an option."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [v for v in (values() if callable(values) else values) if v.startswith(incomplete)]
+
+    return complete
+
+
+def _template_names() -> list[str]:
+    from dlrun.starter import template_names
+
+    return template_names()
+
+
 def _emit(data: Any) -> None:
     console.print_json(json.dumps(data, default=str), highlight=False)  # machine output: never coloured
 
@@ -86,15 +101,24 @@ def validate(
 
 
 @app.command()
-def show(recipe: RecipeArg, set_: SetOpt = None, json_out: JsonOpt = False) -> None:
+def show(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    defaults: Annotated[
+        bool, typer.Option("--defaults", help="Also print every default the recipe does not set.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
     """Print the resolved recipe (after extends, overrides and interpolation)."""
     from dlrun.recipe.compose import dump_yaml
+    from dlrun.recipe.defaults import with_defaults
 
     loaded = api.load_recipe(recipe, overrides=set_ or ())
+    document = with_defaults(loaded) if defaults else loaded.resolved()
     if json_out:
-        _emit(loaded.resolved())
+        _emit(document)
     else:
-        console.print(dump_yaml(loaded.resolved()), end="", markup=False)
+        console.print(dump_yaml(document), end="", markup=False)
 
 
 @app.command()
@@ -103,7 +127,12 @@ def summary(
     set_: SetOpt = None,
     expand: Annotated[bool, typer.Option("--expand", help="Show every layer inside blocks.")] = False,
     fmt: Annotated[
-        str, typer.Option("--format", help="table, dot or mermaid (dot/mermaid need no TensorFlow).")
+        str,
+        typer.Option(
+            "--format",
+            help="table, dot or mermaid (dot/mermaid need no TensorFlow).",
+            autocompletion=_choices(("table", "dot", "mermaid")),
+        ),
     ] = "table",
     plot: Annotated[
         Path | None,
@@ -164,9 +193,13 @@ def train(
 
     status("reading the recipe", quiet=quiet or json_out)  # within a second: TensorFlow takes several to load
     loaded = api.load_recipe(api.recipe_to_train(recipe, resume=resume, overrides=set_ or ()), overrides=set_ or ())
-    result = api.train(
-        loaded, runs_root=runs, trust=trust, quiet=quiet or json_out, overrides=tuple(set_ or ()), resume=resume
-    )
+    try:
+        result = api.train(
+            loaded, runs_root=runs, trust=trust, quiet=quiet or json_out, overrides=tuple(set_ or ()), resume=resume
+        )
+    except RunInterrupted as exc:
+        exc.resume_hint = _resume_hint(exc.run, trust=trust)  # type: ignore[attr-defined]
+        raise
     run_folder = str(result.run.path) if result.run.path.exists() else None  # None: a worker other than the chief
     if json_out:
         _emit({"run": run_folder, "metrics": result.metrics})
@@ -232,7 +265,13 @@ def schema(
 @app.command()
 def init(
     template: Annotated[
-        str, typer.Option("--template", "-t", help="mlp, cnn, multi-input, multi-output, transfer or text.")
+        str,
+        typer.Option(
+            "--template",
+            "-t",
+            help="mlp, cnn, multi-input, multi-output, transfer, text, or a gallery recipe (`dlrun recipes`).",
+            autocompletion=_choices(_template_names),
+        ),
     ] = "mlp",
     output: Annotated[
         Path, typer.Option("--output", "-o", help="File to write (never overwritten); '-' for stdout.")
@@ -240,7 +279,7 @@ def init(
     name: Annotated[str | None, typer.Option("--name", help="The recipe's `name:` (default: the template's).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Write a commented starter recipe that passes `dlrun check` as written."""
+    """Write a commented starter recipe that passes `dlrun check` as written, or copy a gallery recipe."""
     from dlrun import starter
 
     if str(output) == "-":
@@ -269,7 +308,8 @@ def import_(
     else:
         from dlrun.starter import write_new
 
-        write_new(output, text)
+        written = write_new(output, text)
+        err_console.print(f"wrote {written} (recipe {document.get('name')}); next: dlrun check {written}", markup=False)
 
 
 @app.command()
@@ -296,7 +336,14 @@ def eject(
 @app.command("export")
 def export_(
     run: Annotated[Path, typer.Argument(help="Run folder.", show_default=False)],
-    fmt: Annotated[str, typer.Option("--format", help="keras, savedmodel, tflite or onnx.")] = "keras",
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="keras, savedmodel, tflite or onnx.",
+            autocompletion=_choices(("keras", "savedmodel", "tflite", "onnx")),
+        ),
+    ] = "keras",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Target (default: RUN/export/model.*).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export.")] = False,
     trust: TrustOpt = False,
@@ -335,6 +382,26 @@ def runs_(
         status = f"{r['status']}: {r['reason']}" if r.get("reason") else r["status"]
         table.add_row(r["name"], r["started"], status, str(r["epochs"]), shown, r["run"])
     console.print(table)
+
+
+@app.command("recipes")
+def recipes_(json_out: JsonOpt = False) -> None:
+    """List the gallery's recipes and what each shows; copy one with `dlrun init --template NAME`."""
+    from dlrun import gallery
+
+    found = gallery.all_recipes()
+    if json_out:
+        _emit([{"name": r.name, "shows": r.header, "imports": r.local_imports()} for r in found])
+        return
+    from rich.table import Table
+
+    table = Table(title="the recipe gallery", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    table.add_column("what it shows")
+    for r in found:
+        table.add_row(r.name, r.summary)
+    console.print(table)
+    console.print("copy one: dlrun init --template NAME -o NAME.yaml", markup=False)
 
 
 @app.command()
@@ -548,6 +615,20 @@ def serve(
     api.serve(run, host=host, port=port, trust=trust, unsafe=unsafe, max_batch=max_batch, max_wait_ms=max_wait_ms)
 
 
+def _resume_hint(run: Path | None, *, trust: bool) -> str | None:
+    """The command that continues an interrupted run, or why there is none."""
+    import shlex
+
+    from dlrun.engine.rundir import RunDir
+    from dlrun.verbs.runs import status
+
+    if run is None:
+        return None
+    if status(RunDir(run)) != "interrupted":
+        return f"nothing to resume: {run} stopped before its first epoch ended"
+    return f"resume with: dlrun train --resume {shlex.quote(str(run))}" + (" --trust" if trust else "")
+
+
 def _report_tables(reports: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -615,6 +696,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER
     except RunInterrupted as exc:
         err_console.print(f"interrupted (signal {exc.signum}); the run folder holds the state saved so far")
+        if (hint := getattr(exc, "resume_hint", None)) is not None:
+            err_console.print(hint, markup=False)
         return EXIT_SIGINT if exc.signum == 2 else EXIT_SIGTERM
     except aborts:
         err_console.print("aborted")

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from typing import Any
+
+PIPE_WIDTH = 100_000  # rich's width when output is not a terminal (rich's own default there is 80)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 class _LazyConsole:
@@ -24,6 +34,9 @@ class _LazyConsole:
 
             # rich's NO_COLOR drops colours but keeps bold/italic escapes; here it means no escape codes at all.
             plain: dict[str, Any] = {"color_system": None} if os.environ.get("NO_COLOR", "") != "" else {}
+            stream = sys.stderr if self._options.get("stderr") else sys.stdout
+            if not os.environ.get("COLUMNS") and not _is_terminal(stream):
+                plain["width"] = PIPE_WIDTH  # piped: tables as wide as their cells (`dlrun runs | cat` keeps paths)
             self._console = Console(highlight=False, soft_wrap=True, **plain, **self._options)
         return getattr(self._console, name)
 

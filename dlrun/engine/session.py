@@ -14,6 +14,7 @@ import importlib.util
 import shutil
 import tempfile
 import traceback
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from dlrun.console import say
 from dlrun.data.prepare import Prepared
 from dlrun.engine import device_data, display
 from dlrun.engine.compile import apply_trainable, compile_model, non_trainable, seed_everything
+from dlrun.engine.liveness import mark_live
 from dlrun.engine.rundir import RunDir, atomic_target, atomic_write_text
 from dlrun.errors import RecipeError, RunInterrupted
 from dlrun.recipe.compose import LoadedRecipe
@@ -81,6 +83,9 @@ class RunSession:
     loaded: LoadedRecipe
     policy: RunPolicy = field(default_factory=RunPolicy)
     extra_callbacks: list[Any] = field(default_factory=list)
+    # The verb's pictures of the run (verbs.train: learning curves, confusion matrices), drawn once the model is
+    # saved and evaluated and before tracking finishes, so MLflow gets them with the rest of the run folder.
+    draw: Callable[[RunSession, TrainResult], list[Path]] | None = None
 
     def run(self, prepared: Prepared | None = None) -> TrainResult:
         """Train and evaluate; `prepared` replaces the recipe's own data (a cv fold)."""
@@ -175,19 +180,23 @@ class RunSession:
             f"run folder: {run.path}" + (f" (resuming after epoch {state.epoch()})" if policy.resume else ""),
             quiet=policy.quiet,
         )
+        live = mark_live(run.path)  # `dlrun runs` shows it running until it ends
         try:
             return self._fit_stages(run, state, resuming=policy.resume is not None)
         except RecipeError as exc:
             if not state.exists():  # failed before its first epoch: `dlrun runs` lists it failed, with the reason
                 atomic_write_text(run.path / "error.log", f"error: {exc}\n")
             raise
-        except RunInterrupted:
+        except RunInterrupted as exc:
+            exc.run = run.path  # the CLI prints the resume command
             raise
         except Exception as exc:
             log = run.path / "error.log"
             atomic_write_text(log, traceback.format_exc())
             exc.dlrun_log = log  # type: ignore[attr-defined]
             raise
+        finally:
+            live.close()
 
     def _fit_data(self) -> _FitData:
         """The training and validation data as `fit` takes them, placed and split the way the recipe asks."""
@@ -356,6 +365,7 @@ class RunSession:
         """Restore the best checkpoint (when asked), save model.keras, evaluate on the eval split."""
         from dlrun.engine.artifacts import evaluate_model
         from dlrun.engine.callbacks import restore_best
+        from dlrun.engine.tracking import finish_tracking
 
         recipe, model, prepared = self.loaded.recipe, self.model, self.prepared
         outputs, inputs = self.loaded.graph.outputs, list(self.loaded.graph.inputs)
@@ -377,7 +387,14 @@ class RunSession:
             else:
                 metrics = evaluate_model(model, prepared, eval_split, outputs, inputs, data.eval_batch)
             run.write_json("eval.json", {"split": eval_split, "outputs": outputs, "metrics": metrics})
-        return TrainResult(run=run, history=history, metrics=metrics, model=model)
+        result = TrainResult(run=run, history=history, metrics=metrics, model=model)
+        if self.draw is not None and is_chief():
+            result.plots = self.draw(self, result)
+        epochs = len(next(iter(history.values()), []))
+        notes = finish_tracking(self.loaded, run, model, metrics, split=eval_split, step=epochs)  # MLflow, TensorBoard
+        for note in notes:
+            say(note, quiet=self.policy.quiet)
+        return result
 
 
 def train(loaded: LoadedRecipe, *, extra_callbacks: list[Any] | None = None, **policy: Any) -> TrainResult:

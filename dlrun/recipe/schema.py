@@ -533,7 +533,10 @@ class TrainSpec(Strict):
 
 class MlflowSpec(Strict):
     """Log training to MLflow (`pip install 'dlrun[mlflow]'`): the resolved recipe flattened into params,
-    every epoch's metrics, recipe.yaml as an artifact, and the run folder and model paths as tags."""
+    every epoch's metrics, recipe.yaml as an artifact, and the run folder and model paths as tags; at the end
+    the evaluation metrics (`test_<metric>`), model.keras (an artifact, and a model in MLflow's Keras flavour)
+    and the run folder's PNG/SVG plots. MLflow 3 reads folder stores only with MLFLOW_ALLOW_FILE_STORE=true
+    (dlrun sets it when it logs; set it for `mlflow ui` or MlflowClient)."""
 
     tracking_uri: str | None = Field(
         default=None,

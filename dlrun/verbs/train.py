@@ -24,11 +24,10 @@ _MONITORING = ("ModelCheckpoint", "EarlyStopping", "ReduceLROnPlateau")
 def train_run(loaded: LoadedRecipe, *, extra_callbacks: list[Any] | None = None, **policy: Any) -> TrainResult:
     """Train the recipe once (`RunPolicy` fields as keywords), draw the run's plots, print the summary."""
     started = time.perf_counter()
-    session = RunSession(loaded, RunPolicy(**policy), list(extra_callbacks or []))
+    session = RunSession(loaded, RunPolicy(**policy), list(extra_callbacks or []), draw=draw_run_plots)
     result = session.run()
     if not result.run.path.exists():  # a worker other than the chief: the chief's folder holds everything
         return result
-    result.plots = draw_run_plots(session, result)
     if not session.policy.quiet:
         for line in closing_summary(loaded.recipe, result, time.perf_counter() - started):
             err_console.print(line, markup=False, highlight=False)
