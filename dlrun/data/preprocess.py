@@ -26,15 +26,14 @@ units.
 
 from __future__ import annotations
 
-import difflib
 import inspect
-import re
 from typing import Any
 
 import numpy as np
 
 from dlrun.errors import RecipeError
 from dlrun.recipe.schema import Component, FeatureSpec
+from dlrun.util import did_you_mean, snake_case
 
 KeyPath = tuple[str | int, ...]
 
@@ -47,10 +46,6 @@ ADAPTABLE = {
     "Discretization": ("bin_boundaries",),
 }
 SPECIAL = ("MinMaxScaling", "preprocess_input")
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name.split(":")[-1].split(".")[-1]).lower()
 
 
 class Step:
@@ -82,8 +77,7 @@ def _keras_layer(comp: Component, name: str, importer: Any, where: KeyPath, **ex
         cls = getattr(keras.layers, comp.type, None)
         if not isinstance(cls, type) or not issubclass(cls, keras.layers.Layer):
             known = [n for n in dir(keras.layers) if n[:1].isupper()] + list(SPECIAL)
-            close = difflib.get_close_matches(comp.type, known, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(comp.type, known)
             raise RecipeError(f"unknown preprocessing layer {comp.type!r}{hint}", path=(*where, "type"))
     kwargs.setdefault("name", name)
     try:
@@ -137,8 +131,7 @@ def application_affine(application: str, channels: int, where: KeyPath) -> tuple
     pre = getattr(module, "preprocess_input", None)
     if pre is None:
         known = [n for n in dir(keras.applications) if n[:1].isupper()]
-        close = difflib.get_close_matches(application, known, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(application, known)
         raise RecipeError(f"unknown keras.applications model {application!r}{hint}", path=(*where, "application"))
 
     def run(x: np.ndarray) -> np.ndarray:
@@ -267,7 +260,7 @@ def build_input_steps(
     channels = raw.shape[-1] if len(raw.shape) > 1 else None
     for i, comp in enumerate(comps):
         where: KeyPath = ("data", "inputs", name, "preprocess", i)
-        base = f"{name}_{_snake(comp.type)}"
+        base = f"{name}_{snake_case(comp.type)}"
         layer_name = base if base not in used else f"{base}_{i}"
         used.add(layer_name)
         if comp.type == "preprocess_input":

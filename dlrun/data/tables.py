@@ -10,7 +10,6 @@ dataset of `{column: tensor}` records on demand.
 from __future__ import annotations
 
 import csv
-import difflib
 import gzip
 import io
 import json
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from dlrun.errors import RecipeError
+from dlrun.util import did_you_mean
 
 KeyPath = tuple[str | int, ...]
 
@@ -41,8 +41,7 @@ def is_string(array: np.ndarray) -> bool:
 
 def missing_column(name: str, known: list[str], where: KeyPath, origin: str) -> RecipeError:
     """The did-you-mean error for a column that the data does not have."""
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(name, known)
     shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
     return RecipeError(f"{origin} has no column {name!r}{hint}; it has: {shown}", path=where)
 
