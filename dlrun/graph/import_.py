@@ -616,17 +616,14 @@ def _compile_section(compile_config: dict[str, Any] | None, outputs: list[str], 
 
 def load_keras_model(path: Path) -> Any:
     """Load a saved model with `safe_mode=True` (compiled when possible); user errors as RecipeError."""
-    import keras
+    from dlrun.backend import load_model
 
-    from dlrun.backend import torch_layers_accept_dotted_names
-
-    torch_layers_accept_dotted_names()
     if not path.is_file():
         raise RecipeError(f"model file not found: {path}")
     try:
         with warnings.catch_warnings():  # "Skipping variable loading for optimizer ...": not ours to show
             warnings.simplefilter("ignore")
-            return keras.saving.load_model(str(path), safe_mode=True)
+            return load_model(path, safe_mode=True)
     except Exception as exc:
         text = " ".join(str(exc).split())
         if "safe_mode" in text or "Lambda" in text:
@@ -635,7 +632,7 @@ def load_keras_model(path: Path) -> Any:
                 "safe_mode and cannot express it"
             ) from None
         try:
-            return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+            return load_model(path, safe_mode=True, compile=False)
         except Exception:
             raise RecipeError(f"cannot load {path.name} as a Keras model: {text[:300]}") from None
 
