@@ -31,7 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from dlrun.components import Importer
+from dlrun.data.prepare import Prepared
 from dlrun.errors import RecipeError
+from dlrun.recipe.compose import LoadedRecipe
 from dlrun.recipe.schema import Component, FeatureSpec
 from dlrun.util import did_you_mean, snake_case
 
@@ -65,7 +68,7 @@ class Step:
         return self.layer(x, training=training)
 
 
-def _keras_layer(comp: Component, name: str, importer: Any, where: KeyPath, **extra: Any) -> Any:
+def _keras_layer(comp: Component, name: str, importer: Importer | None, where: KeyPath, **extra: Any) -> Any:
     import keras
 
     kwargs = {**comp.kwargs, **extra}
@@ -237,7 +240,7 @@ def build_input_steps(
     comps: list[Component],
     data: Any,
     raw: Any,
-    importer: Any,
+    importer: Importer | None,
     used: set[str],
     feature: FeatureSpec | None = None,
 ) -> tuple[list[Step], Any]:
@@ -304,13 +307,13 @@ def build_input_steps(
 # checks: data vs model
 
 
-def _loss_name(loaded: Any, output: str) -> str:
+def _loss_name(loaded: LoadedRecipe, output: str) -> str:
     loss = loaded.recipe.compile.loss
     comp = loss.get(output) if isinstance(loss, dict) else loss
     return (comp.type if comp is not None else "").lower().replace("_", "")
 
 
-def check_targets(model: Any, loaded: Any, prepared: Any, inputs: list[str], outputs: list[str]) -> None:
+def check_targets(model: Any, loaded: LoadedRecipe, prepared: Prepared, inputs: list[str], outputs: list[str]) -> None:
     """Target shapes and label ranges against each output's units and loss."""
     for output, tensor in zip(outputs, model.outputs, strict=True):
         where: KeyPath = ("data", "targets", output)
@@ -400,7 +403,13 @@ def input_names(model: Any) -> list[str]:
 
 
 def _preprocessed_input(
-    name: str, feature: FeatureSpec, prepared: Any, names: list[str], outputs: list[str], importer: Any, used: set[str]
+    name: str,
+    feature: FeatureSpec,
+    prepared: Prepared,
+    names: list[str],
+    outputs: list[str],
+    importer: Importer | None,
+    used: set[str],
 ) -> tuple[Any, Any] | None:
     """(raw symbolic input, its output after `fill` and `preprocess`, adapted on the training split), or None
     when the input declares neither."""
@@ -424,7 +433,7 @@ def _preprocessed_input(
     return raw, x
 
 
-def resolve_input_shapes(loaded: Any, prepared: Any, importer: Any = None) -> None:
+def resolve_input_shapes(loaded: LoadedRecipe, prepared: Prepared, importer: Importer | None = None) -> None:
     """Give every model input declared `shape: auto` (or without a shape) the prepared data's per-sample
     shape: after the steps, and after `fill` and the `preprocess` layers (adapted here on the training split,
     once: `attach_preprocessing` reuses them). Replaces those inputs in `loaded.graph` before it is built."""
@@ -448,7 +457,7 @@ def resolve_input_shapes(loaded: Any, prepared: Any, importer: Any = None) -> No
     prepared.preprocessed = built
 
 
-def shapes_from_data(loaded: Any, importer: Any = None) -> None:
+def shapes_from_data(loaded: LoadedRecipe, importer: Importer | None = None) -> None:
     """Resolve `shape: auto` inputs by preparing the recipe's data, for commands that build the model without
     training it (`check`, `summary`); nothing is read when every input has its shape."""
     if loaded.recipe.data is None or all(s.shape != "auto" for s in loaded.graph.inputs.values()):
@@ -458,7 +467,7 @@ def shapes_from_data(loaded: Any, importer: Any = None) -> None:
     resolve_input_shapes(loaded, prepare(loaded.recipe.data, loaded.base_dir, loaded.recipe.seed), importer)
 
 
-def attach_preprocessing(model: Any, loaded: Any, prepared: Any, importer: Any = None) -> Any:
+def attach_preprocessing(model: Any, loaded: LoadedRecipe, prepared: Prepared, importer: Importer | None = None) -> Any:
     """The model to train: `raw inputs -> preprocessing (adapted on train) -> model`, after checking the
     data against the model. Also records the recipe's batch size and shuffle flag in `prepared` for its
     tf.data pipelines. Returns `model` itself when no input declares `preprocess` or `fill`."""

@@ -23,15 +23,27 @@ from typing import Any
 
 import numpy as np
 
+from dlrun.engine.rundir import RunDir
 from dlrun.errors import RecipeError
 from dlrun.files import require_regular
-from dlrun.verbs.predict_input import input_kind, input_stem, load_fitted, read_input
+from dlrun.verbs.predict_input import check_images, input_kind, input_stem, load_fitted, read_input
 
 OUTPUT_SUFFIXES = (".csv", ".json")
 
 
 # ----------------------------------------------------------------------------------------------------
 # the model
+
+
+def _open(run_path: Path, input_path: Path) -> RunDir:
+    """The run folder, checked together with the input (exists, a regular file or a folder, a known type)."""
+    run = RunDir.open(run_path)
+    if not input_path.exists():
+        raise RecipeError(f"input file not found: {input_path}")
+    if not input_path.is_dir():
+        require_regular(input_path, "--input")  # a FIFO or device would block or never end
+    input_kind(input_path)
+    return run
 
 
 def _fit_to_model(chunk: dict[str, np.ndarray], model: Any, names: list[str], origin: str) -> dict[str, Any]:
@@ -96,24 +108,14 @@ def predict_run(
     from dlrun.data.preprocess import input_names
     from dlrun.engine.artifacts import load_run
     from dlrun.engine.outputs import read_outputs
-    from dlrun.engine.rundir import RunDir
     from dlrun.loading import load_recipe
 
-    run = RunDir.open(run_path)
-    if not input_path.exists():
-        raise RecipeError(f"input file not found: {input_path}")
-    if not input_path.is_dir():
-        require_regular(input_path, "--input")  # a FIFO or device would block or never end
-    kind = input_kind(input_path)
+    run = _open(run_path, input_path)
     loaded = load_recipe(run.recipe)
     spec = loaded.recipe.data
     if spec is None:
         raise RecipeError("the run's recipe has no data section: predict does not know how to read the input")
-    if kind in ("image", "folder") and spec.source != "images":
-        raise RecipeError(
-            f"--input {input_path.name} is {'an image' if kind == 'image' else 'a folder'}; images feed recipes "
-            f"whose data reads an image folder (source: images), this run's data source is {spec.source!r}"
-        )
+    check_images(input_path, spec)  # before the model is loaded
     fitted = load_fitted(run.path, loaded)
     model = load_run(run.path, trust=trust, unsafe=unsafe).model
     names = input_names(model)
@@ -162,11 +164,6 @@ def _flat_index(shape: tuple[int, ...]) -> list[str]:
     return ["[" + ",".join(map(str, ix)) + "]" for ix in np.ndindex(*shape)]
 
 
-def _probability_columns(output: str, kind: str, names: list[str]) -> list[str]:
-    """`P(<output>=<class>)` per class; for a binary output only P(positive), the second class."""
-    return [f"P({output}={c})" for c in (names[1:] if kind == "binary" else names)]
-
-
 def to_records(pred: Predictions) -> list[dict[str, Any]]:
     """JSON rows: `{id: ..., <output>: {class, probabilities: {class: P(class)}} | {classes, probabilities} |
     {value}}`; a binary output's probabilities are `{positive class: P(positive)}`."""
@@ -202,7 +199,8 @@ def to_table(pred: Predictions) -> tuple[list[str], list[list[str]]]:
     for output, values in pred.outputs.items():
         kind = pred.kinds[output]
         if kind != "regression":
-            header += [output, *_probability_columns(output, kind, pred.classes[output])]
+            names = pred.classes[output][1:] if kind == "binary" else pred.classes[output]
+            header += [output, *(f"P({output}={c})" for c in names)]
         else:
             shape = values.shape[1:]
             header += [output] if int(np.prod(shape)) == 1 else [f"{output}{i}" for i in _flat_index(shape)]
@@ -253,26 +251,17 @@ def predict_file(
     unsafe: bool = False,
 ) -> dict[str, Any]:
     """Predict on `input_path` and write the rows (CSV or JSON, atomically); returns a summary."""
-    from dlrun.engine.rundir import RunDir, atomic_write_text
+    from dlrun.engine.rundir import atomic_write_text
 
-    RunDir.open(run_path)
-    if not input_path.exists():
-        raise RecipeError(f"input file not found: {input_path}")
-    if not input_path.is_dir():
-        require_regular(input_path, "--input")  # a FIFO or device would block or never end
-    input_kind(input_path)
+    _open(run_path, input_path)
     target = output if output is not None else default_output(run_path, input_path)
     fmt = check_output(target, overwrite)
     if batch_size is not None and batch_size < 1:
         raise RecipeError(f"--batch-size must be at least 1, not {batch_size}")
     pred = predict_run(run_path, input_path, batch_size=batch_size, trust=trust, unsafe=unsafe)
+    outputs = {o: {"kind": k, "classes": pred.classes.get(o)} for o, k in pred.kinds.items()}
     if fmt == "json":
-        doc = {
-            "run": str(run_path),
-            "input": str(input_path),
-            "outputs": {o: {"kind": k, "classes": pred.classes.get(o)} for o, k in pred.kinds.items()},
-            "predictions": to_records(pred),
-        }
+        doc = {"run": str(run_path), "input": str(input_path), "outputs": outputs, "predictions": to_records(pred)}
         text = json.dumps(doc, indent=1, allow_nan=True) + "\n"
     else:
         header, rows = to_table(pred)
@@ -290,5 +279,5 @@ def predict_file(
         "output": str(target),
         "format": fmt,
         "count": len(pred.ids),
-        "outputs": {o: {"kind": k, "classes": pred.classes.get(o)} for o, k in pred.kinds.items()},
+        "outputs": outputs,
     }
