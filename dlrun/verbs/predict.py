@@ -79,15 +79,12 @@ def _run_model(model: Any, chunk: dict[str, np.ndarray], names: list[str], batch
     if text:
         import tensorflow as tf
 
-        x = tf.data.Dataset.from_tensor_slices(x).batch(batch)
-        result = model.predict(x, verbose=0)
+        result = model.predict(tf.data.Dataset.from_tensor_slices(x).batch(batch), verbose=0)
     else:
         result = model.predict(x, batch_size=batch, verbose=0)
     if isinstance(result, dict):
-        return [np.asarray(v) for v in result.values()]
-    if isinstance(result, list | tuple):
-        return [np.asarray(v) for v in result]
-    return [np.asarray(result)]
+        result = list(result.values())
+    return [np.asarray(v) for v in (result if isinstance(result, list | tuple) else [result])]
 
 
 @dataclass
