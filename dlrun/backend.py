@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import sys
+import tempfile
+import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from dlrun.errors import RecipeError
@@ -52,50 +56,49 @@ def activate(recipe: Recipe) -> str:
         import keras
 
     keras.mixed_precision.set_global_policy(recipe.train.precision)
-    torch_layers_accept_dotted_names()
     return backend
 
 
-# Dots in layer names (dlrun's block copies are named "stage.1.conv1") become this in torch's parameter keys.
-_TORCH_DOT = "_dot_"
-
-
-def torch_layers_accept_dotted_names() -> None:
-    """Under torch, let layers whose names hold a dot own variables (a no-op on other backends).
-
-    Keras' torch backend registers every layer's variables in a `torch.nn.ParameterDict` keyed by variable
-    path, and torch refuses keys with a dot, so a block copy ("stage.1.conv1", from `repeat:`) failed to build
-    and a model with such names, trained under TensorFlow or JAX, failed to load. The keys are torch's
-    bookkeeping only (Keras reaches variables through its own lists), so dots are replaced in the keys.
-    """
+def load_model(path: Path, **kwargs: Any) -> Any:
+    """`keras.saving.load_model`, also under torch for a model with dots in layer names (older runs' block copies,
+    `stage.1.conv1`; graph.build.layer_name): Keras' torch layers key variables in a ParameterDict, which refuses
+    dots, so it loads from a copy whose config names them as new runs do (`stage-1-conv1`). Weights are stored by
+    position, not name; renaming plain data keeps to Keras' public API (no patch of its private TorchLayer)."""
     import keras
 
-    if keras.backend.backend() != "torch":
-        return
-    import torch
-    from keras.src.backend.torch.layer import TorchLayer
+    renamed = _dotless_config(path) if keras.backend.backend() == "torch" else None
+    if renamed is None:
+        return keras.saving.load_model(str(path), **kwargs)
+    with tempfile.TemporaryDirectory(prefix="dlrun-load-") as folder:
+        copy = Path(folder) / path.name
+        with zipfile.ZipFile(path) as source, zipfile.ZipFile(copy, "w") as target:
+            for item in source.infolist():
+                target.writestr(item, renamed if item.filename == "config.json" else source.read(item))
+        return keras.saving.load_model(str(copy), **kwargs)
 
-    if getattr(TorchLayer, "_dlrun_dotted_names", False):
-        return
 
-    def key(variable: Any) -> str:
-        return variable.path.replace(".", _TORCH_DOT)
+def _dotless_config(path: Path) -> str | None:
+    """A `.keras` file's config with every dotted layer name (and each reference to it) dashed; None if none."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            text = archive.read("config.json").decode("utf-8")
+        dotted = {name for name in _layer_names(json.loads(text)) if "." in name}
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None  # not a .keras archive: Keras reports it as it would
+    for name in dotted:  # whole JSON strings only (values and keys), so other text is left as it is
+        text = text.replace(json.dumps(name), json.dumps(name.replace(".", "-")))
+    return text if dotted else None
 
-    def track_variables(self: Any) -> None:
-        self._torch_params = torch.nn.ParameterDict({key(v): v.value for v in self.variables})
 
-    def post_track_variable(self: Any, variable: Any) -> None:
-        if hasattr(self, "_torch_params") and key(variable) not in self.torch_params:
-            self.torch_params[key(variable)] = variable.value
-
-    def post_untrack_variable(self: Any, variable: Any) -> None:
-        if hasattr(self, "_torch_params") and key(variable) in self.torch_params:
-            self.torch_params.pop(key(variable))
-
-    TorchLayer._track_variables = track_variables
-    TorchLayer._post_track_variable = post_track_variable
-    TorchLayer._post_untrack_variable = post_untrack_variable
-    TorchLayer._dlrun_dotted_names = True
+def _layer_names(value: Any) -> Iterator[str]:
+    """The names of the layers in a (nested) model config."""
+    if isinstance(value, dict):
+        for layer in value["layers"] if isinstance(value.get("layers"), list) else []:
+            if isinstance(layer, dict) and isinstance((layer.get("config") or {}).get("name"), str):
+                yield layer["config"]["name"]
+        value = list(value.values())
+    for item in value if isinstance(value, list) else []:
+        yield from _layer_names(item)
 
 
 @contextlib.contextmanager

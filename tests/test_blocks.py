@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from dlrun import api
 from dlrun.graph.render import summary_rows
 from tests.conftest import write_recipe
@@ -42,7 +44,8 @@ def test_expansion_names_wires_and_repeats(tmp_path):
     assert first_add.inputs == ["s1.units.2.conv", "s1.units.1.add"]  # identity shortcut from the previous unit
     assert loaded.graph.node("pool").inputs == ["s2.units.3.add"] and loaded.graph.resolve("s2") == "s2.units.3.add"
     model = api.build_model(loaded)
-    assert model.get_layer("s2.units.1.conv").strides == (2, 2)
+    assert model.get_layer("s2-units-1-conv").strides == (2, 2)  # Keras layer names: dashes, which torch accepts
+    assert not any("." in layer.name for layer in model.layers)
     assert model.output_shape == (None, 2)
 
 
@@ -61,3 +64,29 @@ def test_whole_expression_keeps_its_type(tmp_path):
     )
     loaded = api.load_recipe(write_recipe(tmp_path, text))
     assert loaded.graph.node("out").kwargs["rate"] == 0.25
+
+
+HEAD = """
+name: block_output
+blocks:
+  head:
+    layers:
+      - {name: probs, type: Dense, units: 3, activation: softmax}
+model:
+  inputs: {x: {shape: [4]}}
+  layers:
+    - {name: h, type: Dense, units: 8, activation: relu}
+    - {name: cls, type: head}
+compile: {optimizer: adam, loss: sparse_categorical_crossentropy}
+"""
+
+
+@pytest.mark.parametrize("outputs", ["", "  outputs: [cls.probs]\n"])
+def test_an_output_inside_a_block_is_read_as_a_classifier(tmp_path, outputs):
+    """The model's output is a block copy's softmax Dense, named by the block (`cls`) or by itself (`cls.probs`):
+    build renames it with an Identity layer, which hid the activation (outputs.json said regression)."""
+    from dlrun.engine.outputs import decide_outputs
+
+    loaded = api.load_recipe(write_recipe(tmp_path, HEAD.replace("compile:", outputs + "compile:")))
+    infos = decide_outputs(loaded, api.build_model(loaded), {})
+    assert [(name, info.kind) for name, info in infos.items()] == [(loaded.graph.outputs[0], "softmax")]

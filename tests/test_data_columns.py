@@ -29,7 +29,7 @@ def _arrays(prepared, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     if not prepared.streamed(split):
         xs, ys = prepared.splits[split]
         return xs["x"], ys["y"]
-    ds, _ = prepared.feed(split, ["x"], ["y"], batch_size=1000, training=False)
+    ds = prepared.feed(split, ["x"], ["y"], batch_size=1000, training=False).pipeline
     xb, yb = zip(*ds.as_numpy_iterator(), strict=True)
     return np.concatenate(xb), np.concatenate(yb)
 

@@ -231,8 +231,9 @@ def test_csv_streamed_equals_csv_in_memory(tables):
     memory = prepare(data_spec(**base, stream=False), tables, seed=0)
     streamed = prepare(data_spec(**base, stream=True), tables, seed=0)
     assert streamed.streamed("train") and not memory.streamed("train")
-    ds, none = streamed.feed("train", ["x"], ["y"], batch_size=50, training=False)
-    assert none is None
+    data = streamed.feed("train", ["x"], ["y"], batch_size=50, training=False)
+    assert data.streamed and data.y is None
+    ds = data.pipeline
     xs = np.concatenate([b[0].numpy() for b in ds])
     ys = np.concatenate([b[1].numpy() for b in ds])
     np.testing.assert_allclose(xs, memory.splits["train"][0]["x"], rtol=1e-6)
@@ -258,7 +259,7 @@ def test_image_folder_and_its_tar_gz(tmp_path):
         )
         prepared = prepare(spec, tmp_path, seed=0)
         assert prepared.count("train") == 18 and prepared.count("test") == 18
-        ds, _ = prepared.feed("test", ["image"], ["colour"], batch_size=6, training=False)
+        ds = prepared.feed("test", ["image"], ["colour"], batch_size=6, training=False).pipeline
         images, labels = zip(*[(b[0].numpy(), b[1].numpy()) for b in ds], strict=True)
         images, labels = np.concatenate(images), np.concatenate(labels)
         assert images.shape == (18, 8, 8, 3) and images.max() > 150
@@ -317,7 +318,7 @@ def test_real_flowers_tar_gz_is_listed_by_class(shared_data):
     assert prepared.count("train") == 720 and prepared.count("test") == 240
     reader = prepared.splits["train"].table.reader
     assert len(reader.class_names) == 12 and np.bincount(reader.labels).tolist() == [60] * 12
-    ds, _ = prepared.feed("test", ["image"], ["flower"], batch_size=4, training=False)
+    ds = prepared.feed("test", ["image"], ["flower"], batch_size=4, training=False).pipeline
     images, labels = next(iter(ds))
     assert images.shape == (4, 32, 32, 3) and labels.numpy().tolist() == [0, 0, 0, 0]
 
@@ -383,7 +384,7 @@ def test_jsonl_and_text_folders_stream_like_they_load(tmp_path):
         streamed = prepare(data_spec(**case, stream=True), tmp_path, seed=3)
         assert streamed.streamed("validation") and not memory.streamed("validation")
         inputs = list(case["inputs"])
-        ds, _ = streamed.feed("validation", inputs, ["y"], batch_size=4, training=False)
+        ds = streamed.feed("validation", inputs, ["y"], batch_size=4, training=False).pipeline
         got = [b for b in ds.as_numpy_iterator()]
         xs = [b[0] if len(inputs) == 1 else b[0]["t"] for b in got]
         texts = [t.decode() for t in np.concatenate(xs)]
@@ -400,6 +401,6 @@ def test_streamed_csv_with_quoted_newlines_blank_lines_and_crlf(tmp_path):
             targets={"y": {"from": "y"}},
         )  # fmt: skip
         prepared = prepare(spec, tmp_path, seed=0)
-        (x, y), *_ = list(prepared.feed("train", ["v", "t"], ["y"], 8, training=False)[0].as_numpy_iterator())
+        (x, y), *_ = list(prepared.feed("train", ["v", "t"], ["y"], 8, training=False).pipeline.as_numpy_iterator())
         assert x["v"].tolist() == [1.0, 2.0] and y.tolist() == [0, 1]
         assert x["t"][0].decode() == ("x" if name == "crlf.csv" else "multi\nline")

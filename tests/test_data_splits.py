@@ -152,6 +152,6 @@ def test_sample_weight_column(tmp_path):
     prepared = prepare(spec, tmp_path, seed=0)
     assert prepared.weights["train"].tolist() == [0.5, 2.0]
     prepared.shuffle = False
-    ds, none = prepared.feed("train", ["v"], ["y"], batch_size=2)
-    _, _, w = next(iter(ds))
-    assert none is None and w.numpy().tolist() == [0.5, 2.0]
+    data = prepared.feed("train", ["v"], ["y"], batch_size=2)
+    _, _, w = next(iter(data.pipeline))
+    assert data.streamed and w.numpy().tolist() == [0.5, 2.0]

@@ -53,7 +53,7 @@ def test_tfrecord_shards_stream_the_same_rows_as_memory(tmp_path):
     tables, record = load_recorded_splits(spec, tmp_path, seed=0)
     assert len(record.files) == 3 and record.splits["test"].classes == {"setosa": 10, "versicolor": 10, "virginica": 10}
     rows = tables["test"].row_numbers()
-    ds, _ = prepared.feed("test", ["x"], ["y"], batch_size=64, training=False)
+    ds = prepared.feed("test", ["x"], ["y"], batch_size=64, training=False).pipeline
     xb, yb = (np.concatenate(a) for a in zip(*ds.as_numpy_iterator(), strict=True))
     assert np.array_equal(xb, x[rows]) and np.array_equal(yb, y[rows])
 

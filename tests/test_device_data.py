@@ -61,13 +61,14 @@ def test_jax_arrays_on_the_device_train_exactly_like_host_arrays(cli, tmp_path):
 
 def test_auto_keeps_host_arrays_without_an_accelerator():
     pytest.importorskip("jax")
+    from dlrun.data.prepare import SplitData
     from dlrun.engine import device_data
 
-    x = np.zeros((10, 4), "float32")
+    x = SplitData(np.zeros((10, 4), "float32"), np.zeros(10, "int64"))
     assert device_data._accelerator_bytes() is None  # JAX sees only this CPU: auto keeps host arrays
-    assert device_data.wants_device_data("auto", x, x) is False  # (and this test process runs TensorFlow)
-    assert device_data.wants_device_data(False, x, x) is False
-    assert device_data.wants_device_data(True, x, x) is True
+    assert device_data.wants_device_data("auto", x) is False  # (and this test process runs TensorFlow)
+    assert device_data.wants_device_data(False, x) is False
+    assert device_data.wants_device_data(True, x) is True
 
 
 def test_on_device_true_under_tensorflow_is_refused_before_any_run_folder(cli, tmp_path):

@@ -232,18 +232,19 @@ def test_batch_size_that_the_devices_do_not_divide_is_refused(cli, tmp_path):
 
 def test_training_pipeline_keeps_only_full_batches():
     tf = pytest.importorskip("tensorflow")
+    from dlrun.data.prepare import SplitData
     from dlrun.engine.data_parallel import train_pipeline
 
     x = np.arange(100, dtype="float32").reshape(100, 1)
     y = np.arange(100)
-    dataset = train_pipeline(x, y, 32, shuffle=True, seed=3)
+    dataset = train_pipeline(SplitData(x, y), 32, shuffle=True, seed=3)
     epochs = [[b[1].numpy() for b in dataset] for _ in range(2)]
     assert [len(b) for b in epochs[0]] == [32, 32, 32]  # the 4 left over are dropped, not a batch of 4
     assert not np.array_equal(np.concatenate(epochs[0]), np.concatenate(epochs[1]))  # reshuffled per epoch
-    again = [b[1].numpy() for b in train_pipeline(x, y, 32, shuffle=True, seed=3)]
+    again = [b[1].numpy() for b in train_pipeline(SplitData(x, y), 32, shuffle=True, seed=3)]
     assert np.array_equal(np.concatenate(again), np.concatenate(epochs[0]))  # same seed, same order: every process
     streamed = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)  # a file pipeline: batched, last one partial
-    assert [len(b[1]) for b in train_pipeline(streamed, None, 32, shuffle=True, seed=3)] == [32, 32, 32]
+    assert [len(b[1]) for b in train_pipeline(SplitData(pipeline=streamed), 32, shuffle=True, seed=3)] == [32, 32, 32]
 
 
 LOCAL_COPY = """

@@ -182,10 +182,11 @@ model:
 
 
 @pytest.mark.slow
-def test_block_copies_named_with_dots_train_under_torch_and_load_there_from_tensorflow(cli, tmp_path):
+def test_block_copies_train_under_torch_and_load_there_from_tensorflow(cli, tmp_path):
     """Keras' torch layers key their variables in a torch ParameterDict, which refuses dots: block copies
     ("stage.1.dense") failed with 'parameter name can't contain "."' — recipes/resnet34.yaml, senet, vgg16,
-    inception, xception_small and fashion_mnist_cnn could not even be built under torch."""
+    inception, xception_small and fashion_mnist_cnn could not even be built under torch. Their layers are
+    named `stage-1-dense` now; the recipe and the summary keep `stage.1.dense`."""
     write_digits(tmp_path, n_train=400, n_test=100)
     recipe = write_recipe(tmp_path, BLOCKS.replace("epochs: 1", "epochs: 3"))
     under_torch = cli("train", str(recipe), "--runs", str(tmp_path / "torch"), "--json", env=TORCH)
@@ -197,9 +198,49 @@ def test_block_copies_named_with_dots_train_under_torch_and_load_there_from_tens
     under_tf = cli("train", str(recipe), "--runs", str(tmp_path / "tf"), "--json")
     assert under_tf.code == 0, under_tf.stderr[-2000:]
     tf_run = json.loads(under_tf.stdout)
+    import keras
+
+    names = {layer.name for layer in keras.saving.load_model(Path(tf_run["run"], "model.keras")).layers}
+    assert {"stage-1-dense", "stage-2-norm"} <= names and not any("." in n for n in names)
     again = cli("eval", tf_run["run"], "--json", env=TORCH)
     assert again.code == 0, again.stderr[-2000:]
     assert json.loads(again.stdout)["metrics"]["accuracy"] == pytest.approx(tf_run["metrics"]["accuracy"], abs=1e-6)
+
+
+LOAD_UNDER_TORCH = """
+import json, sys
+import numpy as np
+from keras.src.backend.torch.layer import TorchLayer
+from dlrun.engine.artifacts import load_run_model
+model = load_run_model(__import__("pathlib").Path(sys.argv[1]), {})
+x = np.load(sys.argv[2])
+print(json.dumps({"y": model.predict(x, verbose=0).tolist(), "names": [l.name for l in model.layers],
+                  "patched": hasattr(TorchLayer, "_dlrun_dotted_names")}))
+"""
+
+
+@pytest.mark.slow
+def test_a_model_saved_with_dotted_layer_names_loads_under_torch_unpatched(tmp_path):
+    """Runs saved before block copies had torch-safe names (`stage.1.dense`) still load under torch: the file's
+    config is read with the dots as dashes (its weights are stored by position), and Keras' TorchLayer is not
+    patched any more."""
+    import keras
+
+    inputs = keras.Input((4,), name="x")
+    hidden = keras.layers.Dense(3, activation="relu", name="stage.1.dense")(inputs)
+    hidden = keras.layers.BatchNormalization(name="stage.2.norm")(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="y")(hidden))
+    model.compile(optimizer="adam", loss={"y": "mse"})
+    model.save(tmp_path / "old.keras")
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    env = {**os.environ, **TORCH}
+    done = subprocess.run([sys.executable, "-c", LOAD_UNDER_TORCH, str(tmp_path / "old.keras"), str(tmp_path / "x.npy")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not got["patched"] and {"stage-1-dense", "stage-2-norm", "y"} <= set(got["names"])
+    np.testing.assert_allclose(got["y"], model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
 
 
 BUILD_EVERY_RECIPE = """

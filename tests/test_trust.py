@@ -318,7 +318,7 @@ def test_a_corrupt_jpeg_in_an_image_archive_is_a_user_error(tmp_path):
         tar.add(root, arcname="shapes")
     spec = DataSpec.model_validate({"source": "images", "path": "shapes.tar.gz", "image_size": [8, 8],
                                     "inputs": {"image": {"from": "image"}}, "targets": {"c": {"from": "label"}}})  # fmt: skip
-    ds, _ = prepare(spec, tmp_path, seed=0).feed("train", ["image"], ["c"], batch_size=64, training=False)
+    ds = prepare(spec, tmp_path, seed=0).feed("train", ["image"], ["c"], batch_size=64, training=False).pipeline
     with pytest.raises(Exception) as raised:
         list(ds)
     user = framework_error(raised.value)

@@ -10,16 +10,17 @@ held-out data. (The `preprocess:` layers, adapted by `dlrun.data.preprocess`, fo
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from dlrun.data.record import DataRecord, build_record
 from dlrun.data.sources import Tables, load_tables, source_files
 from dlrun.data.splits import apply_slices, class_labels, holdout, subset, subset_size
-from dlrun.data.tables import ArrayReader, ArrayTable, StreamTable, is_string
+from dlrun.data.tables import ArrayReader, ArrayTable, StreamTable, Table, first_non_finite, is_string
 from dlrun.errors import RecipeError
 from dlrun.recipe.schema import DataSpec, FeatureSpec, Step
 
@@ -53,17 +54,13 @@ def _nan_check(tables: Tables, spec: DataSpec) -> None:
             continue
         for col, where in wheres.items():
             x = table.column(col, where)
-            if x.dtype.kind != "f":
-                continue
-            bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
-            if bad.any():
-                row = int(np.flatnonzero(bad)[0])
+            if x.dtype.kind == "f" and (row := first_non_finite(x)) is not None:
                 csv_file = table.origin.endswith((".csv", ".csv.gz"))
                 at = f"line {row + 2} of {table.origin}" if csv_file else f"row {row} of {table.origin}"
                 raise RecipeError(f"column {col!r} has a missing or NaN value at {at}", path=where)
 
 
-def stratify_labels(spec: DataSpec, table: Any) -> np.ndarray | None:
+def stratify_labels(spec: DataSpec, table: Table) -> np.ndarray | None:
     """Class labels of the (first) target, when `stratify` is on."""
     if not spec.stratify:
         return None
@@ -78,7 +75,7 @@ def stratify_labels(spec: DataSpec, table: Any) -> np.ndarray | None:
 MAX_CLASSES = 256
 
 
-def class_values(spec: DataSpec, table: Any) -> np.ndarray | None:
+def class_values(spec: DataSpec, table: Table) -> np.ndarray | None:
     """The first target's labels when they are classes (text, declared `classes`, folder labels, or integers
     with few distinct values; every target under `stratify`), else None (a regression target)."""
     name, feature = next(iter(spec.targets.items()))
@@ -96,7 +93,7 @@ def class_values(spec: DataSpec, table: Any) -> np.ndarray | None:
     return values
 
 
-def _limit(spec: DataSpec, table: Any, seed: int) -> Any:
+def _limit(spec: DataSpec, table: Table, seed: int) -> Table:
     assert spec.limit is not None
     size = subset_size(spec.limit, table.count)
     labels = class_values(spec, table)
@@ -104,15 +101,11 @@ def _limit(spec: DataSpec, table: Any, seed: int) -> Any:
     return table.take(subset(table.count, size, seed, labels, stratified=spec.stratify, where=where))
 
 
-def load_splits(spec: DataSpec, base_dir: Path, seed: int, *, validation: bool = True) -> Tables:
-    """Source splits -> head/limit -> slices -> test_split -> validation_split (seeded, optionally stratified)."""
-    return load_recorded_splits(spec, base_dir, seed, validation=validation)[0]
-
-
 def load_recorded_splits(
     spec: DataSpec, base_dir: Path, seed: int, *, validation: bool = True
 ) -> tuple[Tables, DataRecord]:
-    """`load_splits` plus the record of what was drawn from where (fingerprints, rows, class counts)."""
+    """Source splits -> head/limit -> slices -> test_split -> validation_split (seeded, optionally stratified),
+    with the record of what was drawn from where (fingerprints, rows, class counts)."""
     source = load_tables(spec, base_dir)
     tables = _make_splits(spec, source, seed, validation=validation)
     labels = {split: class_values(spec, table) for split, table in tables.items()}
@@ -189,7 +182,7 @@ def _as_dtype(x: np.ndarray, dtype: str | None, where: KeyPath) -> np.ndarray:
         raise RecipeError(f"cannot read these values as {dtype}", path=(*where, "dtype")) from None
 
 
-def gather_columns(table: Any, feature: FeatureSpec, where: KeyPath) -> np.ndarray:
+def gather_columns(table: Table, feature: FeatureSpec, where: KeyPath) -> np.ndarray:
     """The columns a feature reads, stacked along the last axis when there are several."""
     cols = [_as_dtype(table.column(c, (*where, "from")), feature.dtype, where) for c in feature.columns]
     if len(cols) == 1:
@@ -234,27 +227,33 @@ def _fit_standardize(train_x: np.ndarray) -> dict[str, Any]:
     return {"mean": mean, "std": np.where(std == 0, 1.0, std).astype("float32")}
 
 
+StepStats = dict[str, dict[str, np.ndarray]]  # "steps[i]" -> {mean, std}: what step i fitted on the training split
+
+
+def apply_steps(feature: FeatureSpec, x: np.ndarray, where: KeyPath, stats: StepStats) -> np.ndarray:
+    """A feature's steps on in-memory values (any split, or `dlrun predict`'s input), with fitted `stats`."""
+    for i, step in enumerate(feature.steps):
+        x = _apply(step, x, (*where, "steps", i), stats.get(f"steps[{i}]"))
+    return x
+
+
 def _prepare_feature(
     feature: FeatureSpec, tables: Tables, where: KeyPath, *, target: bool, vocab: list[Any] | None
-) -> tuple[dict[str, np.ndarray], dict[str, Any], list[Any] | None]:
+) -> tuple[dict[str, np.ndarray], StepStats, list[Any] | None]:
     raw = {split: gather_columns(t, feature, where) for split, t in tables.items()}
-    stats: dict[str, Any] = {}
     if target:
         vocab = vocab if vocab is not None else label_vocabulary(feature, raw["train"])
         if vocab is not None:
             raw = {s: encode_labels(x, vocab, s, (*where, "from")) for s, x in raw.items()}
-    fitted: list[dict[str, Any] | None] = []
+    stats: StepStats = {}  # fitted on the training split only
     train_x = raw["train"]
     for i, step in enumerate(feature.steps):
-        fit = _fit_standardize(train_x) if step.standardize else None
-        if fit is not None:
-            stats[f"steps[{i}]"] = fit
-        fitted.append(fit)
-        train_x = _apply(step, train_x, (*where, "steps", i), fit)
+        if step.standardize:
+            stats[f"steps[{i}]"] = _fit_standardize(train_x)
+        train_x = _apply(step, train_x, (*where, "steps", i), stats.get(f"steps[{i}]"))
     out: dict[str, np.ndarray] = {}
     for split, x in raw.items():
-        for i, step in enumerate(feature.steps):
-            x = _apply(step, x, (*where, "steps", i), fitted[i])
+        x = apply_steps(feature, x, where, stats)
         if x.dtype.kind == "f" and feature.fill is None and not np.isfinite(x).all():
             raise RecipeError(f"this feature has NaN or infinite values in the {split} split", path=where)
         out[split] = x
@@ -347,6 +346,13 @@ class StreamSplit:
         for i, step in enumerate(feature.steps):
             x = _tf_step(step, x, (*where, "steps", i))
         return x
+
+    def input_batches(self, names: list[str], batch_size: int) -> Any:
+        """Batches `{input: values}` of model inputs only (new data without targets, e.g. `dlrun predict`'s)."""
+        columns = list(dict.fromkeys(c for n in names for c in self.spec.inputs[n].columns))
+        ds = self.table.dataset(columns).batch(batch_size)
+        spec = self.spec.inputs
+        return ds.map(lambda r: {n: self._feature(r, spec[n], ("data", "inputs", n), n, False) for n in names})
 
     def example(self, record: dict[str, Any], inputs: list[str], outputs: list[str]) -> tuple[Any, ...]:
         """A batch of records -> (x, y) or (x, y, sample weights), structured like the model's inputs/outputs."""
@@ -482,12 +488,51 @@ def _tf_step(step: Step, x: Any, where: KeyPath) -> Any:
 # the result
 
 
+class ArraySplit(NamedTuple):
+    """One in-memory split: model inputs and targets by name, every step applied."""
+
+    inputs: dict[str, np.ndarray]
+    targets: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """One split as Keras' `fit`/`evaluate` take it (Keras' data-adapter idea): arrays `x`, `y` that Keras
+    batches and shuffles, or a batched tf.data `pipeline` of (x, y[, weights])."""
+
+    x: np.ndarray | dict[str, np.ndarray] | None = None  # one array, or one per model input by name
+    y: np.ndarray | dict[str, np.ndarray] | None = None
+    pipeline: Any = None  # tf.data.Dataset
+
+    @property
+    def streamed(self) -> bool:
+        """Whether this is a pipeline (it batches and shuffles itself) rather than arrays."""
+        return self.pipeline is not None
+
+    def keras_args(self) -> tuple[Any, Any]:
+        """The `x, y` arguments of `model.fit`/`evaluate`: the arrays, or the pipeline and no `y`."""
+        return (self.pipeline, None) if self.streamed else (self.x, self.y)
+
+    def validation_data(self) -> Any:
+        """What `fit(validation_data=...)` takes: `(x, y)`, or the pipeline."""
+        return self.pipeline if self.streamed else (self.x, self.y)
+
+    def placed(self, place: Callable[[Any], Any]) -> SplitData:
+        """The arrays moved by `place` (e.g. onto an accelerator); a pipeline unchanged."""
+        return self if self.streamed else SplitData(place(self.x), place(self.y))
+
+    def count(self) -> int:
+        """Samples held as arrays."""
+        assert self.x is not None
+        return len(next(iter(self.x.values())) if isinstance(self.x, dict) else self.x)
+
+
 @dataclass
 class Prepared:
-    """Model-ready data: `splits[split] = (inputs by name, targets by name)` for in-memory data, or a
-    `StreamSplit` for data read from disk; plus fitted statistics, label vocabularies and weights."""
+    """Model-ready data: `splits[split]` is an `ArraySplit` for in-memory data, or a `StreamSplit` for data
+    read from disk; plus fitted statistics, label vocabularies and weights."""
 
-    splits: dict[str, Any]
+    splits: dict[str, ArraySplit | StreamSplit]
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     weights: dict[str, np.ndarray] = field(default_factory=dict)
     classes: dict[str, list[Any]] = field(default_factory=dict)
@@ -502,8 +547,7 @@ class Prepared:
         data = self.splits[split]
         if isinstance(data, StreamSplit):
             return data.table.count
-        inputs = data[0]
-        return len(next(iter(inputs.values())))
+        return len(next(iter(data.inputs.values())))
 
     def streamed(self, split: str = "train") -> bool:
         return isinstance(self.splits[split], StreamSplit)
@@ -516,31 +560,30 @@ class Prepared:
         batch_size: int | None = None,
         *,
         training: bool | None = None,
-    ) -> tuple[Any, Any]:
-        """What `model.fit`/`evaluate` take for `split`: `(x, y)` arrays, or `(tf.data.Dataset, None)`."""
+    ) -> SplitData:
+        """What `model.fit`/`evaluate` take for `split`: arrays, or a pipeline (streamed, text or weighted data)."""
         training = split == "train" if training is None else training
         batch = batch_size or self.batch_size
         data = self.splits[split]
         if isinstance(data, StreamSplit):
-            return data.dataset(inputs, outputs, batch, training=training, shuffle=self.shuffle), None
+            return SplitData(pipeline=data.dataset(inputs, outputs, batch, training=training, shuffle=self.shuffle))
         xs, ys = data
         x = xs[inputs[0]] if len(inputs) == 1 else {k: xs[k] for k in inputs}
         y = ys[outputs[0]] if len(outputs) == 1 else {k: ys[k] for k in outputs}
         weights = self.weights.get(split) if training else None
         has_text = any(is_string(a) for a in [*xs.values(), *ys.values()])
         if weights is None and not has_text:
-            return x, y
-        return _array_dataset(x, y, weights, batch, shuffle=training and self.shuffle, seed=self.seed), None
+            return SplitData(x, y)
+        return SplitData(
+            pipeline=_array_dataset(x, y, weights, batch, shuffle=training and self.shuffle, seed=self.seed)
+        )
 
     def adapt_data(self, name: str, batch_size: int = 256) -> Any:
         """The training split's raw values of input `name` (never validation/test): an array or a dataset."""
         data = self.splits["train"]
         if isinstance(data, StreamSplit):
-            inputs = list(data.spec.inputs)
-            outputs = list(data.spec.targets)
-            ds = data._batches(inputs, outputs, batch_size)
-            return ds.map(lambda *e: e[0][name] if isinstance(e[0], dict) else e[0])
-        return data[0][name]
+            return data.input_batches([name], batch_size).map(lambda batch: batch[name])
+        return data.inputs[name]
 
     def input_spec(self, name: str, inputs: list[str], outputs: list[str]) -> tuple[tuple[int | None, ...], str]:
         """Per-sample shape and dtype of the raw input `name` (`string` for text)."""
@@ -549,7 +592,7 @@ class Prepared:
             x = data.element_spec(inputs, outputs)[0]
             s = x[name] if isinstance(x, dict) else x
             return tuple(s.shape), "string" if s.dtype.name == "string" else s.dtype.name
-        a = data[0][name]
+        a = data.inputs[name]
         return tuple(a.shape[1:]), "string" if is_string(a) else str(a.dtype)
 
     def target_info(self, name: str, inputs: list[str], outputs: list[str]) -> dict[str, Any]:
@@ -571,7 +614,7 @@ class Prepared:
                     values = data.table.column(feature.columns[0])
                     info["max"] = int(values.max()) if values.size else 0
             return info
-        y = data[1][name]
+        y = data.targets[name]
         info = {"shape": tuple(y.shape[1:]), "integer": y.dtype.kind in "iu", "classes": vocab}
         if y.size and (y.dtype.kind in "iu" or (y.dtype.kind == "f" and np.all(y == np.round(y)))):
             info["max"] = int(y.max())
@@ -607,11 +650,13 @@ def _array_dataset(x: Any, y: Any, w: np.ndarray | None, batch: int, *, shuffle:
     return ds.map(take, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def prepare_tables(spec: DataSpec, tables: Tables, seed: int, vocab_from: Any | None = None) -> Prepared:
+def prepare_tables(spec: DataSpec, tables: Tables, seed: int, vocab_from: Table | None = None) -> Prepared:
     """Features, labels and weights for every split of `tables` (statistics from `train` only).
 
     `vocab_from` (a table) fixes text-label vocabularies, e.g. the whole pool in cross-validation.
     """
+    if spec.class_weight is not None and len(spec.targets) != 1:
+        raise RecipeError("class_weight needs exactly one target", path=("data", "class_weight"))
     if all(not t.streamed for t in tables.values()):
         return _prepare_arrays(spec, tables, seed, vocab_from)
     vocab: dict[str, list[Any] | None] = {}
@@ -635,17 +680,15 @@ def prepare_tables(spec: DataSpec, tables: Tables, seed: int, vocab_from: Any | 
     return Prepared(splits=splits, classes={k: v for k, v in vocab.items() if v is not None}, seed=seed)
 
 
-def _labels_are_text(table: Any, feature: FeatureSpec) -> bool:
+def _labels_are_text(table: Table, feature: FeatureSpec) -> bool:
     if feature.classes is not None:
         return True
     return any(table.spec(c).dtype == "string" for c in feature.columns if c in table.names)
 
 
-def _stream_class_weights(spec: DataSpec, train: Any, vocab: dict[str, list[Any] | None]) -> np.ndarray | None:
+def _stream_class_weights(spec: DataSpec, train: Table, vocab: dict[str, list[Any] | None]) -> np.ndarray | None:
     if spec.class_weight is None:
         return None
-    if len(spec.targets) != 1:
-        raise RecipeError("class_weight needs exactly one target", path=("data", "class_weight"))
     name, feature = next(iter(spec.targets.items()))
     values = gather_columns(train, feature, ("data", "targets", name))
     labels = encode_labels(values, vocab[name], "train", ("data",)) if vocab.get(name) else values
@@ -656,8 +699,8 @@ def _as_stream(table: ArrayTable) -> StreamTable:
     return StreamTable(ArrayReader(table))
 
 
-def _prepare_arrays(spec: DataSpec, tables: Tables, seed: int, vocab_from: Any | None) -> Prepared:
-    splits: dict[str, Any] = {s: ({}, {}) for s in tables}
+def _prepare_arrays(spec: DataSpec, tables: Tables, seed: int, vocab_from: Table | None) -> Prepared:
+    splits = {s: ArraySplit({}, {}) for s in tables}
     stats: dict[str, dict[str, Any]] = {}
     classes: dict[str, list[Any]] = {}
     for section, features, slot in (("inputs", spec.inputs, 0), ("targets", spec.targets, 1)):
@@ -675,8 +718,6 @@ def _prepare_arrays(spec: DataSpec, tables: Tables, seed: int, vocab_from: Any |
                 splits[split][slot][name] = x
     weights: dict[str, np.ndarray] = {}
     if spec.class_weight is not None:
-        if len(spec.targets) != 1:
-            raise RecipeError("class_weight needs exactly one target", path=("data", "class_weight"))
         name = next(iter(spec.targets))
         labels = _class_index(splits["train"][1][name])
         if labels.size and labels.min() < 0:

@@ -26,15 +26,17 @@ units.
 
 from __future__ import annotations
 
-import difflib
 import inspect
-import re
 from typing import Any
 
 import numpy as np
 
+from dlrun.components import Importer
+from dlrun.data.prepare import Prepared
 from dlrun.errors import RecipeError
+from dlrun.recipe.compose import LoadedRecipe
 from dlrun.recipe.schema import Component, FeatureSpec
+from dlrun.util import did_you_mean, snake_case
 
 KeyPath = tuple[str | int, ...]
 
@@ -47,10 +49,6 @@ ADAPTABLE = {
     "Discretization": ("bin_boundaries",),
 }
 SPECIAL = ("MinMaxScaling", "preprocess_input")
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name.split(":")[-1].split(".")[-1]).lower()
 
 
 class Step:
@@ -70,7 +68,7 @@ class Step:
         return self.layer(x, training=training)
 
 
-def _keras_layer(comp: Component, name: str, importer: Any, where: KeyPath, **extra: Any) -> Any:
+def _keras_layer(comp: Component, name: str, importer: Importer | None, where: KeyPath, **extra: Any) -> Any:
     import keras
 
     kwargs = {**comp.kwargs, **extra}
@@ -82,8 +80,7 @@ def _keras_layer(comp: Component, name: str, importer: Any, where: KeyPath, **ex
         cls = getattr(keras.layers, comp.type, None)
         if not isinstance(cls, type) or not issubclass(cls, keras.layers.Layer):
             known = [n for n in dir(keras.layers) if n[:1].isupper()] + list(SPECIAL)
-            close = difflib.get_close_matches(comp.type, known, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(comp.type, known)
             raise RecipeError(f"unknown preprocessing layer {comp.type!r}{hint}", path=(*where, "type"))
     kwargs.setdefault("name", name)
     try:
@@ -137,8 +134,7 @@ def application_affine(application: str, channels: int, where: KeyPath) -> tuple
     pre = getattr(module, "preprocess_input", None)
     if pre is None:
         known = [n for n in dir(keras.applications) if n[:1].isupper()]
-        close = difflib.get_close_matches(application, known, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(application, known)
         raise RecipeError(f"unknown keras.applications model {application!r}{hint}", path=(*where, "application"))
 
     def run(x: np.ndarray) -> np.ndarray:
@@ -244,7 +240,7 @@ def build_input_steps(
     comps: list[Component],
     data: Any,
     raw: Any,
-    importer: Any,
+    importer: Importer | None,
     used: set[str],
     feature: FeatureSpec | None = None,
 ) -> tuple[list[Step], Any]:
@@ -267,7 +263,7 @@ def build_input_steps(
     channels = raw.shape[-1] if len(raw.shape) > 1 else None
     for i, comp in enumerate(comps):
         where: KeyPath = ("data", "inputs", name, "preprocess", i)
-        base = f"{name}_{_snake(comp.type)}"
+        base = f"{name}_{snake_case(comp.type)}"
         layer_name = base if base not in used else f"{base}_{i}"
         used.add(layer_name)
         if comp.type == "preprocess_input":
@@ -311,13 +307,13 @@ def build_input_steps(
 # checks: data vs model
 
 
-def _loss_name(loaded: Any, output: str) -> str:
+def _loss_name(loaded: LoadedRecipe, output: str) -> str:
     loss = loaded.recipe.compile.loss
     comp = loss.get(output) if isinstance(loss, dict) else loss
     return (comp.type if comp is not None else "").lower().replace("_", "")
 
 
-def check_targets(model: Any, loaded: Any, prepared: Any, inputs: list[str], outputs: list[str]) -> None:
+def check_targets(model: Any, loaded: LoadedRecipe, prepared: Prepared, inputs: list[str], outputs: list[str]) -> None:
     """Target shapes and label ranges against each output's units and loss."""
     for output, tensor in zip(outputs, model.outputs, strict=True):
         where: KeyPath = ("data", "targets", output)
@@ -407,7 +403,13 @@ def input_names(model: Any) -> list[str]:
 
 
 def _preprocessed_input(
-    name: str, feature: FeatureSpec, prepared: Any, names: list[str], outputs: list[str], importer: Any, used: set[str]
+    name: str,
+    feature: FeatureSpec,
+    prepared: Prepared,
+    names: list[str],
+    outputs: list[str],
+    importer: Importer | None,
+    used: set[str],
 ) -> tuple[Any, Any] | None:
     """(raw symbolic input, its output after `fill` and `preprocess`, adapted on the training split), or None
     when the input declares neither."""
@@ -431,7 +433,7 @@ def _preprocessed_input(
     return raw, x
 
 
-def resolve_input_shapes(loaded: Any, prepared: Any, importer: Any = None) -> None:
+def resolve_input_shapes(loaded: LoadedRecipe, prepared: Prepared, importer: Importer | None = None) -> None:
     """Give every model input declared `shape: auto` (or without a shape) the prepared data's per-sample
     shape: after the steps, and after `fill` and the `preprocess` layers (adapted here on the training split,
     once: `attach_preprocessing` reuses them). Replaces those inputs in `loaded.graph` before it is built."""
@@ -455,7 +457,7 @@ def resolve_input_shapes(loaded: Any, prepared: Any, importer: Any = None) -> No
     prepared.preprocessed = built
 
 
-def shapes_from_data(loaded: Any, importer: Any = None) -> None:
+def shapes_from_data(loaded: LoadedRecipe, importer: Importer | None = None) -> None:
     """Resolve `shape: auto` inputs by preparing the recipe's data, for commands that build the model without
     training it (`check`, `summary`); nothing is read when every input has its shape."""
     if loaded.recipe.data is None or all(s.shape != "auto" for s in loaded.graph.inputs.values()):
@@ -465,7 +467,7 @@ def shapes_from_data(loaded: Any, importer: Any = None) -> None:
     resolve_input_shapes(loaded, prepare(loaded.recipe.data, loaded.base_dir, loaded.recipe.seed), importer)
 
 
-def attach_preprocessing(model: Any, loaded: Any, prepared: Any, importer: Any = None) -> Any:
+def attach_preprocessing(model: Any, loaded: LoadedRecipe, prepared: Prepared, importer: Importer | None = None) -> Any:
     """The model to train: `raw inputs -> preprocessing (adapted on train) -> model`, after checking the
     data against the model. Also records the recipe's batch size and shuffle flag in `prepared` for its
     tf.data pipelines. Returns `model` itself when no input declares `preprocess` or `fill`."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,7 +187,12 @@ def describe(record: DataRecord) -> str:
     return "data: " + " · ".join(parts)
 
 
-def save(run_path: Path, record: DataRecord, write_bytes: Any, write_json: Any) -> None:
+def save(
+    run_path: Path,
+    record: DataRecord,
+    write_bytes: Callable[[Path, bytes], None],
+    write_json: Callable[[str, Any], None],
+) -> None:
     """Write `data.json` and `splits.npz` into the run folder (through the run folder's atomic writers)."""
     buffer = io.BytesIO()
     np.savez(buffer, **{s: np.asarray(r.rows, dtype="<i8") for s, r in record.splits.items()})

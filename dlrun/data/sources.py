@@ -26,6 +26,7 @@ from dlrun.data.tables import (
     FileListReader,
     JsonlReader,
     StreamTable,
+    Table,
     TFRecordReader,
     read_csv,
     read_jsonl,
@@ -36,7 +37,7 @@ from dlrun.files import check_extracted_size, require_regular
 from dlrun.recipe.schema import KERAS_DATASETS, DataSpec
 
 Splits = dict[str, dict[str, np.ndarray]]
-Tables = dict[str, Any]  # split -> ArrayTable | StreamTable
+Tables = dict[str, Table]  # by split
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip")
@@ -369,7 +370,7 @@ def _dtypes(spec: DataSpec) -> dict[str, str]:
     return out
 
 
-def _read_table(spec: DataSpec, file: Path) -> Any:
+def _read_table(spec: DataSpec, file: Path) -> Table:
     if not file.is_file():
         raise RecipeError(f"source {spec.source} reads a file, but {file} is a folder", path=("data", "path"))
     if spec.source == "csv":
@@ -491,7 +492,7 @@ def _npy(path: Path) -> Splits:
     return {"train": _read_npy(path)}
 
 
-def _one_file(spec: DataSpec, file: Path, split: str) -> Any:
+def _one_file(spec: DataSpec, file: Path, split: str) -> Table:
     if spec.source in KERAS_DATASETS or spec.source == "npz":
         splits = _split_npz(file)
         return ArrayTable(splits.get(split) or splits["train"], file.name)
@@ -499,11 +500,3 @@ def _one_file(spec: DataSpec, file: Path, split: str) -> Any:
         splits = _npy(file)
         return ArrayTable(splits.get(split) or splits["train"], file.name)
     return _read_table(spec, file)
-
-
-def load_source(spec: DataSpec, base_dir: Path) -> Splits:
-    """The natural splits as arrays (in-memory sources only; streamed tables are read whole)."""
-    out: Splits = {}
-    for split, table in load_tables(spec, base_dir).items():
-        out[split] = dict(table.data) if isinstance(table, ArrayTable) else {}
-    return out

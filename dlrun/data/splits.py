@@ -7,10 +7,10 @@ All randomness comes from `numpy.random.default_rng(seed)`: the same seed gives 
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import numpy as np
 
+from dlrun.data.tables import Table
 from dlrun.errors import RecipeError
 
 KeyPath = tuple[str | int, ...]
@@ -121,9 +121,9 @@ def kfold(n: int, k: int, seed: int, labels: np.ndarray | None = None) -> list[t
     return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(k)]
 
 
-def apply_slices(tables: dict[str, Any], splits: dict[str, str]) -> dict[str, Any]:
+def apply_slices(tables: dict[str, Table], splits: dict[str, str]) -> dict[str, Table]:
     """New splits made of slices of the source's splits (`{train: 'train[:80%]', validation: ...}`)."""
-    out: dict[str, Any] = {}
+    out: dict[str, Table] = {}
     for name, expr in splits.items():
         where: KeyPath = ("data", "splits", name)
         base, _, _ = parse_slice(expr, where)

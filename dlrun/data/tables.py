@@ -10,18 +10,18 @@ dataset of `{column: tensor}` records on demand.
 from __future__ import annotations
 
 import csv
-import difflib
 import gzip
 import io
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from dlrun.errors import RecipeError
+from dlrun.util import did_you_mean
 
 KeyPath = tuple[str | int, ...]
 
@@ -34,17 +34,23 @@ class Column:
     shape: tuple[int | None, ...]
 
 
+def first_non_finite(values: np.ndarray) -> int | None:
+    """The first row holding a NaN or an infinity, or None."""
+    bad = ~np.isfinite(values.astype("float64").reshape(len(values), -1)).all(axis=1)
+    return int(np.flatnonzero(bad)[0]) if bad.any() else None
+
+
 def is_string(array: np.ndarray) -> bool:
     """Whether a NumPy array holds text."""
     return array.dtype.kind in ("U", "S", "O")
 
 
-def missing_column(name: str, known: list[str], where: KeyPath, origin: str) -> RecipeError:
-    """The did-you-mean error for a column that the data does not have."""
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+def missing_column(name: str, known: list[str], where: KeyPath, origin: str, what: str = "column") -> RecipeError:
+    """The did-you-mean error for a column (or an array file's key) that the data does not have."""
     shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
-    return RecipeError(f"{origin} has no column {name!r}{hint}; it has: {shown}", path=where)
+    return RecipeError(
+        f"{origin} has no {what} {name!r}{did_you_mean(name, known)}; it has: {shown or 'nothing'}", path=where
+    )
 
 
 class ArrayTable:
@@ -87,12 +93,25 @@ class ArrayTable:
         return ArrayTable({k: v[indices] for k, v in self.data.items()}, self.origin, rows, self.source_split)
 
 
+class Reader(Protocol):
+    """What a streamed table reads its rows through: CSV, JSON lines, TFRecord, a file list, in-memory arrays."""
+
+    origin: str
+    columns: dict[str, Column]
+
+    @property
+    def count(self) -> int: ...
+    def column(self, name: str, where: KeyPath) -> np.ndarray: ...
+    def check_finite(self, wheres: dict[str, KeyPath]) -> None: ...
+    def dataset(self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int) -> Any: ...
+
+
 class StreamTable:
     """Rows read from disk on demand: a reader plus the (sorted) row indices this table covers."""
 
     streamed = True
 
-    def __init__(self, reader: Any, indices: np.ndarray | None = None, source_split: str = "train") -> None:
+    def __init__(self, reader: Reader, indices: np.ndarray | None = None, source_split: str = "train") -> None:
         self.reader = reader
         self.indices = indices
         self.origin = reader.origin
@@ -131,6 +150,9 @@ class StreamTable:
     def dataset(self, columns: list[str], *, shuffle_seed: int | None = None, buffer_rows: int = 10000) -> Any:
         """Unbatched tf.data records `{column: tensor}` of this table's rows (shuffled when a seed is given)."""
         return self.reader.dataset(columns, self.indices, shuffle_seed, buffer_rows)
+
+
+Table = ArrayTable | StreamTable
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -455,14 +477,10 @@ class JsonlReader:
 
     def check_finite(self, wheres: dict[str, KeyPath]) -> None:
         for name, where in wheres.items():
-            if self.columns[name].dtype != "string":
-                values = self.column(name, where)
-                bad = ~np.isfinite(values.astype("float64").reshape(len(values), -1)).all(axis=1)
-                if bad.any():
-                    line = int(np.flatnonzero(bad)[0]) + 1
-                    raise RecipeError(
-                        f"field {name!r} has a missing or NaN value at line {line} of {self.origin}", path=where
-                    )
+            if self.columns[name].dtype != "string" and (row := first_non_finite(self.column(name, where))) is not None:
+                raise RecipeError(
+                    f"field {name!r} has a missing or NaN value at line {row + 1} of {self.origin}", path=where
+                )
 
     def dataset(self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int) -> Any:
         import tensorflow as tf
@@ -549,14 +567,11 @@ class TFRecordReader:
 
     def check_finite(self, wheres: dict[str, KeyPath]) -> None:
         for name, where in wheres.items():
-            if self.columns[name].dtype == "float32":
-                values = self.column(name, where)
-                bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
-                if bad.any():
-                    record = int(np.flatnonzero(bad)[0])
-                    raise RecipeError(
-                        f"feature {name!r} has a NaN value in record {record} of {self.origin}", path=where
-                    )
+            if (
+                self.columns[name].dtype == "float32"
+                and (row := first_non_finite(self.column(name, where))) is not None
+            ):
+                raise RecipeError(f"feature {name!r} has a NaN value in record {row} of {self.origin}", path=where)
 
     def dataset(self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int) -> Any:
         import tensorflow as tf

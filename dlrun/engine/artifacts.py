@@ -134,7 +134,7 @@ def evaluate_model(
     """`model.evaluate` on `split`, returned as `{metric_name: value}` (Keras' own names).
 
     Not for a model that keras.distribution splits over devices: evaluate a local copy (train.data_parallel)."""
-    x, y = prepared.feed(split, inputs, outputs, batch_size, training=False)
+    x, y = prepared.feed(split, inputs, outputs, batch_size, training=False).keras_args()
     result = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
     return {k: float(v) for k, v in result.items()}
 
@@ -144,13 +144,12 @@ def load_run_model(path: Path, custom_objects: dict[str, Any], *, unsafe: bool =
     import keras
 
     import dlrun.data.layers  # noqa: F401 (registers dlrun's preprocessing layers, e.g. FillMissing, for loading)
-    from dlrun.backend import torch_layers_accept_dotted_names
+    from dlrun.backend import load_model
     from dlrun.trust import check_keras_version, model_load_error
 
-    torch_layers_accept_dotted_names()
     check_keras_version(keras.__version__, unsafe=unsafe)  # older Keras: known safe-mode bypasses
     try:
-        model = keras.saving.load_model(str(path), custom_objects=custom_objects, safe_mode=not unsafe)
+        model = load_model(path, custom_objects=custom_objects, safe_mode=not unsafe)
     except (ValueError, TypeError, OSError) as exc:
         if (user := model_load_error(path, exc)) is not None:  # truncated, corrupt, or custom code not imported
             raise user from None

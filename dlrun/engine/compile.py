@@ -8,6 +8,7 @@ from typing import Any
 
 from dlrun.components import Importer, make
 from dlrun.errors import RecipeError
+from dlrun.graph.build import layer_name
 from dlrun.graph.check import Graph
 from dlrun.recipe.schema import CompileSpec, Component
 
@@ -125,7 +126,8 @@ def apply_trainable(model: Any, graph: Graph, selection: dict[str, list[str] | s
     unknown = set(selection) - {"freeze", "unfreeze"}
     if unknown:
         raise RecipeError(f"`trainable` takes `freeze` and `unfreeze`, not {sorted(unknown)}", path=where)
-    layer_names = [layer.name for layer in model.layers]
+    node_of = {layer_name(n.name): n.name for n in graph.nodes}
+    layer_names = [node_of.get(layer.name, layer.name) for layer in model.layers]  # as the recipe names them
     for action in ("freeze", "unfreeze"):
         patterns = selection.get(action, [])
         patterns = [patterns] if isinstance(patterns, str) else patterns
@@ -141,7 +143,7 @@ def apply_trainable(model: Any, graph: Graph, selection: dict[str, list[str] | s
                 raise RecipeError(f"{pattern!r} matches no layer, block or pattern", path=(*where, action))
             for name in chosen:
                 if name in layer_names:
-                    model.get_layer(name).trainable = action == "unfreeze"
+                    model.get_layer(layer_name(name)).trainable = action == "unfreeze"
 
 
 def non_trainable(model: Any) -> int:

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from dlrun.data.prepare import SplitData
 from dlrun.errors import RecipeError
 
 
@@ -76,7 +77,7 @@ def check_batch_size(batch_size: int, samples: int | None) -> None:
         )
 
 
-def train_pipeline(x: Any, y: Any, batch_size: int, *, shuffle: bool, seed: int) -> Any:
+def train_pipeline(data: SplitData, batch_size: int, *, shuffle: bool, seed: int) -> Any:
     """The training split as full global batches only (arrays, or an already batched tf.data pipeline).
 
     Dropped: the last `n % batch_size` samples of every epoch's order (with `train.shuffle: true`, the
@@ -86,12 +87,11 @@ def train_pipeline(x: Any, y: Any, batch_size: int, *, shuffle: bool, seed: int)
     """
     import tensorflow as tf
 
-    if y is None:  # a file-backed pipeline (seeded shuffle, batched, last batch partial)
-        return x.rebatch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    dataset = tf.data.Dataset.from_tensor_slices((nested_arrays(x), nested_arrays(y)))
+    if data.streamed:  # a file-backed pipeline (seeded shuffle, batched, last batch partial)
+        return data.pipeline.rebatch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    dataset = tf.data.Dataset.from_tensor_slices((nested_arrays(data.x), nested_arrays(data.y)))
     if shuffle:
-        n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
-        dataset = dataset.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(data.count(), seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 

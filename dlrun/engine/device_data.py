@@ -12,19 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from dlrun.data.prepare import SplitData
 from dlrun.errors import RecipeError
 
 # Share of the accelerator's memory the training arrays may take under `auto`: the rest is for the model,
 # optimizer state and activations.
 AUTO_FRACTION = 0.5
-
-
-def _leaves(value: Any) -> list[np.ndarray]:
-    if isinstance(value, dict):
-        return [leaf for v in value.values() for leaf in _leaves(v)]
-    if isinstance(value, tuple | list):
-        return [leaf for v in value for leaf in _leaves(v)]
-    return [np.asarray(value)]
 
 
 def _accelerator_bytes() -> int | None:
@@ -51,7 +44,7 @@ def check_setting(setting: bool | str) -> None:
         )
 
 
-def wants_device_data(setting: bool | str, x: Any, y: Any) -> bool:
+def wants_device_data(setting: bool | str, data: SplitData) -> bool:
     """Whether to place the arrays on the device: `true`/`false` as given, `auto` by backend and size."""
     import keras
 
@@ -59,8 +52,10 @@ def wants_device_data(setting: bool | str, x: Any, y: Any) -> bool:
         return setting
     if keras.backend.backend() != "jax":
         return False
+    import jax
+
     limit = _accelerator_bytes()
-    size = sum(a.nbytes for a in _leaves((x, y)))
+    size = sum(np.asarray(a).nbytes for a in jax.tree_util.tree_leaves((data.x, data.y)))
     return limit is not None and size <= AUTO_FRACTION * limit
 
 
@@ -76,8 +71,4 @@ def to_device(value: Any) -> Any:
     """The same structure with every array placed on JAX's default device."""
     import jax
 
-    if isinstance(value, dict):
-        return {k: to_device(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return type(value)(to_device(v) for v in value)
-    return jax.device_put(np.asarray(value))
+    return jax.tree_util.tree_map(lambda a: jax.device_put(np.asarray(a)), value)

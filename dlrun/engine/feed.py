@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from dlrun.data.prepare import SplitData
+
 
 @dataclass
 class Feed:
@@ -26,8 +28,7 @@ class Feed:
 
 
 def train_feed(
-    x: Any,
-    y: Any,
+    data: SplitData,
     *,
     batch_size: int,
     seed: int,
@@ -40,16 +41,16 @@ def train_feed(
     from dlrun.engine.data_parallel import nested_arrays, splits_batches, train_pipeline
 
     if splits_batches():  # keras.distribution over several devices: full global batches only
-        return Feed(train_pipeline(x, y, batch_size, shuffle=shuffle, seed=seed), None, None, False, None)
-    if y is None:  # already a pipeline (file-backed data): it batches and shuffles itself
-        return Feed(x, None, None, False, None)
-    n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+        return Feed(train_pipeline(data, batch_size, shuffle=shuffle, seed=seed), None, None, False, None)
+    if data.streamed:  # already a pipeline (file-backed data): it batches and shuffles itself
+        return Feed(data.pipeline, None, None, False, None)
+    n = data.count()
     steps = -(-n // batch_size)
     if not deterministic:  # else a seeded tf.data stream, which Keras' jax and torch trainers read too
-        return Feed(x, y, None, shuffle, batch_size)
+        return Feed(data.x, data.y, None, shuffle, batch_size)
     import tensorflow as tf
 
-    tensors = tf.nest.map_structure(tf.convert_to_tensor, nested_arrays((x, y)))
+    tensors = tf.nest.map_structure(tf.convert_to_tensor, nested_arrays((data.x, data.y)))
 
     def epoch_batches(epoch: Any) -> Any:
         index = tf.range(n, dtype=tf.int64)

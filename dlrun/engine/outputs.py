@@ -60,6 +60,8 @@ class OutputInfo:
 
 def _activation(tensor: Any) -> str | None:
     layer = tensor._keras_history[0]
+    while type(layer).__name__ == "Identity":  # graph.build renames an output (a block's, an alias) with one
+        layer = layer.input._keras_history[0]
     fn = getattr(layer, "activation", None)
     name = getattr(fn, "__name__", None) or (fn if isinstance(fn, str) else None)
     if name is None and type(layer).__name__ == "Softmax":

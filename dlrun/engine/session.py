@@ -24,7 +24,7 @@ from dlrun.backend import activate, is_chief, strategy_scope, wanted_backend
 from dlrun.cluster import check_one_run
 from dlrun.components import Importer
 from dlrun.console import say
-from dlrun.data.prepare import Prepared
+from dlrun.data.prepare import Prepared, SplitData
 from dlrun.engine import device_data, display
 from dlrun.engine.compile import apply_trainable, compile_model, non_trainable, seed_everything
 from dlrun.engine.liveness import mark_live
@@ -67,8 +67,7 @@ class _FitData:
     """What every stage's `fit` is given besides the model: training inputs and targets (host arrays, arrays
     on the accelerator, or a stream), validation data, and how batches are split."""
 
-    x: Any
-    y: Any
+    train: SplitData
     validation: Any
     validation_callbacks: list[Any]  # validation done by a callback instead of by fit (see data_parallel)
     across: bool  # keras.distribution splits each batch over several devices or processes
@@ -204,20 +203,20 @@ class RunSession:
 
         recipe, graph, prepared, quiet = self.loaded.recipe, self.loaded.graph, self.prepared, self.policy.quiet
         outputs, inputs = graph.outputs, list(graph.inputs)
-        x, y = prepared.feed("train", inputs, outputs)  # arrays, or a tf.data pipeline (y None) for file data
+        train = prepared.feed("train", inputs, outputs)  # arrays, or a tf.data pipeline for file data
         # Under train.distribute the strategy places each batch on its devices itself; deterministic mode feeds
         # a seeded tf.data stream (engine.feed) instead of the arrays.
         if (
-            y is not None
+            not train.streamed
             and recipe.train.distribute is None
             and not recipe.train.deterministic
-            and device_data.wants_device_data(recipe.train.data_on_device, x, y)
+            and device_data.wants_device_data(recipe.train.data_on_device, train)
         ):
-            x, y = device_data.to_device(x), device_data.to_device(y)
+            train = train.placed(device_data.to_device)
             say(f"training arrays kept on {device_data.device_name()}", quiet=quiet)
-        validation = prepared.feed("validation", inputs, outputs) if "validation" in prepared.splits else None
-        if validation is not None and validation[1] is None:
-            validation = validation[0]  # a dataset yielding (inputs, targets)
+        validation = (
+            prepared.feed("validation", inputs, outputs).validation_data() if "validation" in prepared.splits else None
+        )
         eval_batch = recipe.eval.batch_size or recipe.train.batch_size
         across = splits_batches()
         validation_callbacks: list[Any] = []
@@ -235,7 +234,7 @@ class RunSession:
                     f"{dropped} of the {samples} training samples in each epoch's order are left out",
                     quiet=quiet,
                 )
-        return _FitData(x, y, validation, validation_callbacks, across, steps, eval_batch)
+        return _FitData(train, validation, validation_callbacks, across, steps, eval_batch)
 
     def _run_callbacks(self, run: RunDir) -> list[Any]:
         """The recipe's callbacks for every stage, plus TensorBoard (unless the recipe has its own) and tracking."""
@@ -311,8 +310,7 @@ class RunSession:
                         quiet=quiet,
                     )
                 feed = train_feed(
-                    data.x,
-                    data.y,
+                    data.train,
                     batch_size=recipe.train.batch_size,
                     seed=recipe.seed,
                     shuffle=recipe.train.shuffle,

@@ -20,6 +20,13 @@ from dlrun.graph.check import Graph, Node
 from dlrun.recipe.load import Document
 
 
+def layer_name(node: str) -> str:
+    """The Keras name of a node's layer: the node's name with the dots of block copies (`stage.1.conv1`) as
+    dashes (`stage-1-conv1`), since Keras' torch backend keys variables in a torch ParameterDict, which refuses
+    dots. Recipes, summaries and model outputs keep the dotted names."""
+    return node.replace(".", "-")
+
+
 def _shape(t: Any) -> str:
     shape = getattr(t, "shape", None)
     return str(tuple(shape)) if shape is not None else type(t).__name__
@@ -68,7 +75,7 @@ class _Builder:
             cls = getattr(keras.layers, node.type)
             kwargs = self.kwargs(node)
             try:
-                return cls(name=node.name, **kwargs)
+                return cls(name=layer_name(node.name), **kwargs)
             except Exception as exc:  # Keras validates its own arguments; report them as recipe errors
                 raise self.err(f"{node.type}: {_first_line(exc)}", node) from None
         if node.kind == "submodel":
@@ -79,7 +86,7 @@ class _Builder:
                 raise self.err(f"{node.type} is not a class", node, "type")
             kwargs = self.kwargs(node)
             try:
-                return obj(name=node.name, **kwargs)
+                return obj(name=layer_name(node.name), **kwargs)
             except Exception as exc:
                 raise self.err(f"{node.type}: {_first_line(exc)}", node) from None
         if node.kind == "application":
@@ -101,7 +108,7 @@ class _Builder:
                 raise self.err(f"weights file not found: {local_file}", node, "weights")
             weights = None
         try:
-            model = fn(weights=weights, input_shape=tuple(incoming[0].shape[1:]), name=node.name, **kwargs)
+            model = fn(weights=weights, input_shape=tuple(incoming[0].shape[1:]), name=layer_name(node.name), **kwargs)
         except Exception as exc:
             text = _first_line(exc)
             if weights == "imagenet" and ("URL" in text or "fetch" in text.lower() or "resolve" in text.lower()):

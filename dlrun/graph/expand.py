@@ -8,7 +8,6 @@ the block's output. Omitted names get Keras-style automatic ones; omitted inputs
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ from dlrun.graph import catalog, refs
 from dlrun.recipe.expr import ExprError, has_expression, substitute
 from dlrun.recipe.load import Document, KeyPath
 from dlrun.recipe.schema import BlockSpec, LayerNode
+from dlrun.util import snake_case
 
 MAX_DEPTH = 8
 MAX_NODES = 20_000
@@ -50,11 +50,6 @@ def _local(value: Any, local: dict[str, str], *, every: bool) -> Any:
     return refs.replace(value, one)
 
 
-def _snake(name: str) -> str:
-    name = name.split(":")[-1].split(".")[-1]
-    return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", name).lower()
-
-
 class _Expander:
     def __init__(self, blocks: dict[str, BlockSpec], doc: Document | None, taken: set[str]) -> None:
         self.blocks = blocks
@@ -71,7 +66,7 @@ class _Expander:
         return self.doc.error(message, path, key=key)
 
     def auto_name(self, type_: str) -> str:
-        stem = _snake(type_)
+        stem = snake_case(type_)
         while True:
             count = self.counters.get(stem, 0)
             self.counters[stem] = count + 1
@@ -152,7 +147,7 @@ class _Expander:
             if type_ is not None and type_.startswith("ops."):
                 kwargs = _local(kwargs, local, every=False)
             if name is None:
-                full = self.auto_name(f"{prefix}.{_snake(str(type_ or share))}" if prefix else str(type_ or share))
+                full = self.auto_name(f"{prefix}.{snake_case(str(type_ or share))}" if prefix else str(type_ or share))
             else:
                 full = local.get(name, name)
             if share is not None:

@@ -23,6 +23,7 @@ import yaml
 from dlrun.errors import RecipeError
 from dlrun.graph import catalog, nested
 from dlrun.recipe.schema import NAME_PATTERN
+from dlrun.util import snake_case
 
 MODEL_CLASSES = ("Functional", "Sequential", "Model")
 ADAPTED_LAYERS = ("Normalization", "TextVectorization", "StringLookup", "IntegerLookup", "Discretization")
@@ -32,10 +33,6 @@ _NAME_RE = re.compile(NAME_PATTERN)
 def _canon(value: Any) -> Any:
     """JSON-comparable form of a config (tuples -> lists; registered_name noise dropped)."""
     return json.loads(json.dumps(value, default=str))
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
 def _short_float(value: float) -> float:
@@ -57,7 +54,7 @@ def _simpler(value: Any) -> list[Any]:
         if value["class_name"] == "DTypePolicy" and isinstance(config, dict) and "name" in config:
             out.append(config["name"])
         elif not any(v is not None for v in config.values()):
-            out.append(_snake(value["class_name"]))
+            out.append(snake_case(value["class_name"]))
         if module.startswith("keras"):
             out.append({"class_name": value["class_name"], "config": config})
     elif (
@@ -324,7 +321,7 @@ class _Converter:
 
     def op_node(self, layer_config: dict[str, Any], name: str) -> tuple[str, dict[str, Any]]:
         """A keras.ops operation in the graph (`x + 3.0` is `keras.src.ops.numpy.Add`): `ops.<function>`."""
-        op = _snake(layer_config["class_name"])
+        op = snake_case(layer_config["class_name"])
         entry = catalog.entry("ops", op)
         if entry is None:
             raise self.err(f"operation {name!r} is a {layer_config['class_name']}, which has no keras.ops function")
@@ -384,7 +381,7 @@ class _Converter:
 
     def op_call(self, layer: dict[str, Any], args: list[Any], kwargs: dict[str, Any], where: str) -> _Call:
         """An op's inputs: the leading tensor arguments; the rest by the op function's argument names."""
-        entry = catalog.entry("ops", _snake(layer["class_name"]))
+        entry = catalog.entry("ops", snake_case(layer["class_name"]))
         order = entry["order"] if entry else []
         refs: list[tuple[str, int, int]] = []
         named: dict[str, Any] = {}
@@ -395,7 +392,9 @@ class _Converter:
             elif i < len(order):
                 named[order[i]] = value
             else:
-                raise self.err(f"{where} is called with more arguments than ops.{_snake(layer['class_name'])} takes")
+                raise self.err(
+                    f"{where} is called with more arguments than ops.{snake_case(layer['class_name'])} takes"
+                )
         named.update(kwargs)
         return _Call(layer["name"], 0, refs, len(refs) > 1, named, op=True)
 
@@ -617,17 +616,14 @@ def _compile_section(compile_config: dict[str, Any] | None, outputs: list[str], 
 
 def load_keras_model(path: Path) -> Any:
     """Load a saved model with `safe_mode=True` (compiled when possible); user errors as RecipeError."""
-    import keras
+    from dlrun.backend import load_model
 
-    from dlrun.backend import torch_layers_accept_dotted_names
-
-    torch_layers_accept_dotted_names()
     if not path.is_file():
         raise RecipeError(f"model file not found: {path}")
     try:
         with warnings.catch_warnings():  # "Skipping variable loading for optimizer ...": not ours to show
             warnings.simplefilter("ignore")
-            return keras.saving.load_model(str(path), safe_mode=True)
+            return load_model(path, safe_mode=True)
     except Exception as exc:
         text = " ".join(str(exc).split())
         if "safe_mode" in text or "Lambda" in text:
@@ -636,7 +632,7 @@ def load_keras_model(path: Path) -> Any:
                 "safe_mode and cannot express it"
             ) from None
         try:
-            return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+            return load_model(path, safe_mode=True, compile=False)
         except Exception:
             raise RecipeError(f"cannot load {path.name} as a Keras model: {text[:300]}") from None
 

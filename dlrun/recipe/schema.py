@@ -8,7 +8,6 @@ graph checker validates against the constructor signatures in the Keras catalog.
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -17,6 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from dlrun.recipe.base import Strict
 from dlrun.recipe.search import EnsembleSpec, SearchSpec
+from dlrun.util import did_you_mean
 
 # keras.utils.set_random_seed seeds NumPy, whose seeds are 0 <= seed < 2**32.
 SEED_MAX = 2**32 - 1
@@ -407,8 +407,7 @@ class DataSpec(Strict):
     def _known_source(cls, value: str) -> str:
         allowed = DATA_SOURCES
         if value not in allowed:
-            close = difflib.get_close_matches(value, allowed, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(value, allowed)
             raise PydanticCustomError(
                 "unknown_source",
                 "unknown data source {value}{hint}; known: {known}",

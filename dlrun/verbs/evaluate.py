@@ -66,14 +66,14 @@ def prediction_reports(
     from dlrun.verbs.report import classification_report, regression_report
 
     outputs = list(infos)
-    x, y = prepared.feed(split, inputs, outputs, batch_size, training=False)
-    if y is None:  # a tf.data pipeline: predictions and targets come from the same (unshuffled) batches
-        parts = [batch[1] for batch in x.as_numpy_iterator()]
+    data = prepared.feed(split, inputs, outputs, batch_size, training=False)
+    if data.streamed:  # predictions and targets come from the same (unshuffled) batches
+        parts = [batch[1] for batch in data.pipeline.as_numpy_iterator()]
         y = {o: np.concatenate([p[o] if isinstance(p, dict) else p for p in parts]) for o in outputs}
-        predicted = model.predict(x.map(lambda *batch: batch[0]), verbose=0)
+        predicted = model.predict(data.pipeline.map(lambda *batch: batch[0]), verbose=0)
     else:
-        predicted = model.predict(x, batch_size=batch_size, verbose=0)
-        y = y if isinstance(y, dict) else {outputs[0]: y}
+        predicted = model.predict(data.x, batch_size=batch_size, verbose=0)
+        y = data.y if isinstance(data.y, dict) else {outputs[0]: data.y}
     if len(outputs) == 1:
         predicted = {outputs[0]: predicted[outputs[0]] if isinstance(predicted, dict) else predicted}
     elif isinstance(predicted, list | tuple):

@@ -23,15 +23,27 @@ from typing import Any
 
 import numpy as np
 
+from dlrun.engine.rundir import RunDir
 from dlrun.errors import RecipeError
 from dlrun.files import require_regular
-from dlrun.verbs.predict_input import Fitted, input_kind, input_stem, load_fitted, read_input
+from dlrun.verbs.predict_input import Fitted, check_images, input_kind, input_stem, load_fitted, read_input
 
 OUTPUT_SUFFIXES = (".csv", ".json")
 
 
 # ----------------------------------------------------------------------------------------------------
 # the model
+
+
+def _open(run_path: Path, input_path: Path) -> RunDir:
+    """The run folder, checked together with the input (exists, a regular file or a folder, a known type)."""
+    run = RunDir.open(run_path)
+    if not input_path.exists():
+        raise RecipeError(f"input file not found: {input_path}")
+    if not input_path.is_dir():
+        require_regular(input_path, "--input")  # a FIFO or device would block or never end
+    input_kind(input_path)
+    return run
 
 
 def _fit_to_model(chunk: dict[str, np.ndarray], model: Any, names: list[str], origin: str) -> dict[str, Any]:
@@ -67,8 +79,7 @@ def _run_model(model: Any, chunk: dict[str, np.ndarray], names: list[str], batch
     if text:
         import tensorflow as tf
 
-        x = tf.data.Dataset.from_tensor_slices(x).batch(batch)
-        result = model.predict(x, verbose=0)
+        result = model.predict(tf.data.Dataset.from_tensor_slices(x).batch(batch), verbose=0)
     else:
         result = model.predict(x, batch_size=batch, verbose=0)
     return _as_list(result)
@@ -76,10 +87,8 @@ def _run_model(model: Any, chunk: dict[str, np.ndarray], names: list[str], batch
 
 def _as_list(result: Any) -> list[np.ndarray]:
     if isinstance(result, dict):
-        return [np.asarray(v) for v in result.values()]
-    if isinstance(result, list | tuple):
-        return [np.asarray(v) for v in result]
-    return [np.asarray(result)]
+        result = list(result.values())
+    return [np.asarray(v) for v in (result if isinstance(result, list | tuple) else [result])]
 
 
 @dataclass
@@ -167,21 +176,12 @@ def predict_run(
     run_path: Path, input_path: Path, *, batch_size: int | None = None, trust: bool = False, unsafe: bool = False
 ) -> Predictions:
     """Load the run, read and prepare the input, run the model: per-output arrays (probabilities for classifiers)."""
-    from dlrun.engine.rundir import RunDir
     from dlrun.loading import load_recipe
 
-    run = RunDir.open(run_path)
-    if not input_path.exists():
-        raise RecipeError(f"input file not found: {input_path}")
-    if not input_path.is_dir():
-        require_regular(input_path, "--input")  # a FIFO or device would block or never end
-    kind = input_kind(input_path)
+    run = _open(run_path, input_path)
     spec = load_recipe(run.recipe).recipe.data
-    if kind in ("image", "folder") and spec is not None and spec.source != "images":
-        raise RecipeError(
-            f"--input {input_path.name} is {'an image' if kind == 'image' else 'a folder'}; images feed recipes "
-            f"whose data reads an image folder (source: images), this run's data source is {spec.source!r}"
-        )
+    if spec is not None:
+        check_images(input_path, spec)  # before the model is loaded
     predictor = load_predictor(run.path, batch_size=batch_size, trust=trust, unsafe=unsafe)
     batches = read_input(input_path, predictor.loaded, predictor.names, predictor.fitted)
     parts = [predictor.run(chunk, input_path.name) for chunk in batches.chunks()]
@@ -310,26 +310,17 @@ def predict_file(
     unsafe: bool = False,
 ) -> dict[str, Any]:
     """Predict on `input_path` and write the rows (CSV or JSON, atomically); returns a summary."""
-    from dlrun.engine.rundir import RunDir, atomic_write_text
+    from dlrun.engine.rundir import atomic_write_text
 
-    RunDir.open(run_path)
-    if not input_path.exists():
-        raise RecipeError(f"input file not found: {input_path}")
-    if not input_path.is_dir():
-        require_regular(input_path, "--input")  # a FIFO or device would block or never end
-    input_kind(input_path)
+    _open(run_path, input_path)
     target = output if output is not None else default_output(run_path, input_path)
     fmt = check_output(target, overwrite)
     if batch_size is not None and batch_size < 1:
         raise RecipeError(f"--batch-size must be at least 1, not {batch_size}")
     pred = predict_run(run_path, input_path, batch_size=batch_size, trust=trust, unsafe=unsafe)
+    outputs = {o: {"kind": k, "classes": pred.classes.get(o)} for o, k in pred.kinds.items()}
     if fmt == "json":
-        doc = {
-            "run": str(run_path),
-            "input": str(input_path),
-            "outputs": {o: {"kind": k, "classes": pred.classes.get(o)} for o, k in pred.kinds.items()},
-            "predictions": to_records(pred),
-        }
+        doc = {"run": str(run_path), "input": str(input_path), "outputs": outputs, "predictions": to_records(pred)}
         text = json.dumps(doc, indent=1, allow_nan=True) + "\n"
     else:
         header, rows = to_table(pred)
@@ -347,5 +338,5 @@ def predict_file(
         "output": str(target),
         "format": fmt,
         "count": len(pred.ids),
-        "outputs": {o: {"kind": k, "classes": pred.classes.get(o)} for o, k in pred.kinds.items()},
+        "outputs": outputs,
     }

@@ -4,17 +4,29 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dlrun.data.prepare import StepStats, StreamSplit, apply_steps, gather_columns, load_recorded_splits, prepare_tables
+from dlrun.data.sources import _dtypes
+from dlrun.data.tables import (
+    ArrayTable,
+    FileListReader,
+    StreamTable,
+    Table,
+    missing_column,
+    read_csv,
+    read_jsonl,
+    read_parquet,
+)
 from dlrun.engine.artifacts import CLASSES_FILE, STATS_FILE, class_names
 from dlrun.errors import RecipeError
-from dlrun.util import did_you_mean
-
-KeyPath = tuple[str | int, ...]
+from dlrun.recipe.compose import LoadedRecipe
+from dlrun.recipe.schema import DataSpec, FeatureSpec
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 TABLE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".jsonl", ".jsonl.gz", ".ndjson", ".parquet")
@@ -30,14 +42,8 @@ CHUNK_ROWS = 1024
 class Fitted:
     """Statistics by `inputs.<name>` -> `steps[i]` -> {mean, std}; class names by target."""
 
-    stats: dict[str, dict[str, dict[str, np.ndarray]]] = field(default_factory=dict)
+    stats: dict[str, StepStats] = field(default_factory=dict)
     classes: dict[str, list[Any]] = field(default_factory=dict)
-
-
-def _stats_needed(spec: Any) -> list[str]:
-    return [
-        f"inputs.{name}/steps[{i}]" for name, f in spec.inputs.items() for i, s in enumerate(f.steps) if s.standardize
-    ]
 
 
 def _read_saved(run_path: Path) -> Fitted | None:
@@ -54,14 +60,6 @@ def _read_saved(run_path: Path) -> Fitted | None:
     return fitted
 
 
-def _has_all(fitted: Fitted, needed: list[str]) -> bool:
-    for key in needed:
-        feature, step = key.split("/")
-        if not {"mean", "std"} <= set(fitted.stats.get(feature, {}).get(step, {})):
-            return False
-    return True
-
-
 def _check_fingerprint(run_path: Path) -> None:
     from dlrun.data.record import file_fingerprint
 
@@ -76,19 +74,20 @@ def _check_fingerprint(run_path: Path) -> None:
             )
 
 
-def load_fitted(run_path: Path, loaded: Any) -> Fitted:
+def load_fitted(run_path: Path, loaded: LoadedRecipe) -> Fitted:
     """The run's saved fitted state, else re-derived by preparing the run's training split."""
     spec = loaded.recipe.data
-    needed = _stats_needed(spec)
+    assert spec is not None  # predict_run refuses a recipe without data first
+    needed = [
+        (f"inputs.{n}", f"steps[{i}]") for n, f in spec.inputs.items() for i, s in enumerate(f.steps) if s.standardize
+    ]
     saved = _read_saved(run_path)
-    if saved is not None and _has_all(saved, needed):
+    if saved is not None and all({"mean", "std"} <= set(saved.stats.get(f, {}).get(s, {})) for f, s in needed):
         return saved
-    from dlrun.data.prepare import load_splits, prepare_tables
-
     try:
         if needed:
             _check_fingerprint(run_path)
-        tables = load_splits(spec, loaded.base_dir, loaded.recipe.seed)
+        tables = load_recorded_splits(spec, loaded.base_dir, loaded.recipe.seed)[0]
         prepared = prepare_tables(spec, {"train": tables["train"]}, loaded.recipe.seed)
         classes = class_names(spec, loaded.base_dir, prepared)
     except RecipeError as exc:
@@ -129,15 +128,7 @@ def input_stem(path: Path) -> str:
     return name or "predictions"
 
 
-def _missing(what: str, name: str, known: list[str], origin: str) -> RecipeError:
-    shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
-    return RecipeError(f"{origin} has no {what} {name!r}{did_you_mean(name, known)}; it has: {shown or 'nothing'}")
-
-
-def _read_table(path: Path, spec: Any) -> Any:
-    from dlrun.data.sources import _dtypes
-    from dlrun.data.tables import read_csv, read_jsonl, read_parquet
-
+def _read_table(path: Path, spec: DataSpec) -> ArrayTable:
     name = path.name.lower()
     if name.endswith((".csv", ".csv.gz", ".tsv")):
         delimiter = "\t" if name.endswith(".tsv") else spec.delimiter
@@ -147,9 +138,7 @@ def _read_table(path: Path, spec: Any) -> Any:
     return read_jsonl(path)
 
 
-def _read_arrays(path: Path, kind: str, spec: Any, names: list[str]) -> Any:
-    from dlrun.data.tables import ArrayTable
-
+def _read_arrays(path: Path, kind: str, names: list[str]) -> ArrayTable:
     try:
         if kind == "npy":
             array = np.load(path, allow_pickle=False)
@@ -159,7 +148,7 @@ def _read_arrays(path: Path, kind: str, spec: Any, names: list[str]) -> Any:
                 raise RecipeError(
                     f"a .npy file feeds a single-input model; this model has inputs {', '.join(names)}: use an .npz"
                 )
-            return {names[0]: array}
+            return ArrayTable({names[0]: array}, path.name)  # the (stacked) raw value of the single input
         with np.load(path, allow_pickle=False) as archive:
             return ArrayTable({k: archive[k] for k in archive.files}, path.name)
     except (OSError, ValueError) as exc:
@@ -168,17 +157,26 @@ def _read_arrays(path: Path, kind: str, spec: Any, names: list[str]) -> Any:
         ) from None
 
 
-def _gather(table: Any, name: str, feature: Any) -> np.ndarray:
+def _gather(table: ArrayTable, name: str, feature: FeatureSpec) -> np.ndarray:
     """The raw value of one input: its `from` columns, or (arrays) a key named like the input."""
-    from dlrun.data.prepare import gather_columns
-
     missing = [c for c in feature.columns if c not in table.names]
     if not missing:
         return gather_columns(table, feature, ("data", "inputs", name))
     if name in table.names and table.origin.lower().endswith(ARRAY_SUFFIXES):
         return table.column(name)
     what = "key" if table.origin.lower().endswith(ARRAY_SUFFIXES) else "column"
-    raise _missing(what, missing[0], table.names, table.origin)
+    raise missing_column(missing[0], table.names, (), table.origin, what)
+
+
+def check_images(path: Path, spec: DataSpec) -> None:
+    """Images (a file or a folder) feed only a recipe reading an image folder, through its `image` input."""
+    kind = input_kind(path)
+    images = [n for n in spec.inputs if spec.inputs[n].columns == ["image"]]
+    if kind in ("image", "folder") and (spec.source != "images" or not images):
+        raise RecipeError(
+            f"--input {path.name} is {'an image' if kind == 'image' else 'a folder'}; images feed recipes whose "
+            f"data reads an image folder (source: images), this run's data source is {spec.source!r}"
+        )
 
 
 def _image_paths(path: Path) -> tuple[list[Path], list[str]]:
@@ -197,83 +195,49 @@ class Batches:
 
     id_name: str
     ids: list[Any]
-    chunks: Any  # callable () -> iterator of {input name: array}
+    chunks: Callable[[], Iterator[dict[str, np.ndarray]]]
 
 
-def _numeric_steps(feature: Any, name: str, x: np.ndarray, fitted: Fitted) -> np.ndarray:
-    from dlrun.data.prepare import _apply
-
-    where: KeyPath = ("data", "inputs", name)
-    for i, step in enumerate(feature.steps):
-        stats = fitted.stats.get(f"inputs.{name}", {}).get(f"steps[{i}]") if step.standardize else None
-        x = _apply(step, x, (*where, "steps", i), stats)
-    return x
-
-
-def _image_loader(spec: Any, feature: Any, name: str) -> Any:
-    """Decode + resize exactly as the image-folder reader does, then the steps as the training stream does
-    (image folders are always streamed, so their steps never include `standardize`)."""
-    from dlrun.data.prepare import _tf_step
-    from dlrun.data.tables import FileListReader
+def _image_chunks(path: Path, files: list[Path], spec: DataSpec, names: list[str]) -> Iterator[dict[str, np.ndarray]]:
+    """The images read, decoded, resized and stepped by the training stream's own code (`StreamSplit`)."""
+    import tensorflow as tf
 
     channels = {"rgb": 3, "grayscale": 1, "rgba": 4}[spec.color_mode]
-    reader = FileListReader(
-        "images", np.empty(0, dtype=object), np.empty(0, dtype="int64"), [], "images",
-        (spec.image_size[0], spec.image_size[1]), channels,
-    )  # fmt: skip
-    where: KeyPath = ("data", "inputs", name)
-
-    def load(path: Path) -> np.ndarray:
-        import tensorflow as tf
-
-        try:
-            x = reader.load(tf.constant(str(path)))
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise RecipeError(f"cannot decode image {path}: {first[:200]}") from None
-        for i, step in enumerate(feature.steps):
-            x = _tf_step(step, x, (*where, "steps", i))
-        return np.asarray(x)
-
-    return load
+    size = (spec.image_size[0], spec.image_size[1]) if spec.image_size else (256, 256)
+    paths = np.array([str(f) for f in files], dtype=object)
+    reader = FileListReader("images", paths, np.zeros(len(files), "int64"), [], path.name, size, channels)
+    split = StreamSplit(StreamTable(reader), spec, {}, None, 0, "predict")
+    try:
+        yield from split.input_batches(names, CHUNK_ROWS).as_numpy_iterator()
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RecipeError(f"cannot decode an image of {path}: {first[:200]}") from None
 
 
-def read_input(path: Path, loaded: Any, names: list[str], fitted: Fitted) -> Batches:
+def read_input(path: Path, loaded: LoadedRecipe, names: list[str], fitted: Fitted) -> Batches:
     """The input file as model-ready chunks (the recipe's steps applied), plus a row id per sample."""
     spec = loaded.recipe.data
+    assert spec is not None
     kind = input_kind(path)
     if kind in ("image", "folder"):
-        image_inputs = [n for n in names if spec.inputs[n].columns == ["image"]]
-        if spec.source != "images" or not image_inputs:
-            raise RecipeError(
-                f"--input {path.name} is {'an image' if kind == 'image' else 'a folder'}; images feed recipes whose "
-                f"data reads an image folder (source: images), this run's data source is {spec.source!r}"
-            )
         if len(names) > 1:
             raise RecipeError(f"this model has inputs {', '.join(names)}; images alone can feed only one: use an .npz")
         files, ids = _image_paths(path)
-        load = _image_loader(spec, spec.inputs[names[0]], names[0])
-
-        def image_chunks() -> Any:
-            for start in range(0, len(files), CHUNK_ROWS):
-                yield {names[0]: np.stack([load(f) for f in files[start : start + CHUNK_ROWS]])}
-
-        return Batches("file", ids, image_chunks)
-    table = _read_table(path, spec) if kind == "table" else _read_arrays(path, kind, spec, names)
+        return Batches("file", ids, lambda: _image_chunks(path, files, spec, names))
+    table = _read_table(path, spec) if kind == "table" else _read_arrays(path, kind, names)
     arrays = prepare_table(table, spec, names, fitted, path.name)
     count = len(next(iter(arrays.values())))
     return Batches("row", list(range(count)), lambda: iter([arrays]))
 
 
-def prepare_table(table: Any, spec: Any, names: list[str], fitted: Fitted, origin: str) -> dict[str, np.ndarray]:
-    """Raw columns (a table, or `{input: array}` from a plain .npy) -> `{input: array}` with the recipe's steps
-    applied; `serve` passes a request's rows here as a table."""
+def prepare_table(table: Table, spec: DataSpec, names: list[str], fitted: Fitted, origin: str) -> dict[str, np.ndarray]:
+    """Raw columns (a table; a plain .npy is an ArrayTable) -> `{input: array}` with the recipe's steps applied, as
+    training applies them; `serve` passes a request's rows here as a table."""
     arrays: dict[str, np.ndarray] = {}
     for name in names:
         feature = spec.inputs[name]
-        # a plain .npy holds the (stacked) raw value of the single input
-        raw = np.asarray(table[name]) if isinstance(table, dict) else _gather(table, name, feature)
-        arrays[name] = _numeric_steps(feature, name, raw, fitted)
+        raw = _gather(table, name, feature)
+        arrays[name] = apply_steps(feature, raw, ("data", "inputs", name), fitted.stats.get(f"inputs.{name}", {}))
     counts = {n: len(a) for n, a in arrays.items()}
     if len(set(counts.values())) > 1:
         raise RecipeError(f"{origin}: inputs have different numbers of samples ({counts})")
