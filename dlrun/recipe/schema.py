@@ -393,7 +393,9 @@ class DataSpec(Strict):
     )
     memory_budget_mb: Annotated[float, Field(gt=0)] = 1024
     cache: bool | Literal["auto"] = Field(
-        default="auto", description="Keep decoded file data in memory after the first epoch (auto: if it fits)."
+        default="auto",
+        description="Keep decoded file data in memory after the first epoch (auto: if it fits; never for "
+        "images, which are decoded every epoch as keras.utils.image_dataset_from_directory does).",
     )
     shuffle_buffer: Annotated[int, Field(ge=1)] = 10000
     features: dict[str, RecordFeature] | None = Field(
