@@ -384,7 +384,10 @@ class StreamSplit:
         import tensorflow as tf
 
         ds = self.table.dataset(self.columns(), shuffle_seed=shuffle_seed)
-        return ds.batch(batch).map(lambda r: self.example(r, inputs, outputs), num_parallel_calls=tf.data.AUTOTUNE)
+        # No tensor-dependent Python control flow in `example`: autograph's source rewriting of it (and of what
+        # it calls) would cost ~1 s of CPU each time a pipeline is built (issue 21's fixed cost), for nothing.
+        example = tf.autograph.experimental.do_not_convert(lambda r: self.example(r, inputs, outputs))
+        return ds.batch(batch).map(example, num_parallel_calls=tf.data.AUTOTUNE)
 
     def dataset(self, inputs: list[str], outputs: list[str], batch_size: int, *, training: bool, shuffle: bool) -> Any:
         import tensorflow as tf
@@ -609,6 +612,7 @@ def _array_dataset(x: Any, y: Any, w: np.ndarray | None, batch: int, *, shuffle:
         wb = tf.gather(tw, idx)
         return g(tx), g(ty), ({k: wb for k in ty} if isinstance(ty, dict) else wb)
 
+    take = tf.autograph.experimental.do_not_convert(take)  # plain graph code: autograph's rewrite is pure cost
     return ds.map(take, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
