@@ -528,7 +528,11 @@ class TrainSpec(Strict):
         "half its memory.",
     )
     distribute: DistributeSpec | None = None
-    tensorboard: bool = Field(default=True, description="Write TensorBoard logs to <run>/tensorboard.")
+    tensorboard: bool = Field(
+        default=True,
+        description="Write TensorBoard logs (loss and metrics per epoch) to <run>/tensorboard; a TensorBoard "
+        "callback in `callbacks` replaces it (with Keras' defaults: the graph too).",
+    )
     mlflow: MlflowSpec | None = Field(default=None, description="Also log the run to MLflow (`dlrun[mlflow]`).")
 
 
