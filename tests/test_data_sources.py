@@ -268,6 +268,27 @@ def test_image_folder_and_its_tar_gz(tmp_path):
         assert (strongest == 2 - labels).all()
 
 
+def test_image_folder_decodes_every_epoch_unless_cache_is_asked(tmp_path):
+    """Issue 21: decoded pixels held in memory cost 1.52x a hand-written image_dataset_from_directory run, which
+    decodes every epoch; `cache: auto` does the same for images, `cache: true` still keeps them."""
+    image_folder(tmp_path / "shapes", per_class=4, splits=("train",))
+    for cache, kept in (("auto", False), (True, True)):
+        spec = data_spec(
+            source="images",
+            path="shapes",
+            image_size=[8, 8],
+            cache=cache,
+            inputs={"image": {"from": "image"}},
+            targets={"colour": {"from": "label"}},
+        )
+        prepared = prepare(spec, tmp_path, seed=0)
+        assert prepared.splits["train"].cache_fits() is kept
+        ds = prepared.feed("train", ["image"], ["colour"], batch_size=5).pipeline
+        for _ in range(2):  # every epoch: each image once, in a new order
+            labels = np.concatenate([b[1].numpy() for b in ds])
+            assert sorted(labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
+
+
 def test_text_folder(tmp_path):
     for cls, words in (("neg", "awful bad"), ("pos", "great good")):
         (tmp_path / "reviews" / cls).mkdir(parents=True)

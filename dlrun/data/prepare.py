@@ -379,13 +379,21 @@ class StreamSplit:
     def cache_fits(self) -> bool:
         if self.spec.cache != "auto":
             return bool(self.spec.cache)
+        if getattr(self.table.reader, "kind", None) == "images":
+            # Decoded pixels (float32) take 4-50x their files' size: a cache of them is memory a hand-written
+            # run, whose image_dataset_from_directory decodes every epoch, never spends (issue 21: 1.52x peak
+            # memory on 70k PNG files). Decode every epoch too; `cache: true` trades the memory for the decoding.
+            return False
         return self.table.count * self.table.row_bytes() <= self.spec.memory_budget_mb * 2**20 / 2
 
     def _batches(self, inputs: list[str], outputs: list[str], batch: int, shuffle_seed: int | None = None) -> Any:
         import tensorflow as tf
 
         ds = self.table.dataset(self.columns(), shuffle_seed=shuffle_seed)
-        return ds.batch(batch).map(lambda r: self.example(r, inputs, outputs), num_parallel_calls=tf.data.AUTOTUNE)
+        # No tensor-dependent Python control flow in `example`: autograph's source rewriting of it (and of what
+        # it calls) would cost ~1 s of CPU each time a pipeline is built (issue 21's fixed cost), for nothing.
+        example = tf.autograph.experimental.do_not_convert(lambda r: self.example(r, inputs, outputs))
+        return ds.batch(batch).map(example, num_parallel_calls=tf.data.AUTOTUNE)
 
     def dataset(self, inputs: list[str], outputs: list[str], batch_size: int, *, training: bool, shuffle: bool) -> Any:
         import tensorflow as tf
@@ -647,6 +655,7 @@ def _array_dataset(x: Any, y: Any, w: np.ndarray | None, batch: int, *, shuffle:
         wb = tf.gather(tw, idx)
         return g(tx), g(ty), ({k: wb for k in ty} if isinstance(ty, dict) else wb)
 
+    take = tf.autograph.experimental.do_not_convert(take)  # plain graph code: autograph's rewrite is pure cost
     return ds.map(take, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 

@@ -680,6 +680,7 @@ class FileListReader:
                 out[content] = self.load(r["path"])
             return out
 
+        record = tf.autograph.experimental.do_not_convert(record)  # plain graph code: autograph's rewrite is cost
         return ds.map(record, num_parallel_calls=tf.data.AUTOTUNE)
 
 

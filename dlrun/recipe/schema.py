@@ -394,7 +394,9 @@ class DataSpec(Strict):
     )
     memory_budget_mb: Annotated[float, Field(gt=0)] = 1024
     cache: bool | Literal["auto"] = Field(
-        default="auto", description="Keep decoded file data in memory after the first epoch (auto: if it fits)."
+        default="auto",
+        description="Keep decoded file data in memory after the first epoch (auto: if it fits; never for "
+        "images, which are decoded every epoch as keras.utils.image_dataset_from_directory does).",
     )
     shuffle_buffer: Annotated[int, Field(ge=1)] = 10000
     features: dict[str, RecordFeature] | None = Field(
@@ -526,7 +528,11 @@ class TrainSpec(Strict):
         "half its memory.",
     )
     distribute: DistributeSpec | None = None
-    tensorboard: bool = Field(default=True, description="Write TensorBoard logs to <run>/tensorboard.")
+    tensorboard: bool = Field(
+        default=True,
+        description="Write TensorBoard logs (loss and metrics per epoch) to <run>/tensorboard; a TensorBoard "
+        "callback in `callbacks` replaces it (with Keras' defaults: the graph too).",
+    )
     mlflow: MlflowSpec | None = Field(default=None, description="Also log the run to MLflow (`dlrun[mlflow]`).")
 
 

@@ -1,0 +1,103 @@
+"""Measuring a dlrun command against its hand-written Keras twin: process CPU time and peak memory.
+
+Each side runs as its own child process; `os.wait4` returns that child's own resource usage (user + system
+CPU seconds, peak resident memory), which on a machine shared with other work is far steadier than wall
+time. The two sides alternate round by round so that drifts of the machine hit both alike; the figures are
+the medians over the rounds. Also the generated data the rows read: folders of PNG/JPEG files.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+
+
+@dataclass
+class Usage:
+    """One child process: CPU seconds (user + system), peak resident memory in MiB, wall seconds."""
+
+    cpu: float
+    rss_mb: float
+    wall: float
+
+
+def measure(cmd: list[str], cwd: Path = ROOT) -> Usage:
+    """Run `cmd` to its end and return its own resource usage; its output is shown only when it fails."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.stderr.write(out.decode(errors="replace")[-4000:])
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}")
+    return Usage(usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, time.perf_counter() - start)
+
+
+@dataclass
+class Row:
+    """One benchmark row: both sides' usage per round."""
+
+    name: str
+    plain: list[Usage] = field(default_factory=list)
+    dlrun: list[Usage] = field(default_factory=list)
+
+    @staticmethod
+    def _median(runs: list[Usage], attr: str) -> float:
+        return statistics.median(getattr(u, attr) for u in runs)
+
+    def line(self) -> str:
+        """`name: CPU a s vs b s (ratio), memory c vs d MiB (ratio), per-round CPU ratios`."""
+        cpu_p, cpu_d = self._median(self.plain, "cpu"), self._median(self.dlrun, "cpu")
+        mem_p, mem_d = self._median(self.plain, "rss_mb"), self._median(self.dlrun, "rss_mb")
+        rounds = ", ".join(f"{d.cpu / p.cpu:.2f}" for p, d in zip(self.plain, self.dlrun, strict=True))
+        return (
+            f"{self.name}: CPU hand-written {cpu_p:.1f} s | dlrun {cpu_d:.1f} s | ratio {cpu_d / cpu_p:.2f} "
+            f"(+{cpu_d - cpu_p:.1f} s; rounds {rounds}) || peak memory {mem_p:.0f} MiB | {mem_d:.0f} MiB | "
+            f"ratio {mem_d / mem_p:.2f}"
+        )
+
+
+def compare(name: str, plain: list[str], dlrun: list[str], rounds: int) -> Row:
+    """Run the hand-written twin and the dlrun command alternately, `rounds` times each; print the row."""
+    row = Row(name)
+    for i in range(rounds):
+        first, second = (plain, dlrun) if i % 2 == 0 else (dlrun, plain)
+        a, b = measure(first), measure(second)
+        row.plain.append(a if first is plain else b)
+        row.dlrun.append(b if first is plain else a)
+    print(row.line(), flush=True)
+    return row
+
+
+def python(code: str, *args: str) -> list[str]:
+    """A hand-written script as a command line."""
+    return [sys.executable, "-c", code, *args]
+
+
+def dlrun(*args: str) -> list[str]:
+    """A dlrun command line (this checkout's dlrun)."""
+    return [sys.executable, "-m", "dlrun", *args]
+
+
+def image_folder(root: Path, images: dict[str, np.ndarray], labels: dict[str, np.ndarray], ext: str) -> Path:
+    """Write `<root>/<split>/<label>/<n>.<ext>` for every image of every split; returns `root`."""
+    from PIL import Image
+
+    for split, xs in images.items():
+        for label in np.unique(labels[split]):
+            (root / split / str(label)).mkdir(parents=True, exist_ok=True)
+        for i, (x, y) in enumerate(zip(xs, labels[split], strict=True)):
+            Image.fromarray(x).save(root / split / str(y) / f"{i:05d}.{ext}")
+    return root
