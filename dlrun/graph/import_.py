@@ -641,8 +641,9 @@ def load_keras_model(path: Path) -> Any:
             raise RecipeError(f"cannot load {path.name} as a Keras model: {text[:300]}") from None
 
 
-def recipe_from_model(model: Any, *, name: str | None = None) -> tuple[dict[str, Any], list[str]]:
-    """The recipe document for a Keras model, and notes for the reader (placeholders, ...)."""
+def recipe_from_model(model: Any, *, name: str | None = None, fold: bool = True) -> tuple[dict[str, Any], list[str]]:
+    """The recipe document for a Keras model, and notes for the reader (placeholders, ...); with `fold`,
+    repeated structure is written once under `blocks:` and used with `repeat:`."""
     class_name = type(model).__name__
     if class_name not in ("Functional", "Sequential") and not hasattr(model, "_functional"):
         raise RecipeError(
@@ -704,6 +705,10 @@ def recipe_from_model(model: Any, *, name: str | None = None) -> tuple[dict[str,
             "output_shapes": {o: list(t.shape) for o, t in zip(outputs, shapes, strict=False)},
         },
     }
+    if fold:
+        from dlrun.graph.fold import fold_document
+
+        document = fold_document(document)
     return document, notes
 
 
@@ -762,6 +767,13 @@ def to_yaml(document: dict[str, Any], *, header: list[str] = ()) -> str:
     lines.append(f"name: {flow(document['name'])}")
     if "imports" in document:  # Keras' own modules: their layer classes run no code of the model file
         lines.append(f"imports: {flow(document['imports'])}")
+    if "blocks" in document:
+        lines += ["", "blocks:"]
+        for block_name, spec in document["blocks"].items():
+            lines.append(f"  {block_name}:")
+            if "params" in spec:
+                lines.append(f"    params: {flow(spec['params'])}")
+            lines += ["    layers:", *[f"      - {flow(node)}" for node in spec["layers"]]]
     lines += ["", "model:", *graph_lines(document["model"], 2)]
     for section in ("compile", "expect"):
         if section in document:
@@ -769,14 +781,15 @@ def to_yaml(document: dict[str, Any], *, header: list[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def import_model(path: Path, *, name: str | None = None) -> tuple[dict[str, Any], str]:
-    """(recipe document, recipe YAML text) for the model saved at `path`."""
+def import_model(path: Path, *, name: str | None = None, fold: bool = True) -> tuple[dict[str, Any], str]:
+    """(recipe document, recipe YAML text) for the model saved at `path`; `fold=False` writes every layer
+    call as its own node instead of folding repeated structure into blocks."""
     if not path.is_file():
         raise RecipeError(f"model file not found: {path}")
     import keras
 
     model = load_keras_model(path)
-    document, notes = recipe_from_model(model, name=name)
+    document, notes = recipe_from_model(model, name=name, fold=fold)
     header = [
         f"Imported by `dlrun import {path.name}` from a Keras {type(model).__name__} model (Keras {keras.__version__}).",
         *[f"NOTE: {n}." for n in notes],
