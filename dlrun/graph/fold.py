@@ -158,7 +158,8 @@ def _prefix(names: list[str]) -> str:
 
 def _inner_names(graph: _Graph, starts: list[int], length: int) -> list[str]:
     """Names of the block's nodes: what follows each copy's common prefix (`conv2_block1_1_conv` -> `conv_1`)."""
-    first = [graph.nodes[starts[0] + k]["name"] for k in range(length)]
+    named = [[graph.nodes[s + k]["name"] for k in range(length)] for s in starts]
+    first = max(named, key=lambda names: len(_prefix(names)))  # the copy whose names agree the most
     cut = len(_prefix(first))
     rest = [m[cut:] for m in first]
     out: list[str] = []
