@@ -430,6 +430,8 @@ class _Ejector:
                 raise blocks.Unsupported(spec.output)
             previous = var_of[spec.output]
         used = {n for text in _strings(spec.model_dump()) for n in _expression_names(text)}
+        if "index" in used and any(n.repeat is not None for n in spec.layers):
+            raise blocks.Unsupported("a loop inside would rebind the copy's `index`")
         signature = [*spec.inputs, "name: str", *[f"{p}={_literal(v)}" for p, v in spec.params.items()]]
         signature += [f"{n}=0" if n == "index" else f"{n}=1" for n in ("index", "count") if n in used]
         doc = f'    """Block `{stack[-1]}`: one copy, its layers named `<name>.<layer>`."""'
@@ -452,12 +454,10 @@ class _Ejector:
         kind = blocks.kind(node.type, self.recipe.blocks)
         kwargs = node.kwargs
         if kind == "block":
-            target = self.recipe.blocks[str(node.type)]
             func = self.write_block(str(node.type), stack)
             if func is None:
                 raise blocks.Unsupported(str(node.type))
-            outer = allowed - set(target.params)
-            return self.use_lines(func, node, incoming, var, inner, label, outer, indent)
+            return self.use_lines(func, node, incoming, var, inner, label, allowed - {"count"}, indent)
         if kind == "op":
             local = {
                 k: refs.replace(v, lambda t: _Code(tensor(t)) if refs.base(t) in own else None)
