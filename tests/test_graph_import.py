@@ -186,6 +186,9 @@ def test_import_keras_applications(tmp_path, name):
         nodes, lines = folded[name]
         assert len(document["model"]["layers"]) <= nodes
         assert len(document["_text"].splitlines()) <= lines
-        assert "for index in range(" in document["_code"]
+        blocks = document["blocks"]
+        assert all(f"def {b}(x, name: str" in document["_code"] for b in blocks)  # one function per block
+        if name.startswith("ResNet"):  # the stages: identity blocks one after the other
+            assert "for index in range(" in document["_code"]
     if name.startswith("ConvNeXt"):
         assert document["imports"] == ["keras.src.applications.convnext"]
