@@ -24,7 +24,9 @@ from dlrun.util import snake_case
 
 RESERVED = ("name", "type", "share", "inputs", "call")
 MAX_LENGTH = 64  # nodes in one block: longer repeats are rare and the window search grows with it
-MAX_PARAMS = 6  # more differing arguments than this and the copies are not "the same block"
+MAX_PARAMS = 6
+MAX_ENTRIES = 2  # tensors coming into a block (NASNet's cells read the two cells before them)
+ENTRY_NAMES = ("x", "y")  # more differing arguments than this and the copies are not "the same block"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAME = re.compile(NAME_PATTERN)
 
@@ -97,26 +99,36 @@ class _Graph:
             if not foldable:
                 self.sigs.append(None)
                 continue
-            wiring = [i - r for r in self.uses[-1]]
             # Argument values (even which are written) may differ between copies: they become parameters.
             call = refs.replace(node.get("call") or {}, lambda s: "<tensor>")
-            sig = _key([node["type"], wiring, call])
+            sig = _key([node["type"], call])
             self.sigs.append(table.setdefault(sig, len(table)))
 
-    def entry(self, start: int, length: int) -> str | None:
-        """The one tensor a window reads from before it, when it is self-contained (else None)."""
+    def window(self, start: int, length: int) -> tuple[tuple[Any, ...], list[str]] | None:
+        """(what copies of this window share, the tensors it reads from before it) when the window is
+        self-contained: at most MAX_ENTRIES tensors come in, only its last node is read after it."""
         end = start + length
-        outside: set[int] = set()
+        outside: list[int] = []
+        key = []
         for i in range(start, end):
-            if self.sigs[i] is None:
+            if self.sigs[i] is None or (i < end - 1 and self.last_user[i] >= end):
                 return None
-            outside |= {r for r in self.uses[i] if r < start}
-            if i < end - 1 and self.last_user[i] >= end:
-                return None
-        if len(outside) != 1:
+            wiring = []
+            for r in self.uses[i]:
+                if r >= start:
+                    wiring.append(i - r)
+                else:
+                    if r not in outside:
+                        outside.append(r)
+                    wiring.append(-1 - outside.index(r))
+            key.append((self.sigs[i], tuple(wiring)))
+        if not 1 <= len(outside) <= MAX_ENTRIES:
             return None
-        (r,) = outside
-        return self.inputs[-1 - r] if r < 0 else self.nodes[r]["name"]
+        return tuple(key), [self.inputs[-1 - r] if r < 0 else self.nodes[r]["name"] for r in outside]
+
+    def entries(self, start: int, length: int) -> list[str]:
+        found = self.window(start, length)
+        return found[1] if found else []
 
 
 def _instances(graph: _Graph) -> list[tuple[tuple[int, int, int], int, list[int]]]:
@@ -124,12 +136,11 @@ def _instances(graph: _Graph) -> list[tuple[tuple[int, int, int], int, list[int]
     n = len(graph.nodes)
     candidates = []
     for length in range(2, min(MAX_LENGTH, n // 2) + 1):
-        groups: dict[tuple[int | None, ...], list[int]] = {}
+        groups: dict[tuple[Any, ...], list[int]] = {}
         for start in range(n - length + 1):
-            window = tuple(graph.sigs[start : start + length])
-            if None in window or graph.entry(start, length) is None:
-                continue
-            groups.setdefault(window, []).append(start)
+            found = graph.window(start, length)
+            if found is not None:
+                groups.setdefault(found[0], []).append(start)
         for starts in groups.values():
             chosen: list[int] = []
             for s in starts:
@@ -234,7 +245,7 @@ class Folder:
         for k in range(length):
             node = copies[0][k]
             local = {copies[0][j]["name"]: inner[j] for j in range(k)}
-            local[graph.entry(starts[0], length) or ""] = "x"
+            local.update(zip(graph.entries(starts[0], length), ENTRY_NAMES, strict=False))
             shaped = _rename(node, local, graph.known)
             shaped["name"] = inner[k]
             keys = list(dict.fromkeys(key for c in copies for key in c[k]))
@@ -264,6 +275,8 @@ class Folder:
         block = self.new_name(_block_stem(graph, starts, length))
         defaults = {p: Counter(_key(v) for v in vs).most_common(1)[0][0] for p, vs in params.items()}
         spec: dict[str, Any] = {}
+        if len(graph.entries(starts[0], length)) > 1:
+            spec["inputs"] = list(ENTRY_NAMES[: len(graph.entries(starts[0], length))])
         if params:
             spec["params"] = {p: json.loads(d) for p, d in defaults.items()}
         spec["layers"] = template
@@ -319,7 +332,7 @@ class Folder:
                 runs
                 and prev is not None
                 and s == prev + length
-                and graph.entry(s, length) == graph.nodes[last]["name"]
+                and graph.entries(s, length) == [graph.nodes[last]["name"]]
                 and graph.last_user[last] < s + length
             ):
                 runs[-1].append(c)
@@ -334,7 +347,12 @@ class Folder:
             if len(run) > 1:
                 stem = _prefix([*names, graph.nodes[last + length - 1]["name"]]) or stem
             use_name = self.new_name(stem.rstrip("_.") or block)
-            use: dict[str, Any] = {"name": use_name, "type": block, "inputs": graph.entry(first, length)}
+            entries = graph.entries(first, length)
+            use: dict[str, Any] = {
+                "name": use_name,
+                "type": block,
+                "inputs": entries[0] if len(entries) == 1 else entries,
+            }
             per_copy = [{p: params[p][c] for p in params} for c in run]
             common = {p: v for p, v in per_copy[0].items() if all(_key(pc[p]) == _key(v) for pc in per_copy)}
             use.update({p: v for p, v in common.items() if _key(v) != defaults[p]})

@@ -821,8 +821,9 @@ def to_yaml(document: dict[str, Any], *, header: list[str] = ()) -> str:
         lines += ["", "blocks:"]
         for block_name, spec in document["blocks"].items():
             lines.append(f"  {block_name}:")
-            if "params" in spec:
-                lines.append(f"    params: {flow(spec['params'])}")
+            for key in ("params", "inputs"):
+                if key in spec:
+                    lines.append(f"    {key}: {flow(spec[key])}")
             lines += ["    layers:", *[f"      - {flow(node)}" for node in spec["layers"]]]
     lines += ["", "model:", *graph_lines(document["model"], 2)]
     for section in ("compile", "expect"):
