@@ -7,6 +7,8 @@ rebuilding the layer and comparing configs); `inputs` only where a node does not
 `share:` for the second and later calls of a layer; nested functional/Sequential models as
 `model.submodels`; a `compile:` section from the model's compile config (or a placeholder loss chosen from
 the output activations, so the recipe validates); `expect:` with the parameter counts and output shapes.
+Repeated structure is then folded into `blocks:` (fold.py); classes of modules named with `--imports`
+become `module:Class` nodes with the module under `imports:`.
 """
 
 from __future__ import annotations
