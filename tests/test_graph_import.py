@@ -65,6 +65,17 @@ def test_import_folds_repeated_blocks(tmp_path):
     assert "blocks" not in unfolded and len(unfolded["model"]["layers"]) == 14
 
 
+def test_import_folds_ops_whose_tensor_is_not_first(tmp_path):
+    """`3.0 - x` is `ops.subtract` with the tensor as x2 and no `inputs`; folded, it stays that way."""
+    x = inputs = keras.Input((4,), name="features")
+    for k in range(3):
+        x = keras.ops.subtract(3.0, keras.layers.Dense(4, name=f"d{k}")(x))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="y")(x))
+    document = _round_trip(model, tmp_path, np.random.default_rng(0).random((2, 4)).astype("float32"))
+    (block,) = document["blocks"].values()
+    assert "inputs" not in block["layers"][1] and block["layers"][1]["x1"] == 3.0
+
+
 def test_import_folds_copies_with_different_arguments(tmp_path):
     """Copies differing in an argument share one block with that argument as a parameter; a multiple of
     another parameter is written as an expression."""

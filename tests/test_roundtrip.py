@@ -262,6 +262,8 @@ def test_cli_eject_and_import(cli, tmp_path, capsys):
     capsys.readouterr()
     assert main(["import", str(tmp_path / "iris.keras"), "--json"]) == 0  # in-process: one TensorFlow start less
     assert yaml.safe_load(imported.stdout) == json.loads(capsys.readouterr().out)
+    assert main(["import", str(tmp_path / "iris.keras"), "--no-fold", "--json"]) == 0  # the option exists
+    assert yaml.safe_load(imported.stdout) == json.loads(capsys.readouterr().out)  # nothing repeats in iris
     missing = cli("import", str(tmp_path / "none.keras"))
     assert missing.code == 2
     assert missing.stderr.strip().splitlines()[-1] == f"error: model file not found: {tmp_path / 'none.keras'}"

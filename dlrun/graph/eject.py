@@ -17,6 +17,7 @@ from typing import Any
 from dlrun.graph import catalog, nested, refs
 from dlrun.graph import eject_blocks as blocks
 from dlrun.graph.check import Graph, Node
+from dlrun.graph.fold import takes_no_inputs
 from dlrun.recipe.compose import LoadedRecipe
 from dlrun.recipe.schema import BlockSpec, Component, LayerNode
 
@@ -418,6 +419,8 @@ class _Ejector:
             incoming = (
                 [blocks.reference(r, tensor, allowed) for r in node.inputs] if node.inputs is not None else [previous]
             )
+            if node.inputs is None and takes_no_inputs(str(node.type), node.kwargs):
+                incoming = []  # `ops.subtract` with `x1: 3.0`: the tensor goes by keyword
             var = names.new(inner)
             label = _Code(f'f"{{name}}.{inner}"')
             lines = self.node_lines(node, inner, incoming, var, label, tensor, allowed, indent, stack, set(var_of))

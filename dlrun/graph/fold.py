@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,6 +200,13 @@ def _default(type_: str, key: str) -> Any:
     return value
 
 
+def takes_no_inputs(type_: str, arguments: Iterable[str]) -> bool:
+    """An op whose first argument is written as a keyword (`ops.subtract` with `x1: 3.0`): no `inputs`."""
+    entry = catalog.entry("ops", type_[4:]) if type_.startswith("ops.") else None
+    order = entry["order"] if entry else []
+    return bool(order) and order[0] in arguments
+
+
 class Folder:
     """Folds the graphs of one recipe, collecting the blocks they share one namespace for."""
 
@@ -212,7 +220,7 @@ class Folder:
         inputs = list(graph["inputs"])
         previous = inputs[0] if len(inputs) == 1 else None
         for node in nodes:  # every node's inputs written, so windows can be compared and cut anywhere
-            if "inputs" not in node and previous is not None:
+            if "inputs" not in node and previous is not None and not takes_no_inputs(str(node.get("type", "")), node):
                 node["inputs"] = previous
             previous = node["name"]
         outputs = set(graph.get("outputs") or [nodes[-1]["name"]])
@@ -250,8 +258,9 @@ class Folder:
             shaped["name"] = inner[k]
             keys = list(dict.fromkeys(key for c in copies for key in c[k]))
             for key in keys:
-                if key in RESERVED or (str(node["type"]).startswith("ops.") and node.get(key) != shaped.get(key)):
-                    continue
+                tensor = any(refs.base(t) in graph.known for t, _ in refs.strings(node.get(key), ()))
+                if key in RESERVED or (str(node["type"]).startswith("ops.") and tensor):
+                    continue  # an op's tensor argument: wiring, compared by the window's key
                 values = [c[k].get(key, _MISSING) for c in copies]
                 if any(v is _MISSING for v in values):
                     default = _default(str(node["type"]), key)
