@@ -127,11 +127,14 @@ def eject(loaded: LoadedRecipe | str | Path) -> str:
     return _eject(load_recipe(loaded))
 
 
-def import_model(model: str | Path, *, name: str | None = None) -> tuple[dict[str, Any], str]:
-    """A recipe for a saved Keras functional or Sequential model: (document, YAML text)."""
+def import_model(
+    model: str | Path, *, name: str | None = None, fold: bool = True, imports: list[str] | tuple[str, ...] = ()
+) -> tuple[dict[str, Any], str]:
+    """A recipe for a saved Keras functional or Sequential model: (document, YAML text). Repeated structure
+    is folded into `blocks:` unless `fold=False`; `imports` name modules defining its registered classes."""
     from dlrun.graph.import_ import import_model as _import
 
-    return _import(Path(model), name=name)
+    return _import(Path(model), name=name, fold=fold, imports=imports)
 
 
 def predict(

@@ -297,10 +297,21 @@ def import_(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the recipe to this new file instead of stdout.")
     ] = None,
+    imports: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--imports",
+            help="A module or .py file defining registered custom classes the model uses (repeatable); "
+            "imported (its code runs) and listed under `imports:`.",
+        ),
+    ] = None,
+    fold: Annotated[
+        bool, typer.Option("--fold/--no-fold", help="Fold repeated structure into `blocks:` with `repeat:`.")
+    ] = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Turn a saved Keras model into a recipe (loaded with safe_mode: no Lambda code runs)."""
-    document, text = api.import_model(model, name=name)
+    document, text = api.import_model(model, name=name, fold=fold, imports=imports or ())
     if json_out:
         _emit(document)
     elif output is None:

@@ -13,12 +13,13 @@ import pytest
 import yaml
 
 from dlrun import api
+from dlrun.errors import RecipeError
 from tests.conftest import write_recipe
 
 
-def _round_trip(model, tmp_path, inputs):
+def _round_trip(model, tmp_path, inputs, **options):
     model.save(tmp_path / "model.keras")
-    document, text = api.import_model(tmp_path / "model.keras")
+    document, text = api.import_model(tmp_path / "model.keras", **options)
     assert yaml.safe_load(text)["model"] == document["model"]
     loaded = api.load_recipe(write_recipe(tmp_path, text))
     rebuilt = api.build_model(loaded)
@@ -27,9 +28,101 @@ def _round_trip(model, tmp_path, inputs):
     for a, b in zip(keras.tree.flatten(rebuilt(inputs)), keras.tree.flatten(model(inputs)), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
     namespace: dict = {}
-    exec(compile(api.eject(loaded), "ejected.py", "exec"), namespace)
-    assert namespace["build_model"]().count_params() == model.count_params()
+    code = api.eject(loaded)
+    exec(compile(code, "ejected.py", "exec"), namespace)
+    ejected = namespace["build_model"]()
+    assert ejected.count_params() == model.count_params()
+    ejected.set_weights(model.get_weights())  # blocks ejected as functions build the layers in the same order
+    for a, b in zip(keras.tree.flatten(ejected(inputs)), keras.tree.flatten(model(inputs)), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    document["_text"], document["_code"] = text, code
     return document
+
+
+def _residual_model():
+    L = keras.layers
+    x = inputs = keras.Input((6,), name="features")
+    x = L.Dense(8, name="stem")(x)
+    for k in range(1, 4):  # three identical residual blocks
+        h = L.Dense(16, activation="relu", name=f"block{k}_expand")(x)
+        h = L.Dense(8, name=f"block{k}_project")(h)
+        x = L.Activation("relu", name=f"block{k}_out")(L.Add(name=f"block{k}_add")([x, h]))
+    return keras.Model(inputs, L.Dense(2, name="head")(x), name="residual")
+
+
+def test_import_folds_repeated_blocks(tmp_path):
+    """Three identical residual blocks become one block used with `repeat: 3`; the folded recipe rebuilds the
+    model (same parameters, same outputs on its weights) and ejects to a function called in a loop."""
+    model = _residual_model()
+    x = np.random.default_rng(0).normal(size=(3, 6)).astype("float32")
+    document = _round_trip(model, tmp_path, x)
+    (block,) = document["blocks"].values()
+    assert [n["name"] for n in block["layers"]] == ["expand", "project", "add", "out"]
+    assert block["layers"][2]["inputs"] == ["x", "project"]
+    assert [n.get("repeat") for n in document["model"]["layers"]] == [None, 3, None]
+    assert "for index in range(3):" in document["_code"]
+    unfolded = _round_trip(model, tmp_path, x, fold=False)
+    assert "blocks" not in unfolded and len(unfolded["model"]["layers"]) == 14
+
+
+def test_import_folds_ops_whose_tensor_is_not_first(tmp_path):
+    """`3.0 - x` is `ops.subtract` with the tensor as x2 and no `inputs`; folded, it stays that way."""
+    x = inputs = keras.Input((4,), name="features")
+    for k in range(3):
+        x = keras.ops.subtract(3.0, keras.layers.Dense(4, name=f"d{k}")(x))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="y")(x))
+    document = _round_trip(model, tmp_path, np.random.default_rng(0).random((2, 4)).astype("float32"))
+    (block,) = document["blocks"].values()
+    assert "inputs" not in block["layers"][1] and block["layers"][1]["x1"] == 3.0
+
+
+def test_import_folds_copies_with_different_arguments(tmp_path):
+    """Copies differing in an argument share one block with that argument as a parameter; a multiple of
+    another parameter is written as an expression."""
+    L = keras.layers
+    x = inputs = keras.Input((8, 8, 3), name="image")
+    for k, filters in enumerate((4, 4, 8, 8, 16)):
+        x = L.Conv2D(filters, 3, padding="same", name=f"s{k}_conv")(x)
+        x = L.BatchNormalization(name=f"s{k}_bn")(x)
+        x = L.Conv2D(filters * 2, 1, name=f"s{k}_wide")(x)
+    model = keras.Model(inputs, L.GlobalAveragePooling2D(name="pool")(x), name="varied")
+    document = _round_trip(model, tmp_path, np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32"))
+    (block,) = document["blocks"].values()
+    assert block["params"] == {"filters": 4}
+    assert block["layers"][2]["filters"] == "${filters * 2}"
+    (use,) = [n for n in document["model"]["layers"] if "repeat" in n]
+    assert use["repeat"] == [{"filters": 4}, {"filters": 4}, {"filters": 8}, {"filters": 8}, {"filters": 16}]
+
+
+def test_import_maps_registered_classes_of_imports(tmp_path, monkeypatch):
+    """`--imports my_layers.py` maps the model's registered custom class to `my_layers.py:Scale`, listed under
+    `imports:`; without it the import says which option names the module."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # the ejected code imports it as a script next to it would
+    (tmp_path / "my_layers.py").write_text(
+        "import keras\n\n\n"
+        "@keras.saving.register_keras_serializable(package='my_pkg')\n"
+        "class Scale(keras.layers.Layer):\n"
+        "    def __init__(self, factor=1.0, **kwargs):\n"
+        "        super().__init__(**kwargs)\n"
+        "        self.factor = factor\n\n"
+        "    def call(self, x):\n"
+        "        return x * self.factor\n\n"
+        "    def get_config(self):\n"
+        "        return {**super().get_config(), 'factor': self.factor}\n",
+        encoding="utf-8",
+    )
+    from dlrun.graph.import_ import load_custom_classes
+
+    (_, scale), *_ = load_custom_classes(["my_layers.py"]).values()
+    inputs = keras.Input((3,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="y")(scale(2.5, name="scaled")(inputs)))
+    model.save(tmp_path / "model.keras")
+    with pytest.raises(RecipeError, match="--imports"):
+        api.import_model(tmp_path / "model.keras")
+    document = _round_trip(model, tmp_path, np.ones((2, 3), "float32"), imports=["my_layers.py"])
+    assert document["imports"] == ["my_layers.py"]
+    assert document["model"]["layers"][0] == {"name": "scaled", "type": "my_layers.py:Scale", "factor": 2.5}
 
 
 def test_import_ops_states_keyword_tensors_and_wrappers(tmp_path):
@@ -99,5 +192,14 @@ def test_import_keras_applications(tmp_path, name):
     shape = [d or 224 for d in model.input_shape[1:]]
     x = np.random.default_rng(0).random((1, *shape)).astype("float32") * 255
     document = _round_trip(model, tmp_path, x)
+    folded = {"ResNet50": (20, 80), "ResNet101": (20, 80), "ResNet152": (20, 80), "MobileNetV2": (40, 90)}
+    if name in folded:  # repeated structure folded into blocks: a recipe a person could have written
+        nodes, lines = folded[name]
+        assert len(document["model"]["layers"]) <= nodes
+        assert len(document["_text"].splitlines()) <= lines
+        blocks = document["blocks"]
+        assert all(f"def {b}(x, name: str" in document["_code"] for b in blocks)  # one function per block
+        if name.startswith("ResNet"):  # the stages: identity blocks one after the other
+            assert "for index in range(" in document["_code"]
     if name.startswith("ConvNeXt"):
         assert document["imports"] == ["keras.src.applications.convnext"]

@@ -218,10 +218,12 @@ class _Expander:
             names: dict[str, Any] = {"index": k, "count": len(copies)}
             params = {**spec.params}
             outer = {**(env or {}), **names}
+            # The use's values are written in the enclosing scope: its names (a block's own parameters,
+            # `index`) come before the used block's defaults, which only fill names the scope lacks.
             for key, value in kwargs.items():
-                params[key] = self.sub(value, {**outer, **params}, (*path, key))
+                params[key] = self.sub(value, {**params, **outer}, (*path, key))
             for key, value in over.items():
-                params[key] = self.sub(value, {**outer, **params}, (*path, "repeat", k, key))
+                params[key] = self.sub(value, {**params, **outer}, (*path, "repeat", k, key))
             inner_env = {**params, **names}
             prefix = use if len(copies) == 1 else f"{use}.{k + 1}"
             rename = dict(zip(spec.inputs, current, strict=True))
@@ -239,6 +241,7 @@ class _Expander:
                 where = ("blocks", block_name, "output")
                 chosen = self.text(spec.output, inner_env, where)
                 out_name = rename.get(chosen, f"{prefix}.{chosen}")
+                out_name = self.aliases.get(out_name, out_name)  # a block use inside: the node it stands for
                 if chosen not in rename and out_name not in self.produced and out_name not in self.aliases:
                     inner = [n.name[len(prefix) + 1 :] for n in self.out if n.name.startswith(f"{prefix}.")]
                     hint = catalog.did_you_mean(chosen, inner)

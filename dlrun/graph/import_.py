@@ -7,6 +7,8 @@ rebuilding the layer and comparing configs); `inputs` only where a node does not
 `share:` for the second and later calls of a layer; nested functional/Sequential models as
 `model.submodels`; a `compile:` section from the model's compile config (or a placeholder loss chosen from
 the output activations, so the recipe validates); `expect:` with the parameter counts and output shapes.
+Repeated structure is then folded into `blocks:` (fold.py); classes of modules named with `--imports`
+become `module:Class` nodes with the module under `imports:`.
 """
 
 from __future__ import annotations
@@ -215,8 +217,49 @@ def _ref_list(value: Any) -> list[tuple[str, int, int]]:
     return [(str(v[0]), int(v[1]), int(v[2])) for v in value]
 
 
+def load_custom_classes(imports: list[str]) -> dict[str, tuple[str, Any]]:
+    """Import the modules named by `--imports` (a dotted module, or a `.py` file) and map each class they
+    define, by its Keras registered name (`package>Class`) and by its class name, to (the `imports:`
+    entry, the class). Importing runs the module: the user asked for it on the command line."""
+    import importlib
+    import importlib.util
+    import sys
+
+    import keras
+
+    found: dict[str, tuple[str, Any]] = {}
+    for entry in imports:
+        if entry.endswith(".py"):
+            file = Path(entry).resolve()
+            if not file.is_file():
+                raise RecipeError(f"--imports {entry}: file not found")
+            key = f"dlrun_custom_{file.stem}"  # the key recipes' `imports:` load it under, so one class
+            module = sys.modules.get(key)
+            if module is None:
+                spec = importlib.util.spec_from_file_location(key, file)
+                assert spec is not None and spec.loader is not None
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[key] = module
+                try:
+                    spec.loader.exec_module(module)
+                except Exception as exc:
+                    del sys.modules[key]
+                    raise RecipeError(f"--imports {entry}: {type(exc).__name__}: {exc}") from None
+        else:
+            try:
+                module = importlib.import_module(entry)
+            except ImportError as exc:
+                raise RecipeError(f"--imports {entry}: {exc}") from None
+        for obj in vars(module).values():
+            if isinstance(obj, type) and obj.__module__ == module.__name__:
+                found.setdefault(keras.saving.get_registered_name(obj), (entry, obj))
+                found.setdefault(obj.__name__, (entry, obj))
+    return found
+
+
 class _Converter:
-    def __init__(self) -> None:
+    def __init__(self, custom: dict[str, tuple[str, Any]] | None = None) -> None:
+        self.custom = custom or {}  # classes of the modules given with --imports
         self.submodels: dict[str, dict[str, Any]] = {}
         self.notes: list[str] = []
         self.imports: set[str] = set()  # Keras-internal modules whose layer classes the recipe uses
@@ -261,6 +304,12 @@ class _Converter:
                 self.submodels[sub_name] = self.graph(layer_config["config"], class_name, nested_ok=True)
             return sub_name, {}
         module = str(layer_config.get("module") or "")
+        known = self.custom.get(layer_config.get("registered_name") or class_name)
+        if known is not None and not module.startswith("keras"):
+            entry, cls = known
+            self.imports.add(entry)
+            kwargs = minimal_kwargs(cls, layer_config["config"], {}, drop=("name",))
+            return f"{entry}:{cls.__name__}", self.nested_specs(kwargs)
         if module.startswith(OPS_MODULE):
             return self.op_node(layer_config, str(name))
         if module.startswith("keras.src.") and not module.startswith("keras.src.layers"):
@@ -269,7 +318,7 @@ class _Converter:
             what = layer_config.get("registered_name") or class_name
             raise self.err(
                 f"layer {name!r} is a {what}, not a keras.layers class; a recipe can use it as "
-                "`type: module:Class` with the module under `imports:`, but `dlrun import` cannot know the module"
+                "`type: module:Class` with the module under `imports:`; name its module with `dlrun import --imports`"
             )
         if class_name == "Lambda":
             raise self.err(f"layer {name!r} is a Lambda (arbitrary code); write it as a custom layer class")
@@ -313,7 +362,7 @@ class _Converter:
             what = layer_config.get("registered_name") or class_name
             raise self.err(
                 f"layer {name!r} is a {what}, not a keras.layers class; a recipe can use it as "
-                "`type: module:Class` with the module under `imports:`, but `dlrun import` cannot know the module"
+                "`type: module:Class` with the module under `imports:`; name its module with `dlrun import --imports`"
             )
         self.imports.add(module)
         kwargs = minimal_kwargs(cls, layer_config["config"], {}, drop=("name",))
@@ -637,15 +686,19 @@ def load_keras_model(path: Path) -> Any:
             raise RecipeError(f"cannot load {path.name} as a Keras model: {text[:300]}") from None
 
 
-def recipe_from_model(model: Any, *, name: str | None = None) -> tuple[dict[str, Any], list[str]]:
-    """The recipe document for a Keras model, and notes for the reader (placeholders, ...)."""
+def recipe_from_model(
+    model: Any, *, name: str | None = None, fold: bool = True, custom: dict[str, tuple[str, Any]] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """The recipe document for a Keras model, and notes for the reader (placeholders, ...); with `fold`,
+    repeated structure is written once under `blocks:` and used with `repeat:`. `custom` maps registered
+    classes to their `imports:` entry (`load_custom_classes`)."""
     class_name = type(model).__name__
     if class_name not in ("Functional", "Sequential") and not hasattr(model, "_functional"):
         raise RecipeError(
             f"{class_name} is a subclassed model: its graph is Python code; only functional and Sequential "
             "models can be imported"
         )
-    converter = _Converter()
+    converter = _Converter(custom)
     config = model.get_config()
     graph = converter.graph(config, "Sequential" if class_name == "Sequential" else "Functional", nested_ok=True)
     recipe_name = name or str(config.get("name") or model.name)
@@ -700,6 +753,10 @@ def recipe_from_model(model: Any, *, name: str | None = None) -> tuple[dict[str,
             "output_shapes": {o: list(t.shape) for o, t in zip(outputs, shapes, strict=False)},
         },
     }
+    if fold:
+        from dlrun.graph.fold import fold_document
+
+        document = fold_document(document)
     return document, notes
 
 
@@ -758,6 +815,14 @@ def to_yaml(document: dict[str, Any], *, header: list[str] = ()) -> str:
     lines.append(f"name: {flow(document['name'])}")
     if "imports" in document:  # Keras' own modules: their layer classes run no code of the model file
         lines.append(f"imports: {flow(document['imports'])}")
+    if "blocks" in document:
+        lines += ["", "blocks:"]
+        for block_name, spec in document["blocks"].items():
+            lines.append(f"  {block_name}:")
+            for key in ("params", "inputs"):
+                if key in spec:
+                    lines.append(f"    {key}: {flow(spec[key])}")
+            lines += ["    layers:", *[f"      - {flow(node)}" for node in spec["layers"]]]
     lines += ["", "model:", *graph_lines(document["model"], 2)]
     for section in ("compile", "expect"):
         if section in document:
@@ -765,14 +830,19 @@ def to_yaml(document: dict[str, Any], *, header: list[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def import_model(path: Path, *, name: str | None = None) -> tuple[dict[str, Any], str]:
-    """(recipe document, recipe YAML text) for the model saved at `path`."""
+def import_model(
+    path: Path, *, name: str | None = None, fold: bool = True, imports: list[str] | tuple[str, ...] = ()
+) -> tuple[dict[str, Any], str]:
+    """(recipe document, recipe YAML text) for the model saved at `path`; `fold=False` writes every layer
+    call as its own node instead of folding repeated structure into blocks; `imports` are modules (or `.py`
+    files) whose registered classes the model uses: they are imported first and listed under `imports:`."""
     if not path.is_file():
         raise RecipeError(f"model file not found: {path}")
     import keras
 
+    custom = load_custom_classes(list(imports))
     model = load_keras_model(path)
-    document, notes = recipe_from_model(model, name=name)
+    document, notes = recipe_from_model(model, name=name, fold=fold, custom=custom)
     header = [
         f"Imported by `dlrun import {path.name}` from a Keras {type(model).__name__} model (Keras {keras.__version__}).",
         *[f"NOTE: {n}." for n in notes],
