@@ -305,7 +305,15 @@ class _Ejector:
                 ins = [tensor(r) for r in incoming]
                 many = len(prefixes) > 1
                 lines += self.use_lines(
-                    str(func), use_node, ins, out, use, _Code(_literal(layer_name(use))), set(), indent, prefixes if many else None
+                    str(func),
+                    use_node,
+                    ins,
+                    out,
+                    use,
+                    _Code(_literal(layer_name(use))),
+                    set(),
+                    indent,
+                    prefixes if many else None,
                 )
                 names.by_node[refs.base(graph.resolve(use))] = out
                 block = ()
