@@ -149,7 +149,20 @@ def train(
     set_: SetOpt = None,
     runs: Annotated[Path, typer.Option("--runs", help="Folder that holds run folders.")] = Path("runs"),
     resume: Annotated[
-        Path | None, typer.Option("--resume", help="Continue the interrupted run in this folder.", show_default=False)
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Continue the interrupted run in this folder; 'auto': the latest resumable run of RECIPE.",
+            show_default=False,
+        ),
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id",
+            help="Run folder runs/<name>/ID: started again, continues it from its last state (exit 0 if finished).",
+            show_default=False,
+        ),
     ] = None,
     trust: TrustOpt = False,
     quiet: QuietOpt = False,
@@ -158,7 +171,13 @@ def train(
     """Train a recipe; writes runs/<name>/<timestamp>/ and evaluates on the recipe's eval split."""
     loaded = api.load_recipe(api.recipe_to_train(recipe, resume=resume, overrides=set_ or ()), overrides=set_ or ())
     result = api.train(
-        loaded, runs_root=runs, trust=trust, quiet=quiet or json_out, overrides=tuple(set_ or ()), resume=resume
+        loaded,
+        runs_root=runs,
+        trust=trust,
+        quiet=quiet or json_out,
+        overrides=tuple(set_ or ()),
+        resume=resume,
+        run_id=run_id,
     )
     run_folder = str(result.run.path) if result.run.path.exists() else None  # None: a worker other than the chief
     if json_out:

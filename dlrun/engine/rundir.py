@@ -146,7 +146,12 @@ def _json_default(value: Any) -> Any:
 
 
 def resume_source(resume: Path | None, recipe: Path | None, overrides: list[str] | tuple[str, ...]) -> Path:
-    """The recipe file a train command runs: RECIPE, or the run folder's own recipe.yaml with --resume."""
+    """The recipe file a train command runs: RECIPE, or the run folder's own recipe.yaml with --resume
+    (`--resume auto` finds the run from RECIPE)."""
+    if resume is not None and resume == Path("auto"):
+        if recipe is None:
+            raise RecipeError("--resume auto continues the latest resumable run of a RECIPE: give the RECIPE")
+        return recipe
     if resume is not None:
         if recipe is not None or overrides:
             raise RecipeError("--resume continues a run with its own recipe; give no RECIPE and no --set")
