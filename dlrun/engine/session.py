@@ -101,13 +101,14 @@ class RunSession:
         from dlrun.engine.resume import AUTO, finished_run, settle_run_id
 
         policy = self.policy
+        self.named_run = policy.run_id is not None or policy.resume == AUTO  # alike on every process
         run_id = settle_run_id(policy.runs_root, self.loaded, policy.run_id, policy.resume)
         if policy.resume == AUTO:
             say(f"--resume auto: {f'continuing run {run_id}' if run_id else 'no resumable run; a new one'}",
                 quiet=policy.quiet)  # fmt: skip
         self.policy = policy = replace(policy, run_id=run_id, resume=None if policy.resume == AUTO else policy.resume)
         run = finished_run(policy.runs_root, self.loaded, run_id)
-        if run is None:
+        if run is None or _several_processes(self.loaded.recipe):  # the chief decides for all (chief_state)
             return None
         say(f"run {run_id} has already finished ({run.path}); nothing to train", quiet=policy.quiet)
         metrics = (run.read_json("eval.json") or {}).get("metrics", {})
@@ -147,10 +148,11 @@ class RunSession:
 
     def _in_run_folder(self) -> TrainResult:
         policy = self.policy
-        if policy.resume is not None and _several_processes(self.loaded.recipe):
+        several = _several_processes(self.loaded.recipe)
+        if policy.resume is not None and several:
             raise RecipeError(
-                "--resume continues single-process runs only; restart every process of a multi-worker run from "
-                "the beginning"
+                "--resume RUN_DIR continues single-process runs only; start every process of a multi-worker run "
+                "with the same --run-id ID (or --resume auto) to continue it from the chief's state"
             )
         if self.loaded.recipe.train.checkpoint_every is not None:  # refused before any run folder exists
             from dlrun.engine.checkpoints import check_checkpoint_every
@@ -159,12 +161,30 @@ class RunSession:
             inputs, outputs = list(self.loaded.graph.inputs), self.loaded.graph.outputs
             arrays = self.prepared.feed("train", inputs, outputs)[1] is not None
             check_checkpoint_every(self.loaded.recipe, arrays=arrays, split=splits_batches())
+        status, state = 0, b""
+        if several and self.named_run:  # every process continues from the chief's state, or none does
+            from dlrun.engine.chief_state import FINISHED, RESUME, chief_decision, share_from_chief
+
+            name = self.loaded.recipe.name
+            decided = chief_decision(policy.runs_root, name, policy.run_id) if is_chief() else (0, b"")
+            status, state = share_from_chief(*decided, chief=is_chief())
+            if status == FINISHED:
+                run = RunDir(policy.runs_root / name / str(policy.run_id))  # exists on the chief only
+                say(f"run {policy.run_id} has already finished; nothing to train", quiet=policy.quiet)
+                metrics = (run.read_json("eval.json") or {}).get("metrics", {})
+                return TrainResult(run=run, history=run.read_json("history.json") or {}, metrics=metrics, model=None)
         if is_chief():
             return self._train(policy)
         # Other workers train in step with the chief (collectives need every process) in a scratch folder that
         # is removed once training succeeds; only the chief keeps a run folder.
         scratch = Path(tempfile.mkdtemp(prefix="dlrun-worker-"))
-        result = self._train(replace(policy, runs_root=scratch, resume=None, folder=None))
+        worker_id = None
+        if status == RESUME:  # the chief's state, as this worker's own
+            from dlrun.engine.chief_state import write_state
+
+            worker_id = "chief-state"
+            write_state(RunDir(scratch / self.loaded.recipe.name / worker_id), state)
+        result = self._train(replace(policy, runs_root=scratch, resume=None, folder=None, run_id=worker_id))
         shutil.rmtree(scratch, ignore_errors=True)
         return result
 
