@@ -150,5 +150,6 @@ def test_two_processes_killed_and_restarted_end_with_the_uninterrupted_weights(t
     history = json.loads((run / "history.json").read_text())
     assert history["epoch"] == [1, 2, 3, 4]
 
-    again = _finish(_start(recipe, runs, "job", strategy))  # finished: both processes exit 0, nothing retrained
-    assert again[0]["metrics"] == chief["metrics"]
+    if strategy == "data_parallel":  # (once: each two-process start costs about 20 s of CPU)
+        again = _finish(_start(recipe, runs, "job", strategy))  # finished: both exit 0, nothing retrained
+        assert again[0]["metrics"] == chief["metrics"] and again[1]["run"] is None

@@ -45,6 +45,8 @@ def step_resume_refusal(recipe: Recipe, *, arrays: bool, split: bool) -> str | N
             "train.checkpoint_every needs in-memory training data (arrays, without sample weights or text); "
             "data streamed from files resumes per epoch"
         )
+    if recipe.compile.steps_per_execution not in ("auto", 1):
+        return "train.checkpoint_every needs compile.steps_per_execution 1 or auto (one step per call)"
     if keras.backend.backend() == "torch":
         return (
             "train.checkpoint_every is not supported on the torch backend (its dropout draws from a global generator)"

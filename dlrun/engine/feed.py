@@ -36,16 +36,16 @@ def train_feed(
     end_epoch: int,
     deterministic: bool = False,
 ) -> Feed:
-    """Arrays for Keras' own shuffling, or (deterministic) a per-epoch seeded stream. Split over devices
-    (keras.distribution), in-memory arrays always become the seeded stream of full batches, so that every
-    process draws the same order and a run resumed at any epoch sees the batches it would have seen."""
+    """Arrays for Keras' own shuffling, or (deterministic) a per-epoch seeded stream; split over devices
+    (keras.distribution), full global batches only: in deterministic mode the seeded stream of full batches,
+    so that a run of several processes resumed at any epoch sees the batches it would have seen."""
     from dlrun.engine.data_parallel import splits_batches, train_pipeline
 
-    if splits_batches() and y is None:  # a file pipeline: full global batches of its own seeded shuffle
+    if splits_batches() and (y is None or not deterministic):  # a seeded tf.data shuffle, reshuffled per epoch
         return Feed(train_pipeline(x, y, batch_size, shuffle=shuffle, seed=seed), None, None, False, None)
     if y is None:  # already a pipeline (file-backed data): it batches and shuffles itself
         return Feed(x, None, None, False, None)
-    if splits_batches():  # keras.distribution over several devices: full global batches only
+    if splits_batches():  # (deterministic: one step per call, so steps never straddle two epochs; see compile)
         return epoch_stream(x, y, batch_size, seed=seed, shuffle=shuffle, epochs=(start_epoch, end_epoch), full=True)
     if not deterministic:  # else a seeded tf.data stream, which Keras' jax and torch trainers read too
         return Feed(x, y, None, shuffle, batch_size)

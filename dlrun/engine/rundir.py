@@ -7,6 +7,7 @@ Layout:
   history.csv/json per-epoch metrics, across all stages
   tensorboard/     TensorBoard logs
   checkpoints/     checkpoints (best weights when a best-only ModelCheckpoint is configured)
+  resume/          state.npz: the resumable state (engine.callbacks.ResumeState), state.json its position
   model.keras      the final model
   eval.json        metrics of `dlrun eval` / the end of training
   error.log        traceback of an internal error, if any
