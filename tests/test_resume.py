@@ -167,8 +167,10 @@ def test_resume_auto_picks_the_latest_resumable_run_of_the_same_recipe(tmp_path)
         settle_run_id(runs, loaded, "x", AUTO)
 
 
-def test_a_failed_state_write_keeps_the_previous_state(tmp_path, monkeypatch):
-    """Atomic state: a kill (here: an exception) while the new state is written leaves the last good one."""
+@pytest.mark.parametrize("dies_at", [1, 2], ids=["writing-the-arrays", "writing-state-json"])
+def test_a_kill_while_the_state_is_written_leaves_a_consistent_state(tmp_path, monkeypatch, dies_at):
+    """Killed before the new state.npz is in place: the previous state, whole. Killed after it, before
+    state.json: the new state, whole (before, the weights were the new epoch's and the position the old's)."""
     import keras
 
     from dlrun.engine.callbacks import ResumeState
@@ -179,24 +181,30 @@ def test_a_failed_state_write_keeps_the_previous_state(tmp_path, monkeypatch):
     model.optimizer.build(model.trainable_variables)
     state = ResumeState(RunDir(tmp_path))
     state.save(model, 1, {"loss": [1.0]}, step=3)
-    good = [np.asarray(v).copy() for v in model.variables]
-
+    before = [np.asarray(v).copy() for v in model.variables]
     for v in model.variables:
         v.assign(np.full(v.shape, 7.0, "float32"))
+    after = [np.asarray(v).copy() for v in model.variables]
 
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt  # stands for the process dying between writing and renaming
+    replace, calls = os.replace, []
 
-    monkeypatch.setattr(os, "replace", killed)
+    def dying_replace(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == dies_at:
+            raise KeyboardInterrupt  # stands for SIGKILL between writing a file and renaming it
+        return replace(*args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", dying_replace)
     with pytest.raises(KeyboardInterrupt):
         state.save(model, 2, {"loss": [1.0, 0.5]}, step=5)
     monkeypatch.undo()
     assert sorted(p.name for p in (tmp_path / "resume").iterdir()) == ["state.json", "state.npz"]  # no leftovers
     reread = ResumeState(RunDir(tmp_path))
-    assert (reread.epoch(), reread.step()) == (1, 3)
+    position, expected = ((1, 3), before) if dies_at == 1 else ((2, 5), after)
+    assert (reread.epoch(), reread.step()) == position
     reread.restore(model)
-    for v, expected in zip(model.variables, good, strict=True):
-        np.testing.assert_array_equal(np.asarray(v), expected)
+    for v, values in zip(model.variables, expected, strict=True):
+        np.testing.assert_array_equal(np.asarray(v), values)
 
 
 @pytest.mark.parametrize(

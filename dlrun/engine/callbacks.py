@@ -5,8 +5,9 @@ Keras' own are used where they fit (the recipe's ModelCheckpoint, CSVLogger, Ten
 are Keras' classes). Three are dlrun's because Keras' differ in what a run needs: `NonFiniteGuard` records
 where the loss stopped being finite (TerminateOnNaN only prints it); `HistoryWriter` keeps one history
 across stages and a resumed run, written atomically as CSV and JSON (CSVLogger appends one fit's rows);
-`ResumeState` saves every model and optimizer variable and the history after each complete epoch, and
-`--resume` continues from it in any stage (BackupAndRestore restores within one `fit` call only).
+`ResumeState` saves every model and optimizer variable and the history after each complete epoch (and
+inside epochs, engine.checkpoints), and `--resume`/`--run-id` continue from it in any stage
+(BackupAndRestore restores within one `fit` call only).
 Imported only when training, so Keras is imported at the top.
 """
 
