@@ -152,4 +152,4 @@ def test_two_processes_killed_and_restarted_end_with_the_uninterrupted_weights(t
 
     if strategy == "data_parallel":  # (once: each two-process start costs about 20 s of CPU)
         again = _finish(_start(recipe, runs, "job", strategy))  # finished: both exit 0, nothing retrained
-        assert again[0]["metrics"] == chief["metrics"] and again[1]["run"] is None
+        assert again[0] == chief  # (the worker, on this same disk, reports the chief's folder too)
