@@ -15,10 +15,10 @@ format:
 	ruff format dlrun tests benchmarks
 
 test:
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q --durations=25
 
 test-all:
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=40
 
 bench:
 	$(PY) benchmarks/run_all.py

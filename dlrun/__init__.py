@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from dlrun import quiet_tensorflow
+
+quiet_tensorflow.install()  # TensorFlow's start-up lines hidden wherever it first loads (see the module)
+
 __all__ = ["build_model", "check", "evaluate", "load_recipe", "train"]
 
 

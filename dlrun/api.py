@@ -70,10 +70,11 @@ def check(loaded: LoadedRecipe | str | Path, *, trust: bool = False, batch: int 
 
 
 def train(loaded: LoadedRecipe | str | Path, **kwargs: Any) -> TrainResult:
-    """Train a recipe (options: the fields of `dlrun.engine.session.RunPolicy`); returns a `TrainResult`."""
-    from dlrun.engine.session import train as _train
+    """Train a recipe (options: the fields of `dlrun.engine.session.RunPolicy`); returns a `TrainResult`, its
+    run folder holding the learning curves and (classifiers) confusion matrices (`result.plots`)."""
+    from dlrun.verbs.train import train_run
 
-    return _train(load_recipe(loaded), **kwargs)
+    return train_run(load_recipe(loaded), **kwargs)
 
 
 def recipe_to_train(
@@ -153,16 +154,49 @@ def predict(
     )
 
 
-def plot(model: Any, file: Path, *, expand: bool = False) -> None:
-    """Draw the model with keras.utils.plot_model (needs pydot and graphviz)."""
-    import keras
+def serve(
+    run: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    trust: bool = False,
+    unsafe: bool = False,
+    max_batch: int | None = None,
+    max_wait_ms: float | None = None,
+) -> None:
+    """Serve a run's model as an HTTP JSON API (`POST /predict`, `/health`, `/docs`) until interrupted; the
+    run is loaded and checked before anything binds. Needs the `serve` extra (FastAPI, uvicorn)."""
+    from dlrun.verbs.serve import MAX_BATCH, MAX_WAIT_MS, app_for_run, serve_run
 
-    if file.suffix.lower() not in (".png", ".svg", ".pdf", ".dot"):
-        raise RecipeError(f"--plot writes .png, .svg, .pdf or .dot, not {file.suffix!r}")
-    try:
-        keras.utils.plot_model(model, to_file=str(file), show_shapes=True, expand_nested=expand, show_layer_names=True)
-    except (ImportError, OSError) as exc:
-        raise RecipeError(f"--plot needs pydot and graphviz ({exc}); `--format dot|mermaid` works without") from None
+    app = app_for_run(
+        Path(run),
+        trust=trust,
+        unsafe=unsafe,
+        max_batch=MAX_BATCH if max_batch is None else max_batch,
+        max_wait_ms=MAX_WAIT_MS if max_wait_ms is None else max_wait_ms,
+    )
+    serve_run(app, host=host, port=port)
+
+
+def plot(model: Any, file: Path, *, expand: bool = False) -> None:
+    """Draw the model with Keras' model_to_dot (needs pydot and graphviz: the `plot` extra)."""
+    from dlrun.graph.picture import draw_model
+
+    draw_model(model, file, expand=expand)
+
+
+def check_plot_tools(file: Path) -> None:
+    """Refuse `--plot FILE` at once (before any model is built) when pydot or graphviz is missing."""
+    from dlrun.graph.picture import check_tools
+
+    check_tools(file)
+
+
+def plot_runs(runs: list[str | Path], out: str | Path, *, metric: str | None = None) -> dict[str, Any]:
+    """Several runs' learning curves overlaid in one PNG or SVG (`dlrun plot`)."""
+    from dlrun.verbs.plot import plot_runs as _plot_runs
+
+    return _plot_runs([Path(r) for r in runs], Path(out), metric)
 
 
 def json_schema_text() -> str:
@@ -190,13 +224,24 @@ def tune(
     timeout: float | None = None,
     trust: bool = False,
     quiet: bool = True,
+    storage: str | None = None,
+    workers: int = 1,
 ) -> TuneResult:
-    """Run (or resume) the recipe's `search:` study with Optuna; returns a `TuneResult` (leaderboard, best)."""
+    """Run (or resume) the recipe's `search:` study with Optuna; returns a `TuneResult` (leaderboard, best).
+    `storage`: a journal file or an RDB URL shared by several workers; `workers`: local worker processes."""
     from dlrun.verbs.tune.study import run_study
 
     folder = Path(study_dir) if study_dir is not None else None
     return run_study(
-        Path(recipe), overrides=overrides, trials=trials, study_dir=folder, timeout=timeout, trust=trust, quiet=quiet
+        Path(recipe),
+        overrides=overrides,
+        trials=trials,
+        study_dir=folder,
+        timeout=timeout,
+        trust=trust,
+        quiet=quiet,
+        storage=storage,
+        workers=workers,
     )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from dlrun.errors import RecipeError
-from dlrun.recipe.schema import Recipe
+from dlrun.recipe.schema import DistributeSpec, Recipe
 
 _MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
@@ -102,20 +102,13 @@ def torch_layers_accept_dotted_names() -> None:
 def quiet_native_startup() -> Iterator[None]:
     """Hide the C++ start-up chatter TensorFlow writes to fd 2 while it loads (absl, cudart); Python
     exceptions still propagate. A no-op once TensorFlow is loaded, and when DLRUN_VERBOSE is set."""
-    if os.environ.get("DLRUN_VERBOSE") or "tensorflow" in sys.modules:
+    from dlrun.quiet_tensorflow import silenced_fd2, verbose
+
+    if verbose() or "tensorflow" in sys.modules:
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
+    with silenced_fd2():
+        yield
 
 
 @contextlib.contextmanager
@@ -162,21 +155,12 @@ def strategy_scope(recipe: Recipe) -> Iterator[Any]:
     import keras
 
     backend = keras.backend.backend()
-    if distribute.strategy == "data_parallel":
+    if distribute.strategy in ("data_parallel", "model_parallel"):
         if backend != "jax":
-            raise RecipeError("strategy data_parallel (keras.distribution) needs the jax backend",
+            raise RecipeError(f"strategy {distribute.strategy} (keras.distribution) needs the jax backend",
                               path=("train", "distribute", "strategy"))  # fmt: skip
-        if not os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES"):
-            keras.distribution.set_distribution(keras.distribution.DataParallel())
-            yield None
-            return
-        from jax.experimental import multihost_utils
-
-        # Gloo prints "Rank 0 is connected ..." to fd 1 whenever a collective first runs: stdout is for --json
-        with _native_stdout_to_stderr():
-            keras.distribution.initialize()  # multi-host: addresses and ids from KERAS_DISTRIBUTION_* variables
-            multihost_utils.sync_global_devices("dlrun: every process is up")
-            keras.distribution.set_distribution(keras.distribution.DataParallel())
+        with _jax_processes():
+            keras.distribution.set_distribution(_jax_distribution(distribute))
             yield None
         return
     if backend != "tensorflow":
@@ -195,11 +179,44 @@ def strategy_scope(recipe: Recipe) -> Iterator[Any]:
         yield strategy
 
 
+def _jax_distribution(distribute: DistributeSpec) -> Any:
+    import keras
+
+    if distribute.strategy == "model_parallel":
+        from dlrun.model_parallel import model_parallel
+
+        return model_parallel(distribute)
+    return keras.distribution.DataParallel()
+
+
+@contextlib.contextmanager
+def _jax_processes() -> Iterator[None]:
+    """JAX's distributed runtime joined when several processes were launched (Keras' variables, Slurm, Open MPI)."""
+    from dlrun.cluster import advertise_reachable_gloo_address, initialize_arguments, processes
+
+    found = processes()
+    if found.count == 1:
+        yield
+        return
+    import keras
+    from jax.experimental import multihost_utils
+
+    arguments = initialize_arguments(found)
+    advertise_reachable_gloo_address()
+    # Gloo prints "Rank 0 is connected ..." to fd 1 whenever a collective first runs: stdout is for --json
+    with _native_stdout_to_stderr():
+        keras.distribution.initialize(**arguments)  # without arguments: jax.distributed's own cluster detection
+        multihost_utils.sync_global_devices("dlrun: every process is up")
+        yield
+
+
 def is_chief() -> bool:
     """Whether this process writes the run folder (always, except non-chief multi-worker processes)."""
     import json
 
-    if os.environ.get("KERAS_DISTRIBUTION_PROCESS_ID", "0") != "0":
+    from dlrun.cluster import processes
+
+    if processes().rank != 0:
         return False
 
     config = json.loads(os.environ.get("TF_CONFIG") or "{}")

@@ -48,6 +48,21 @@ TrustOpt = Annotated[
 ]
 
 
+def _choices(values: Any) -> Any:
+    """Shell completion offering `values` (a sequence, or a function returning one) for an option."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [v for v in (values() if callable(values) else values) if v.startswith(incomplete)]
+
+    return complete
+
+
+def _template_names() -> list[str]:
+    from dlrun.starter import template_names
+
+    return template_names()
+
+
 def _emit(data: Any) -> None:
     console.print_json(json.dumps(data, default=str), highlight=False)  # machine output: never coloured
 
@@ -86,15 +101,24 @@ def validate(
 
 
 @app.command()
-def show(recipe: RecipeArg, set_: SetOpt = None, json_out: JsonOpt = False) -> None:
+def show(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    defaults: Annotated[
+        bool, typer.Option("--defaults", help="Also print every default the recipe does not set.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
     """Print the resolved recipe (after extends, overrides and interpolation)."""
     from dlrun.recipe.compose import dump_yaml
+    from dlrun.recipe.defaults import with_defaults
 
     loaded = api.load_recipe(recipe, overrides=set_ or ())
+    document = with_defaults(loaded) if defaults else loaded.resolved()
     if json_out:
-        _emit(loaded.resolved())
+        _emit(document)
     else:
-        console.print(dump_yaml(loaded.resolved()), end="", markup=False)
+        console.print(dump_yaml(document), end="", markup=False)
 
 
 @app.command()
@@ -103,10 +127,16 @@ def summary(
     set_: SetOpt = None,
     expand: Annotated[bool, typer.Option("--expand", help="Show every layer inside blocks.")] = False,
     fmt: Annotated[
-        str, typer.Option("--format", help="table, dot or mermaid (dot/mermaid need no TensorFlow).")
+        str,
+        typer.Option(
+            "--format",
+            help="table, dot or mermaid (dot/mermaid need no TensorFlow).",
+            autocompletion=_choices(("table", "dot", "mermaid")),
+        ),
     ] = "table",
     plot: Annotated[
-        Path | None, typer.Option("--plot", help="Draw the graph to FILE.png|svg (needs pydot+graphviz).")
+        Path | None,
+        typer.Option("--plot", help="Draw the model to FILE.png|svg|pdf (needs the plot extra and graphviz)."),
     ] = None,
     trust: TrustOpt = False,
     json_out: JsonOpt = False,
@@ -114,9 +144,12 @@ def summary(
     """Build the model without training and print every layer with shapes and parameter counts."""
     from dlrun.graph import render
 
+    if plot is not None:
+        api.check_plot_tools(plot)  # at once, not after the model is built
     loaded = api.load_recipe(recipe, overrides=set_ or ())
     if fmt in ("dot", "mermaid"):
-        text = render.to_dot(loaded.graph) if fmt == "dot" else render.to_mermaid(loaded.graph)
+        shapes = render.known_shapes(loaded.graph, loaded.recipe.expect.output_shapes if loaded.recipe.expect else None)
+        text = (render.to_dot if fmt == "dot" else render.to_mermaid)(loaded.graph, shapes)
         console.print(text, end="", markup=False)
         return
     if fmt != "table":
@@ -169,16 +202,23 @@ def train(
     json_out: JsonOpt = False,
 ) -> None:
     """Train a recipe; writes runs/<name>/<timestamp>/ and evaluates on the recipe's eval split."""
+    from dlrun.engine.display import status
+
+    status("reading the recipe", quiet=quiet or json_out)  # within a second: TensorFlow takes several to load
     loaded = api.load_recipe(api.recipe_to_train(recipe, resume=resume, overrides=set_ or ()), overrides=set_ or ())
-    result = api.train(
-        loaded,
-        runs_root=runs,
-        trust=trust,
-        quiet=quiet or json_out,
-        overrides=tuple(set_ or ()),
-        resume=resume,
-        run_id=run_id,
-    )
+    try:
+        result = api.train(
+            loaded,
+            runs_root=runs,
+            trust=trust,
+            quiet=quiet or json_out,
+            overrides=tuple(set_ or ()),
+            resume=resume,
+            run_id=run_id,
+        )
+    except RunInterrupted as exc:
+        exc.resume_hint = _resume_hint(exc.run, trust=trust)  # type: ignore[attr-defined]
+        raise
     run_folder = str(result.run.path) if result.run.path.exists() else None  # None: a worker other than the chief
     if json_out:
         _emit({"run": run_folder, "metrics": result.metrics})
@@ -204,6 +244,27 @@ def eval_(
     else:
         _metrics_table(f"{run}: {result['split']} ({result['samples']} samples)", result["metrics"], result["outputs"])
         _report_tables(result.get("reports", {}))
+        for name in result.get("plots", []):
+            console.print(f"plot: {run / name}", markup=False)
+
+
+@app.command()
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="One or more run folders.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The picture: FILE.png or FILE.svg.")] = Path("curves.png"),
+    metric: Annotated[
+        str | None, typer.Option("--metric", help="Draw only this metric (and its val_ twin), e.g. loss.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Draw the runs' learning curves in one picture, overlaid to compare them (training solid, validation dashed)."""
+    result = api.plot_runs(runs, out, metric=metric)
+    if json_out:
+        _emit(result)
+    else:
+        console.print(
+            f"{result['output']}: {', '.join(result['metrics'])} of {len(result['runs'])} run(s)", markup=False
+        )
 
 
 @app.command()
@@ -223,7 +284,13 @@ def schema(
 @app.command()
 def init(
     template: Annotated[
-        str, typer.Option("--template", "-t", help="mlp, cnn, multi-input, multi-output, transfer or text.")
+        str,
+        typer.Option(
+            "--template",
+            "-t",
+            help="mlp, cnn, multi-input, multi-output, transfer, text, or a gallery recipe (`dlrun recipes`).",
+            autocompletion=_choices(_template_names),
+        ),
     ] = "mlp",
     output: Annotated[
         Path, typer.Option("--output", "-o", help="File to write (never overwritten); '-' for stdout.")
@@ -231,7 +298,7 @@ def init(
     name: Annotated[str | None, typer.Option("--name", help="The recipe's `name:` (default: the template's).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Write a commented starter recipe that passes `dlrun check` as written."""
+    """Write a commented starter recipe that passes `dlrun check` as written, or copy a gallery recipe."""
     from dlrun import starter
 
     if str(output) == "-":
@@ -260,7 +327,8 @@ def import_(
     else:
         from dlrun.starter import write_new
 
-        write_new(output, text)
+        written = write_new(output, text)
+        err_console.print(f"wrote {written} (recipe {document.get('name')}); next: dlrun check {written}", markup=False)
 
 
 @app.command()
@@ -287,7 +355,14 @@ def eject(
 @app.command("export")
 def export_(
     run: Annotated[Path, typer.Argument(help="Run folder.", show_default=False)],
-    fmt: Annotated[str, typer.Option("--format", help="keras, savedmodel, tflite or onnx.")] = "keras",
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="keras, savedmodel, tflite or onnx.",
+            autocompletion=_choices(("keras", "savedmodel", "tflite", "onnx")),
+        ),
+    ] = "keras",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Target (default: RUN/export/model.*).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export.")] = False,
     trust: TrustOpt = False,
@@ -326,6 +401,26 @@ def runs_(
         status = f"{r['status']}: {r['reason']}" if r.get("reason") else r["status"]
         table.add_row(r["name"], r["started"], status, str(r["epochs"]), shown, r["run"])
     console.print(table)
+
+
+@app.command("recipes")
+def recipes_(json_out: JsonOpt = False) -> None:
+    """List the gallery's recipes and what each shows; copy one with `dlrun init --template NAME`."""
+    from dlrun import gallery
+
+    found = gallery.all_recipes()
+    if json_out:
+        _emit([{"name": r.name, "shows": r.header, "imports": r.local_imports()} for r in found])
+        return
+    from rich.table import Table
+
+    table = Table(title="the recipe gallery", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    table.add_column("what it shows")
+    for r in found:
+        table.add_row(r.name, r.summary)
+    console.print(table)
+    console.print("copy one: dlrun init --template NAME -o NAME.yaml", markup=False)
 
 
 @app.command()
@@ -373,6 +468,15 @@ def tune(
     check_only: Annotated[
         bool, typer.Option("--check", help="Only check the search section (paths and values); train nothing.")
     ] = False,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="Shared study storage: a journal file, sqlite:///FILE or postgresql://... (default: "
+            "<study-dir>/study.journal). Several workers may use one.",
+        ),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Local worker processes on the study.")] = 1,
     trust: TrustOpt = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
@@ -398,6 +502,8 @@ def tune(
         timeout=timeout,
         trust=trust,
         quiet=quiet or json_out,
+        storage=storage,
+        workers=workers,
     )
     if json_out:
         _emit(
@@ -405,6 +511,8 @@ def tune(
                 "study": str(result.study_dir),
                 "metric": result.metric,
                 "goal": result.goal,
+                "objectives": [{"metric": m, "goal": g} for m, g in result.objectives],
+                "pareto": result.pareto,
                 "ran": result.ran,
                 "best": result.best,
                 "best_recipe": None if result.best_recipe is None else str(result.best_recipe),
@@ -501,6 +609,45 @@ def predict(
         console.print(f"{result['output']}: {result['count']} predictions", markup=False)
 
 
+@app.command()
+def serve(
+    run: Annotated[Path, typer.Argument(help="Run folder.", show_default=False)],
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind; anything but 127.0.0.1 exposes an API with no auth.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    max_batch: Annotated[
+        int | None, typer.Option("--max-batch", help="Most rows per model call, gathered from concurrent requests.")
+    ] = None,
+    max_wait_ms: Annotated[
+        float | None, typer.Option("--max-wait-ms", help="How long a batch waits for more requests (default 5).")
+    ] = None,
+    trust: TrustOpt = False,
+    unsafe: Annotated[
+        bool, typer.Option("--unsafe", help="Load models with Lambda code (trusted files only).")
+    ] = False,
+) -> None:
+    """Serve a run's model over HTTP: POST /predict with raw rows (the recipe's input names), /health, /docs."""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"warning: binding {host}: anyone who can reach it can use this API (no authentication)")
+    console.print(f"loading {run} ...", markup=False)
+    api.serve(run, host=host, port=port, trust=trust, unsafe=unsafe, max_batch=max_batch, max_wait_ms=max_wait_ms)
+
+
+def _resume_hint(run: Path | None, *, trust: bool) -> str | None:
+    """The command that continues an interrupted run, or why there is none."""
+    import shlex
+
+    from dlrun.engine.rundir import RunDir
+    from dlrun.verbs.runs import status
+
+    if run is None:
+        return None
+    if status(RunDir(run)) != "interrupted":
+        return f"nothing to resume: {run} stopped before its first epoch ended"
+    return f"resume with: dlrun train --resume {shlex.quote(str(run))}" + (" --trust" if trust else "")
+
+
 def _report_tables(reports: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -568,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER
     except RunInterrupted as exc:
         err_console.print(f"interrupted (signal {exc.signum}); the run folder holds the state saved so far")
+        if (hint := getattr(exc, "resume_hint", None)) is not None:
+            err_console.print(hint, markup=False)
         return EXIT_SIGINT if exc.signum == 2 else EXIT_SIGTERM
     except aborts:
         err_console.print("aborted")

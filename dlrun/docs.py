@@ -479,6 +479,12 @@ def editor_schema() -> dict[str, Any]:
         if graph_def in defs and "outputs" in defs[graph_def]["properties"]:
             defs[graph_def]["properties"]["outputs"] = _string_or_list(defs[graph_def]["properties"]["outputs"])
 
+    # `distribute: data_parallel` is shorthand for `distribute: {strategy: data_parallel}`.
+    if "DistributeSpec" in defs and "distribute" in defs["TrainSpec"]["properties"]:
+        strategy = defs["DistributeSpec"]["properties"]["strategy"]
+        props = defs["TrainSpec"]["properties"]
+        props["distribute"] = {"anyOf": [{"enum": strategy["enum"]}, props["distribute"]], "default": None}
+
     # Data sources: an enum of the known kinds.
     sources = getattr(recipe_schema, "DATA_SOURCES", (*recipe_schema.KERAS_DATASETS, "npz"))
     if "DataSpec" in defs and "source" in defs["DataSpec"]["properties"]:

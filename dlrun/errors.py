@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -75,9 +76,10 @@ class RecipeError(Exception):
 class RunInterrupted(Exception):
     """Training stopped by a signal after saving a resumable state."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, run: Path | None = None) -> None:
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
+        self.run = run  # the run folder, when the session knows it
 
 
 # TensorFlow's errors that a recipe or its data cause (a dtype a layer cannot take, an undecodable image,

@@ -17,11 +17,26 @@ TEMPLATES = ("mlp", "cnn", "multi-input", "multi-output", "transfer", "text")
 SCHEMA_LINE = re.compile(r"^# yaml-language-server: \$schema=\S*\n")
 
 
+def template_names() -> list[str]:
+    """What `init --template` accepts: the starter templates, then the gallery's recipes (`dlrun recipes`)."""
+    from dlrun import gallery
+
+    return [*TEMPLATES, *(n for n in gallery.names() if n not in TEMPLATES)]
+
+
 def template_text(name: str) -> str:
-    """The packaged template `name`, as shipped."""
-    if name not in TEMPLATES:
-        raise RecipeError(f"unknown template {name!r}; templates: {', '.join(TEMPLATES)}")
-    return resources.files("dlrun").joinpath("templates", f"{name}.yaml").read_text(encoding="utf-8")
+    """The packaged template `name` as shipped: a starter template, else a gallery recipe."""
+    if name in TEMPLATES:
+        return resources.files("dlrun").joinpath("templates", f"{name}.yaml").read_text(encoding="utf-8")
+    from dlrun import gallery
+    from dlrun.util import did_you_mean
+
+    if name in gallery.names():
+        return gallery.get(name).text
+    hint = did_you_mean(name.removesuffix(".yaml"), template_names())
+    raise RecipeError(
+        f"unknown template {name!r}{hint}; templates: {', '.join(TEMPLATES)}; or a gallery recipe (`dlrun recipes`)"
+    )
 
 
 def _schema_comment(output: Path | None) -> str:
@@ -52,14 +67,19 @@ def render(name: str, output: Path | None = None, *, recipe_name: str | None = N
 
 
 def write(name: str, output: Path, *, recipe_name: str | None = None) -> Path:
-    """Write the starter recipe to `output`; never overwrites an existing file."""
-    return write_new(output, render(name, output, recipe_name=recipe_name))
+    """Write the starter recipe to `output` (and a gallery recipe's local code beside it); never overwrites."""
+    text = render(name, output, recipe_name=recipe_name)
+    if name not in TEMPLATES:
+        from dlrun import gallery
+
+        _refuse_existing(output)
+        gallery.write_companions(gallery.get(name), output)
+    return write_new(output, text)
 
 
 def write_new(output: Path, text: str) -> Path:
     """Write `text` to a file that must not exist yet (`init`, `import -o`, `eject -o`)."""
-    if output.exists():
-        raise RecipeError(f"{output} already exists; choose another --output or remove it first")
+    _refuse_existing(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(output, "x", encoding="utf-8") as handle:  # "x": fails if created meanwhile
@@ -67,3 +87,8 @@ def write_new(output: Path, text: str) -> Path:
     except FileExistsError:
         raise RecipeError(f"{output} already exists; choose another --output or remove it first") from None
     return output
+
+
+def _refuse_existing(output: Path) -> None:
+    if output.exists():
+        raise RecipeError(f"{output} already exists; choose another --output or remove it first")

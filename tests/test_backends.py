@@ -99,6 +99,7 @@ def test_every_installed_backend_trains_a_tiny_recipe(cli, tmp_path, backend):
     assert out["metrics"]["accuracy"] > 0.25  # one epoch of 10 steps: 0.44-0.61 measured; chance is 0.1
 
 
+@pytest.mark.slow
 def test_backend_field_in_the_recipe_selects_the_backend(cli, tmp_path):
     pytest.importorskip("jax")
     _data(tmp_path, n=300)

@@ -76,6 +76,7 @@ def test_check_runs_one_step(cli):
     assert data["output_shapes"] == {"digit": [None, 10]}
 
 
+@pytest.mark.slow
 def test_train_then_eval_on_real_mnist(cli, shared_data, tmp_path):
     runs = tmp_path / "runs"
     result = cli(

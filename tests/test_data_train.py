@@ -105,6 +105,7 @@ PREDICT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_models_trained_on_raw_csv_and_images_predict_raw_input_in_a_fresh_process(tmp_path):
     sklearn_csv(tmp_path, "iris")
     image_folder(tmp_path / "colours", per_class=6, size=8)

@@ -110,11 +110,19 @@ compile: {optimizer: adam, loss: binary_crossentropy}
 """
 
 
-def test_tflite_returns_each_output_in_the_models_order(tmp_path):
+def test_tflite_returns_each_output_in_the_models_order(tmp_path, capfd):
     """TFLite orders its raw outputs by tensor name: recipes/multi_output.yaml failed its check (0.11)."""
+    import warnings
+
     model = _built(tmp_path, THREE_OUTPUTS)
-    result = export_model(model, "tflite", tmp_path / "three")
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = export_model(model, "tflite", tmp_path / "three")
     assert result["verified"] and result["max_abs_difference"] < 1e-5
+    # no converter chatter ("Saved artifact at ...", XNNPACK's INFO line, tf.lite.Interpreter's deprecation)
+    assert capfd.readouterr() == ("", "")
+    assert not [w for w in caught if "tf.lite.Interpreter is deprecated" in str(w.message)]
     import tensorflow as tf
 
     runner = tf.lite.Interpreter(model_path=str(tmp_path / "three.tflite")).get_signature_runner()

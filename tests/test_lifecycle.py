@@ -128,12 +128,17 @@ def test_sigint_stops_gracefully_with_exit_130_and_a_resumable_state(tmp_path):
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not list(runs.glob("lifecycle/*/resume/state.json")):
         time.sleep(0.05)
+    from dlrun.verbs.runs import list_runs
+
+    assert [r["status"] for r in list_runs(runs)] == ["running"]  # live, not "incomplete, 0 epochs"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted (signal 2)" in err and "Traceback" not in err
     run = next(runs.glob("lifecycle/*"))
     assert json.loads((run / "resume" / "state.json").read_text())["epoch"] >= 1
+    assert f"resume with: dlrun train --resume {run}\n" in err
+    assert [r["status"] for r in list_runs(runs)] == ["interrupted"]
 
 
 def test_nan_loss_stops_with_epoch_and_batch(tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import hosts
 from tests.conftest import ROOT, SHARED_DATA, write_recipe
 
 # sklearn's digits (1797 8x8 images, 10 classes): 359 test, 143 validation and 1295 training samples, so
@@ -74,19 +75,27 @@ def _dlrun(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.
 
 
 def _train_on_two_processes(recipe: Path, runs: Path) -> list[dict]:
-    """Both processes' --json results; kills both and fails if either is not done within TIMEOUT."""
+    """Both processes' --json results, on 127.0.0.1 with Keras' KERAS_DISTRIBUTION_* variables."""
     port = _free_port()
-    procs = []
-    for rank in (0, 1):
-        env = _env(
+    envs = [
+        _env(
             KERAS_BACKEND="jax",
             KERAS_DISTRIBUTION_JOB_ADDRESSES=f"127.0.0.1:{port}",
             KERAS_DISTRIBUTION_NUM_PROCESSES="2",
             KERAS_DISTRIBUTION_PROCESS_ID=str(rank),
         )
+        for rank in (0, 1)
+    ]
+    return _train_together(recipe, runs, [([], env) for env in envs])
+
+
+def _train_together(recipe: Path, runs: Path, launches: list[tuple[list[str], dict[str, str]]]) -> list[dict]:
+    """Each (command prefix, environment)'s --json result; kills all and fails if one is not done within TIMEOUT."""
+    procs = []
+    for prefix, env in launches:
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "dlrun", "train", str(recipe), "--runs", str(runs), "--json"],
+                [*prefix, sys.executable, "-m", "dlrun", "train", str(recipe), "--runs", str(runs), "--json"],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -111,23 +120,26 @@ def _train_on_two_processes(recipe: Path, runs: Path) -> list[dict]:
     return [json.loads(out) for out, _ in outputs]  # stdout is pure JSON (Gloo's chatter goes to stderr)
 
 
+@pytest.fixture(scope="module")
+def single_accuracy(tmp_path_factory) -> float:
+    """Test accuracy of RECIPE in one process without distribution: the band the distributed runs must reach."""
+    pytest.importorskip("jax")
+    pytest.importorskip("sklearn")
+    folder = tmp_path_factory.mktemp("single")
+    recipe = write_recipe(folder, RECIPE.replace("  distribute: {strategy: data_parallel}\n", ""), "one.yaml")
+    single = _dlrun("train", str(recipe), "--runs", str(folder / "runs"), "--json", env=_env(KERAS_BACKEND="jax"))
+    assert single.returncode == 0, single.stderr[-3000:]
+    return json.loads(single.stdout)["metrics"]["accuracy"]
+
+
 @pytest.mark.slow
-def test_two_processes_train_evaluate_and_save_like_one(tmp_path):
+def test_two_processes_train_evaluate_and_save_like_one(tmp_path, single_accuracy):
     """Measured (Keras 3.15.1, JAX 0.10.2, 2 shared CPU cores), test accuracy on 359 digits, one process
     without distribution vs two processes: seed 7 (this recipe) 0.9582 vs 0.9582 (loss 0.136 vs 0.130);
     seed 1 0.9749 vs 0.9694; seed 2 0.9638 vs 0.9610; seed 3 0.9805 vs 0.9805. The two processes report
     identical numbers; the two-process run takes 45-55 s, the whole test about 60 s.
     Band asserted: two-process accuracy > 0.93 and within 0.03 of the single-process run."""
-    pytest.importorskip("jax")
-    pytest.importorskip("sklearn")
     recipe = write_recipe(tmp_path, RECIPE)
-    single_recipe = write_recipe(tmp_path, RECIPE.replace("  distribute: {strategy: data_parallel}\n", ""), "one.yaml")
-    single = _dlrun(
-        "train", str(single_recipe), "--runs", str(tmp_path / "single"), "--json", env=_env(KERAS_BACKEND="jax")
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
-    single_accuracy = json.loads(single.stdout)["metrics"]["accuracy"]
-
     runs = tmp_path / "runs"
     chief, worker = _train_on_two_processes(recipe, runs)
     # Only process 0 writes under --runs; process 1 worked in a scratch folder it deleted at the end.
@@ -136,8 +148,7 @@ def test_two_processes_train_evaluate_and_save_like_one(tmp_path):
     # One model: both processes evaluated the same weights on the whole test split.
     assert chief["metrics"] == worker["metrics"]
     accuracy = chief["metrics"]["accuracy"]
-    assert accuracy > 0.93, (accuracy, single_accuracy)
-    assert abs(accuracy - single_accuracy) < 0.03, (accuracy, single_accuracy)
+    _in_band(accuracy, single_accuracy)
 
     # Validation was exact, not a sharded approximation: the restored best checkpoint, saved as
     # model.keras and evaluated by a plain single-process `dlrun eval`, scores the best epoch's numbers.
@@ -150,6 +161,46 @@ def test_two_processes_train_evaluate_and_save_like_one(tmp_path):
     assert metrics["loss"] == pytest.approx(history["val_loss"][best], rel=1e-4)
 
 
+def _in_band(accuracy: float, single_accuracy: float) -> None:
+    assert accuracy > 0.93, (accuracy, single_accuracy)
+    assert abs(accuracy - single_accuracy) < 0.03, (accuracy, single_accuracy)
+
+
+@pytest.mark.slow
+def test_two_hosts_launched_as_slurm_would_train_like_one(tmp_path, single_accuracy):
+    """Two network namespaces joined by a veth pair (tests/hosts.py), one `dlrun train` in each, started with
+    the variables Slurm's `srun` gives its tasks and nothing else: dlrun hands them to jax.distributed's own
+    Slurm detection (coordinator: the first node of SLURM_STEP_NODELIST, port from SLURM_JOB_ID), and the
+    two hosts reach the single-process band over the link between the namespaces."""
+    reason = hosts.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    recipe = write_recipe(tmp_path, RECIPE)
+    runs = tmp_path / "runs"
+    with hosts.two_hosts() as pair:
+        nodes = ",".join(h.address for h in pair)
+        launches = [
+            (
+                host.command(),
+                _env(
+                    KERAS_BACKEND="jax",
+                    SLURM_JOB_ID="4242",
+                    SLURM_STEP_NODELIST=nodes,
+                    SLURM_NTASKS="2",
+                    SLURM_PROCID=str(rank),
+                    SLURM_LOCALID="0",
+                ),
+            )
+            for rank, host in enumerate(pair)
+        ]
+        chief, worker = _train_together(recipe, runs, launches)
+    assert worker["run"] is None and chief["metrics"] == worker["metrics"]
+    assert [p.parent.name for p in runs.glob("*/*/run.json")] == [Path(chief["run"]).name]
+    _in_band(chief["metrics"]["accuracy"], single_accuracy)
+    print(f"two hosts {chief['metrics']['accuracy']:.4f}, one process {single_accuracy:.4f}")
+
+
+@pytest.mark.slow
 def test_data_parallel_over_two_devices_trains_on_a_partial_last_batch(cli, tmp_path):
     """One process, two CPU devices: the 15-sample last batch used to fail in JAX (IndivisibleError)."""
     pytest.importorskip("jax")

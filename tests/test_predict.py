@@ -233,6 +233,7 @@ def _png(path: Path, color: tuple[int, int, int], seed: int) -> None:
     Image.fromarray(pixels).save(path)
 
 
+@pytest.mark.slow
 def test_image_folder_run_predicts_one_image_and_a_folder(tmp_path, npz_run):
     import keras
 

@@ -59,7 +59,7 @@ def test_init_to_stdout_with_a_name(cli):
 
 
 def test_unknown_template_and_bad_name_are_user_errors(tmp_path):
-    with pytest.raises(RecipeError, match="unknown template 'rnn'; templates: mlp, cnn"):
+    with pytest.raises(RecipeError, match=r"unknown template 'rnn' \(did you mean 'cnn'\?\); templates: mlp, cnn"):
         starter.write("rnn", tmp_path / "r.yaml")
     with pytest.raises(RecipeError, match="--name '9lives'"):
         starter.render("mlp", recipe_name="9lives")

@@ -44,6 +44,7 @@ train: {epochs: 1, batch_size: 32, tensorboard: false}
 """
 
 
+@pytest.mark.slow
 def test_torch_refuses_several_steps_per_call_in_one_line_and_reports_its_devices(cli, tmp_path):
     write_digits(tmp_path, n_train=200, n_test=50)
     recipe = write_recipe(tmp_path, DIGITS)
@@ -60,6 +61,7 @@ def test_torch_refuses_several_steps_per_call_in_one_line_and_reports_its_device
     assert all(re.fullmatch(r"cpu|cuda:\d+|mps", d) for d in environment["devices"]), environment["devices"]
 
 
+@pytest.mark.slow
 def test_a_tensorflow_run_evaluates_and_exports_under_torch(cli, tmp_path):
     """Trained with the 'auto' steps per call (32 under tensorflow, saved in model.keras), then loaded by torch."""
     write_digits(tmp_path, n_train=300, n_test=100)
@@ -211,6 +213,7 @@ print(json.dumps(counts))
 """
 
 
+@pytest.mark.slow
 def test_every_shipped_recipe_builds_under_torch_with_the_same_parameters(tmp_path):
     """Six of the shipped recipes (every one with blocks) did not build under torch (dotted layer names)."""
     import yaml

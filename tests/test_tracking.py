@@ -45,6 +45,22 @@ def _data(tmp_path):
     np.savez(tmp_path / "data.npz", x_train=x, y_train=y, x_test=x[:16], y_test=y[:16])
 
 
+class _PlotWriter:
+    """Stands in for the plots a run writes into its folder (any PNG/SVG there goes to MLflow at the end)."""
+
+    def __new__(cls, root):
+        import keras
+
+        class Writer(keras.callbacks.Callback):
+            def on_train_end(self, logs=None):
+                for run in (root / "runs").glob("*/*"):
+                    (run / "curves.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+                    (run / "plots").mkdir(exist_ok=True)
+                    (run / "plots" / "confusion.svg").write_text("<svg/>")
+
+        return Writer()
+
+
 def test_flatten_turns_the_resolved_recipe_into_params():
     params = flatten(
         {
@@ -97,10 +113,11 @@ def test_training_logs_params_metrics_and_paths_to_a_local_mlflow_store(tmp_path
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)  # MLflow's default store (./mlflow.db) is never this checkout
     _data(tmp_path)
     store = tmp_path / "mlruns"
     loaded = api.load_recipe(write_recipe(tmp_path, RECIPE.replace("STORE", str(store))))
-    result = api.train(loaded, runs_root=tmp_path / "runs", quiet=True)
+    result = api.train(loaded, runs_root=tmp_path / "runs", quiet=True, extra_callbacks=[_PlotWriter(tmp_path)])
 
     record = json.loads((result.run.path / "mlflow.json").read_text(encoding="utf-8"))
     client = MlflowClient(tracking_uri=store.as_uri())
@@ -120,7 +137,23 @@ def test_training_logs_params_metrics_and_paths_to_a_local_mlflow_store(tmp_path
     assert run.data.tags["dlrun.model_path"] == str(result.run.model.resolve())
     assert result.run.model.is_file()
     assert run.data.tags["dlrun.run_dir"] == str(result.run.path.resolve())
-    assert [a.path for a in client.list_artifacts(record["run_id"])] == ["recipe.yaml"]
+    # after training: the test metrics, the model (a file, and a model in MLflow's Keras flavour) and the plots
+    assert run.data.metrics["test_loss"] == pytest.approx(result.metrics["loss"])
+    assert run.data.metrics["test_accuracy"] == pytest.approx(result.metrics["accuracy"])
+    assert [m.step for m in client.get_metric_history(record["run_id"], "test_accuracy")] == [3]
+    artifacts = {a.path for a in client.list_artifacts(record["run_id"])}
+    # the run's own pictures (drawn before tracking finishes) and any other PNG/SVG in its folder, subfolders kept
+    assert artifacts == {"recipe.yaml", "model.keras", "learning_curves.png", "confusion_y.png", "curves.png", "plots"}
+    assert [a.path for a in client.list_artifacts(record["run_id"], "plots")] == ["plots/confusion.svg"]
+    pytest.importorskip("pandas", reason="MLflow's Keras flavour imports pandas (mlflow-skinny does not bring it)")
+    import mlflow.keras
+
+    models = client.search_logged_models([run.info.experiment_id])
+    assert [m.source_run_id for m in models] == [record["run_id"]]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.as_uri())  # where `models:/<id>` URIs are looked up
+    reloaded = mlflow.keras.load_model(models[0].model_uri)
+    x = np.random.default_rng(1).random((5, 4), dtype=np.float32)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), result.model.predict(x, verbose=0), rtol=1e-6)
 
 
 def test_tensorboard_logs_are_written_by_default(tmp_path):
@@ -131,3 +164,25 @@ def test_tensorboard_logs_are_written_by_default(tmp_path):
     assert loaded.recipe.train.tensorboard is True
     result = api.train(loaded, runs_root=tmp_path / "runs", quiet=True)
     assert any(result.run.tensorboard.rglob("events.out.tfevents.*"))
+    # the test metrics and the recipe's hyperparameters, read back as TensorBoard reads them
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(result.run.tensorboard), size_guidance={"tensors": 0})
+    events.Reload()
+    tags = [t for t in events.Tags()["tensors"] if t.startswith("test_")]
+    scalars = {tag: [(e.step, float(tf_value(e))) for e in events.Tensors(tag)] for tag in tags}
+    assert scalars["test_accuracy"] == [(1, pytest.approx(result.metrics["accuracy"]))]
+    assert scalars["test_loss"] == [(1, pytest.approx(result.metrics["loss"]))]
+    content = events.PluginTagToContent("hparams")
+    session = plugin_data_pb2.HParamsPluginData.FromString(next(iter(content.values()))).session_start_info
+    assert session.group_name == result.run.path.name
+    assert session.hparams["model.layers.0.units"].number_value == 8
+    assert session.hparams["compile.optimizer"].string_value == "adam"
+    assert session.hparams["train.batch_size"].number_value == 16
+
+
+def tf_value(event):
+    from tensorboard.util import tensor_util
+
+    return tensor_util.make_ndarray(event.tensor_proto).item()

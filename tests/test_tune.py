@@ -72,6 +72,7 @@ def digits_study(tmp_path_factory):
 # a real search
 
 
+@pytest.mark.slow
 def test_search_finds_a_configuration_better_than_the_worst(digits_study):
     result = digits_study["second"]
     scores = [r["val_accuracy"] for r in result.rows if r["state"] == "complete"]
@@ -81,6 +82,7 @@ def test_search_finds_a_configuration_better_than_the_worst(digits_study):
     assert result.rows[0] is result.best and result.best["rank"] == 1
 
 
+@pytest.mark.slow
 def test_leaderboard_and_best_recipe_are_written(digits_study):
     folder, result = digits_study["dir"], digits_study["second"]
     table = json.loads((folder / "leaderboard.json").read_text())
@@ -95,6 +97,7 @@ def test_leaderboard_and_best_recipe_are_written(digits_study):
     assert loaded.recipe.model.layers[0].kwargs["units"] == result.best["model.layers[0].units"]
 
 
+@pytest.mark.slow
 def test_each_trial_is_an_ordinary_run_folder(digits_study):
     folder, result = digits_study["dir"], digits_study["second"]
     for row in result.rows:
@@ -109,6 +112,7 @@ def test_each_trial_is_an_ordinary_run_folder(digits_study):
         assert any(o.startswith("model.layers[0].units=") for o in overrides)
 
 
+@pytest.mark.slow
 def test_resume_continues_where_it_stopped(digits_study):
     first, second, before = digits_study["first"], digits_study["second"], digits_study["before"]
     assert first.ran == 2 and len(first.rows) == 2

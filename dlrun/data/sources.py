@@ -200,7 +200,7 @@ def absolute_data_paths(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
         spec = DataSpec.model_validate(data)
         file = resolve_path(spec, base_dir)
         if file is not None:
-            out["path"] = str(file)
+            out["path"] = str(file.resolve())  # a relative $DLRUN_DATA_DIR is relative to today's folder only
         return out
     if out.get("source") == "tfrecord" and isinstance(out.get("path"), str) and not out.get("files"):
         raw = out["path"]

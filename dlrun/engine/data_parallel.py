@@ -41,13 +41,17 @@ def nested_arrays(value: Any) -> Any:
 
 
 def global_devices() -> int:
-    """Devices (across all processes) that the active distribution splits every batch over; 1 without one."""
+    """Devices (across all processes) that the active distribution splits every batch over; 1 without one.
+    Under ModelParallel, the size of the mesh's batch axis (the other axes split variables, not batches)."""
     import keras
 
     if keras.backend.backend() != "jax":
         return 1
     distribution = keras.distribution.distribution()
-    return 1 if distribution is None else int(distribution.device_mesh.devices.size)
+    if distribution is None:
+        return 1
+    mesh = distribution.device_mesh
+    return int(mesh.shape[list(mesh.axis_names).index(distribution.batch_dim_name)])
 
 
 def splits_batches() -> bool:

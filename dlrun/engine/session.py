@@ -11,21 +11,23 @@ TensorBoard logs, the model, what each output is (`outputs.json`) and the evalua
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import tempfile
 import traceback
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlrun.backend import activate, is_chief, strategy_scope
+from dlrun.backend import activate, is_chief, strategy_scope, wanted_backend
+from dlrun.cluster import check_one_run
 from dlrun.components import Importer
-from dlrun.console import make_progress_callback, say
+from dlrun.console import say
 from dlrun.data.prepare import Prepared
-from dlrun.engine import device_data
+from dlrun.engine import device_data, display
 from dlrun.engine.compile import apply_trainable, compile_model, non_trainable, seed_everything
+from dlrun.engine.liveness import mark_live
 from dlrun.engine.rundir import RunDir, atomic_target, atomic_write_text
 from dlrun.errors import RecipeError, RunInterrupted
 from dlrun.recipe.compose import LoadedRecipe
@@ -44,6 +46,7 @@ class TrainResult:
     history: dict[str, list[float]]
     metrics: dict[str, float]
     model: Any  # keras.Model
+    plots: list[Path] = field(default_factory=list)  # the run folder's pictures (drawn by verbs.train)
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,9 @@ class RunSession:
     loaded: LoadedRecipe
     policy: RunPolicy = field(default_factory=RunPolicy)
     extra_callbacks: list[Any] = field(default_factory=list)
+    # The verb's pictures of the run (verbs.train: learning curves, confusion matrices), drawn once the model is
+    # saved and evaluated and before tracking finishes, so MLflow gets them with the rest of the run folder.
+    draw: Callable[[RunSession, TrainResult], list[Path]] | None = None
 
     def run(self, prepared: Prepared | None = None) -> TrainResult:
         """Train and evaluate; `prepared` replaces the recipe's own data (a cv fold)."""
@@ -89,12 +95,17 @@ class RunSession:
             if (finished := self._settle_run_id()) is not None:
                 return finished
             distribute = recipe.train.distribute
+            check_one_run(distribute.strategy if distribute else None)  # N launched processes, N lone runs: refused
             if distribute is not None and distribute.strategy == "multi_worker":
                 from dlrun.multi_worker import check_tf_config
 
                 check_tf_config()  # before the slow Keras import: a bad cluster description fails at once
-            activate(recipe)
-            return self._run(prepared)
+            display.loading(wanted_backend(recipe), quiet=self.policy.quiet)
+            try:
+                activate(recipe)
+                return self._run(prepared)
+            finally:
+                display.stop()
 
     def _settle_run_id(self) -> TrainResult | None:
         """Turn `--resume auto` into a run id (engine.resume); the earlier result when that run has finished."""
@@ -128,6 +139,8 @@ class RunSession:
         device_data.check_setting(recipe.train.data_on_device)
         # A run folder's own recipe (--resume) imports code only with --trust.
         self.importer = Importer(recipe.imports, loaded.base_dir, trust=self.policy.trust, origin=self.policy.resume)
+        if prepared is None:
+            display.status(display.reading(recipe.data, loaded.base_dir), quiet=self.policy.quiet)
         self.prepared = prepared or prepare(recipe.data, loaded.base_dir, recipe.seed)
         if prepared is None and self.prepared.record is not None:
             from dlrun.data.record import describe
@@ -139,9 +152,14 @@ class RunSession:
         try:
             if splits_batches():  # before any run folder exists
                 check_batch_size(recipe.train.batch_size, self.prepared.count("train"))
+            display.status("building the model", quiet=self.policy.quiet)
             resolve_input_shapes(loaded, self.prepared, self.importer)  # `shape: auto` takes the prepared data's
             model = build_graph(loaded.graph, self.importer, doc=loaded.doc, base_dir=loaded.base_dir)
             self.model = attach_preprocessing(model, loaded, self.prepared, self.importer)  # raw -> preprocess -> model
+            if recipe.train.distribute is not None and recipe.train.distribute.strategy == "model_parallel":
+                from dlrun.model_parallel import check_layout_used
+
+                check_layout_used(self.model, recipe.train.distribute)
             return self._in_run_folder()
         finally:
             scope.__exit__(None, None, None)
@@ -211,19 +229,23 @@ class RunSession:
         state = ResumeState(run)
         at = f"epoch {state.epoch()}" + (f", step {state.step()}" if state.step() else "")
         say(f"run folder: {run.path}" + ("" if fresh else f" (resuming after {at})"), quiet=policy.quiet)
+        live = mark_live(run.path)  # `dlrun runs` shows it running until it ends
         try:
             return self._fit_stages(run, state, resuming=not fresh)
         except RecipeError as exc:
             if not state.exists():  # failed before its first epoch: `dlrun runs` lists it failed, with the reason
                 atomic_write_text(run.path / "error.log", f"error: {exc}\n")
             raise
-        except RunInterrupted:
+        except RunInterrupted as exc:
+            exc.run = run.path  # the CLI prints the resume command
             raise
         except Exception as exc:
             log = run.path / "error.log"
             atomic_write_text(log, traceback.format_exc())
             exc.dlrun_log = log  # type: ignore[attr-defined]
             raise
+        finally:
+            live.close()
 
     def _fit_data(self) -> _FitData:
         """The training and validation data as `fit` takes them, placed and split the way the recipe asks."""
@@ -290,6 +312,7 @@ class RunSession:
         )
         from dlrun.engine.checkpoints import step_checkpoints
         from dlrun.engine.data_parallel import unknown_length_expected
+        from dlrun.engine.progress import TrainProgress
 
         recipe, graph, model, quiet = self.loaded.recipe, self.loaded.graph, self.model, self.policy.quiet
         data = self._fit_data()
@@ -303,6 +326,7 @@ class RunSession:
         guard = NonFiniteGuard()
         quiet_shards = unknown_length_expected() if data.across else nullcontext()
         reseed = TorchEpochSeed.needed(recipe.seed, deterministic=recipe.train.deterministic)
+        meter = display.EpochMeter(total, data.steps, recipe.train.batch_size, quiet=quiet)
         with stop_on_signals(model) as signals, quiet_shards:
 
             def interrupted() -> bool:
@@ -335,7 +359,7 @@ class RunSession:
                 stage_callbacks = make_callbacks(stage.callbacks or [], run, self.importer, (*where, "callbacks"))
                 all_callbacks += stage_callbacks
                 if len(stages) > 1:
-                    say(
+                    display.stage_header(
                         f"stage {i + 1}/{len(stages)}{f' ({stage.name})' if stage.name else ''}: "
                         f"{model.count_params() - non_trainable(model):,} trainable parameters",
                         quiet=quiet,
@@ -350,7 +374,7 @@ class RunSession:
                     HistoryWriter(run, history, interrupted),
                     state.callback(history, interrupted),
                     *stepwise,
-                    make_progress_callback(total, data.steps, quiet=quiet),
+                    TrainProgress(meter, interrupted),
                 ]
                 # A state saved mid-epoch: that epoch's remaining batches first (engine.checkpoints), then the rest.
                 skip = state.step() if resuming and first == start else 0
@@ -413,9 +437,11 @@ class RunSession:
         """Restore the best checkpoint (when asked), save model.keras, evaluate on the eval split."""
         from dlrun.engine.artifacts import evaluate_model
         from dlrun.engine.callbacks import restore_best
+        from dlrun.engine.tracking import finish_tracking
 
         recipe, model, prepared = self.loaded.recipe, self.model, self.prepared
         outputs, inputs = self.loaded.graph.outputs, list(self.loaded.graph.inputs)
+        display.status("saving and evaluating the model", quiet=self.policy.quiet)
         restored = restore_best(model, callbacks, self.importer) if recipe.train.restore_best else None
         if restored:
             say(f"restored best weights from {Path(restored).name}", quiet=self.policy.quiet)
@@ -433,7 +459,14 @@ class RunSession:
             else:
                 metrics = evaluate_model(model, prepared, eval_split, outputs, inputs, data.eval_batch)
             run.write_json("eval.json", {"split": eval_split, "outputs": outputs, "metrics": metrics})
-        return TrainResult(run=run, history=history, metrics=metrics, model=model)
+        result = TrainResult(run=run, history=history, metrics=metrics, model=model)
+        if self.draw is not None and is_chief():
+            result.plots = self.draw(self, result)
+        epochs = len(next(iter(history.values()), []))
+        notes = finish_tracking(self.loaded, run, model, metrics, split=eval_split, step=epochs)  # MLflow, TensorBoard
+        for note in notes:
+            say(note, quiet=self.policy.quiet)
+        return result
 
 
 def train(loaded: LoadedRecipe, *, extra_callbacks: list[Any] | None = None, **policy: Any) -> TrainResult:
@@ -442,11 +475,13 @@ def train(loaded: LoadedRecipe, *, extra_callbacks: list[Any] | None = None, **p
 
 
 def _several_processes(recipe: Recipe) -> bool:
+    from dlrun.cluster import processes
     from dlrun.multi_worker import cluster_size
 
     distribute = recipe.train.distribute
-    processes = int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES") or 1)
-    return processes > 1 or (distribute is not None and distribute.strategy == "multi_worker" and cluster_size() > 1)
+    return processes().count > 1 or (
+        distribute is not None and distribute.strategy == "multi_worker" and cluster_size() > 1
+    )
 
 
 def _raise_if_out_of_memory(exc: Exception, batch_size: int) -> None:

@@ -1,8 +1,11 @@
-"""Experiment tracking: MLflow, when the recipe says `train.mlflow: {...}` (optional extra `dlrun[mlflow]`).
+"""Experiment tracking: MLflow, when the recipe says `train.mlflow: {...}` (optional extra `dlrun[mlflow]`),
+and the end-of-run summary TensorBoard gets beside Keras' own logs.
 
 Logged: the resolved recipe flattened into params (`model.layers.0.units = 512`), every epoch's metrics
 (step = epoch number, 1-based like history.csv), recipe.yaml as an artifact, and tags with the run
-folder and the model path. The MLflow run id is kept in `<run>/mlflow.json`, so a resumed run
+folder and the model path. Once the model is saved and evaluated (`finish_tracking`): the evaluation
+metrics as `test_<metric>` (step = the last epoch), model.keras and the run folder's plots to MLflow;
+the evaluation metrics and the recipe's values as hyperparameters (HParams plugin) to TensorBoard. The MLflow run id is kept in `<run>/mlflow.json`, so a resumed run
 (`dlrun train --resume`) continues the same MLflow run, and stages (several `fit` calls) share it.
 MLflow is imported only when a recipe asks for it; this module itself imports neither it nor TensorFlow.
 """
@@ -138,3 +141,100 @@ def _mlflow_callback(spec: Any, loaded: Any, run: Any) -> Any:
                 self.client.set_terminated(self.run_id, status="FINISHED")  # a later stage reopens it
 
     return MlflowLogger()
+
+
+def metric_key(split: str, name: str) -> str:
+    """The name a final evaluation metric is tracked under: `test_accuracy` (MLflow and TensorBoard alike)."""
+    return _KEY_CHARS.sub("_", f"{split}_{name}")
+
+
+def finish_tracking(
+    loaded: Any, run: Any, model: Any, metrics: dict[str, float], *, split: str, step: int
+) -> list[str]:
+    """After the model is saved and evaluated: the evaluation metrics and hyperparameters to TensorBoard
+    (HParams plugin), and the metrics, model and plots to the run's MLflow run. Returns status notes."""
+    from dlrun.backend import is_chief
+
+    if not is_chief():
+        return []
+    notes: list[str] = []
+    if Path(run.tensorboard).is_dir():
+        _tensorboard_summary(loaded, run, metrics, split=split, step=step)
+    if getattr(loaded.recipe.train, "mlflow", None) is not None and (Path(run.path) / "mlflow.json").is_file():
+        notes += _mlflow_summary(run, model, metrics, split=split, step=step)
+    return notes
+
+
+def hyperparameters(document: dict[str, Any]) -> dict[str, bool | int | float | str]:
+    """The resolved recipe as HParams values: numbers, booleans and strings as they are, the rest as JSON."""
+    out: dict[str, bool | int | float | str] = {}
+    for path, leaf in util.flatten({k: v for k, v in document.items() if k != "$schema"}).items():
+        key = ".".join(str(part) for part in path)
+        out[key] = leaf if isinstance(leaf, bool | int | float | str) else json.dumps(leaf)
+    return out
+
+
+def _tensorboard_summary(loaded: Any, run: Any, metrics: dict[str, float], *, split: str, step: int) -> None:
+    """The recipe's hyperparameters (one HParams session: this run) and the evaluation metrics as scalars,
+    written beside Keras' train/ and validation/ logs so TensorBoard's HParams tab lists them together."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    writer = tf.summary.create_file_writer(str(run.tensorboard))
+    with writer.as_default():
+        hp.hparams(hyperparameters(loaded.resolved()), trial_id=Path(run.path).name)
+        for name, value in metrics.items():
+            tf.summary.scalar(metric_key(split, name), float(value), step=step)
+    writer.close()
+
+
+def _mlflow_summary(run: Any, model: Any, metrics: dict[str, float], *, split: str, step: int) -> list[str]:
+    """Evaluation metrics, model.keras (an artifact, and a model in MLflow's Keras flavour when it loads) and
+    the run folder's PNG/SVG plots, logged to the MLflow run the training callback started."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    record = json.loads((Path(run.path) / "mlflow.json").read_text(encoding="utf-8"))
+    client = MlflowClient(tracking_uri=record["tracking_uri"])
+    run_id = record["run_id"]
+    now = int(time.time() * 1000)
+    batch = [Metric(metric_key(split, k), float(v), now, step) for k, v in metrics.items()]
+    if batch:
+        client.log_batch(run_id, metrics=batch)
+    notes = []
+    if Path(run.model).is_file():
+        client.log_artifact(run_id, str(run.model))
+        notes += _log_keras_flavour(record["tracking_uri"], run_id, model)
+    for plot in sorted(p for p in Path(run.path).rglob("*") if p.suffix.lower() in (".png", ".svg") and p.is_file()):
+        folder = plot.parent.relative_to(run.path).as_posix()
+        client.log_artifact(run_id, str(plot), artifact_path=None if folder == "." else folder)
+    return notes
+
+
+def _log_keras_flavour(uri: str, run_id: str, model: Any) -> list[str]:
+    """Log model.keras with `mlflow.keras.log_model` (loadable with `mlflow.keras.load_model`). mlflow-skinny
+    alone cannot: its Keras flavour imports pandas; then the artifact is what MLflow gets, and a note says so."""
+    import logging
+
+    try:
+        import mlflow
+        import mlflow.keras
+    except ImportError as exc:
+        need = exc.name or "pandas"
+        return [f"MLflow: model.keras logged as an artifact; the Keras model flavour needs {need} (pip install {need})"]
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # "saving a Keras model without specifying model signature"
+    try:
+        # The process's own tracking URI (set or not) comes back afterwards: MLflow's scoped setter (private,
+        # present since MLflow 1); set_tracking_uri could only pin today's default in its place.
+        with tracking_utils._use_tracking_uri(uri), mlflow.start_run(run_id=run_id):
+            mlflow.keras.log_model(model, name="model")
+    except Exception as exc:  # the run folder is complete; MLflow's copy of the model is a convenience
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return [f"MLflow: model.keras logged as an artifact; the Keras model flavour failed: {first}"]
+    finally:
+        logger.setLevel(level)
+    return []

@@ -157,15 +157,51 @@ def _edges(graph: Graph) -> list[tuple[str, str]]:
     return list(dict.fromkeys(edges))
 
 
-def to_dot(graph: Graph) -> str:
-    """Graphviz dot text of the graph (blocks as clusters)."""
+def shared_with(graph: Graph) -> dict[str, str]:
+    """Nodes that call another node's layer again (same weights): node -> the node that made the layer. A
+    `share:` node, or a later call of the same sub-model."""
+    out: dict[str, str] = {}
+    first_call: dict[str, str] = {}
+    for n in graph.nodes:
+        if n.kind == "share" and n.share is not None:
+            out[n.name] = refs.base(graph.resolve(n.share))
+        elif n.kind == "submodel":
+            out.update({n.name: first_call[n.type]} if n.type in first_call else {})
+            first_call.setdefault(n.type, n.name)
+    return out
+
+
+def known_shapes(graph: Graph, declared: dict[str, list[int | None]] | None = None) -> dict[str, str]:
+    """Shapes known without building, batch axis first: the inputs', and the outputs' a recipe's
+    `expect.output_shapes` declares (`declared`)."""
+    shapes = {name: str((None, *spec.shape)) for name, spec in graph.inputs.items() if isinstance(spec.shape, list)}
+    for out, shape in (declared or {}).items():
+        shapes[f"output:{out}"] = str(tuple(shape))
+    return shapes
+
+
+def _dot_label(name: str, kind: str, shape: str | None) -> str:
+    """`name\\nkind\\nshape`: dot's line breaks, written as dot reads them."""
+    return "\\n".join([name, kind, *([shape] if shape else [])])
+
+
+def _shape_suffix(shape: str | None) -> str:
+    return f" {shape}" if shape else ""
+
+
+def to_dot(graph: Graph, shapes: dict[str, str] | None = None) -> str:
+    """Graphviz dot text of the graph (blocks as clusters); a shared layer's node is dashed, with a dotted
+    `shared` edge from the node that owns the weights; `shapes` (see `known_shapes`) shown where known."""
+    shapes = shapes or {}
+    shared = shared_with(graph)
     lines = [f'digraph "{graph.name}" {{', "  rankdir=TB;", '  node [shape=box, fontname="Helvetica"];']
     for name in graph.inputs:
-        lines.append(f'  "{name}" [shape=ellipse, label="{name}\\nInput"];')
+        lines.append(f'  "{name}" [shape=ellipse, label="{_dot_label(name, "Input", shapes.get(name))}"];')
     clusters: dict[str, list[str]] = {}
     for n in graph.nodes:
-        style = ', style="dashed"' if n.kind == "share" else ""
-        decl = f'"{n.name}" [label="{n.name}\\n{_type(n)}"{style}];'
+        kind = _type(n) if n.name not in shared else f"{_type(n)} (shares {shared[n.name]})"
+        style = ', style="dashed"' if n.name in shared else ""
+        decl = f'"{n.name}" [label="{_dot_label(n.name, kind, shapes.get(n.name))}"{style}];'
         if n.block:
             clusters.setdefault(n.block[0], []).append(decl)
         else:
@@ -176,9 +212,12 @@ def to_dot(graph: Graph) -> str:
         lines.append("  }")
     for src, dst in _edges(graph):
         lines.append(f'  "{src}" -> "{dst}";')
+    for node, owner in shared.items():
+        lines.append(f'  "{owner}" -> "{node}" [style=dotted, arrowhead=none, constraint=false, label="shared"];')
     for out in graph.outputs:
+        label = _dot_label(out, "Output", shapes.get(f"output:{out}"))
         lines.append(f'  "{refs.base(graph.resolve(out))}" -> "output:{out}";')
-        lines.append(f'  "output:{out}" [shape=ellipse, label="{out}\\nOutput"];')
+        lines.append(f'  "output:{out}" [shape=ellipse, label="{label}"];')
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -187,14 +226,18 @@ def _mid(name: str) -> str:
     return "n_" + "".join(c if c.isalnum() else "_" for c in name)
 
 
-def to_mermaid(graph: Graph) -> str:
-    """Mermaid flowchart text of the graph (blocks as subgraphs)."""
+def to_mermaid(graph: Graph, shapes: dict[str, str] | None = None) -> str:
+    """Mermaid flowchart text of the graph (blocks as subgraphs); a shared layer's node says whose weights it
+    uses, with a dotted `shared` link; `shapes` (see `known_shapes`) shown where known."""
+    shapes = shapes or {}
+    shared = shared_with(graph)
     lines = ["flowchart TD"]
     for name in graph.inputs:
-        lines.append(f'  {_mid(name)}(["{name}: Input"])')
+        lines.append(f'  {_mid(name)}(["{name}: Input{_shape_suffix(shapes.get(name))}"])')
     clusters: dict[str, list[str]] = {}
     for n in graph.nodes:
-        decl = f'{_mid(n.name)}["{n.name}: {_type(n)}"]'
+        kind = _type(n) if n.name not in shared else f"{_type(n)} (shares {shared[n.name]})"
+        decl = f'{_mid(n.name)}["{n.name}: {kind}{_shape_suffix(shapes.get(n.name))}"]'
         if n.block:
             clusters.setdefault(n.block[0], []).append(decl)
         else:
@@ -205,6 +248,9 @@ def to_mermaid(graph: Graph) -> str:
         lines.append("  end")
     for src, dst in _edges(graph):
         lines.append(f"  {_mid(src)} --> {_mid(dst)}")
+    for node, owner in shared.items():
+        lines.append(f"  {_mid(owner)} -.-|shared| {_mid(node)}")
     for out in graph.outputs:
-        lines.append(f'  {_mid(refs.base(graph.resolve(out)))} --> {_mid("out_" + out)}(["{out}: Output"])')
+        shape = _shape_suffix(shapes.get(f"output:{out}"))
+        lines.append(f'  {_mid(refs.base(graph.resolve(out)))} --> {_mid("out_" + out)}(["{out}: Output{shape}"])')
     return "\n".join(lines) + "\n"

@@ -300,6 +300,14 @@ def load_text(text: str, file: str = "<recipe>") -> Document:
     return Document(data=data, file=file, value_marks=conv.value_marks, key_marks=conv.key_marks)
 
 
+def _missing_hint(path: Path) -> str:
+    """' (did you mean recipes/mnist.yaml?)' when the name lacks a suffix that an existing file has."""
+    for suffix in (".yaml", ".yml"):
+        if path.suffix != suffix and path.with_name(path.name + suffix).is_file():
+            return f" (did you mean {path.with_name(path.name + suffix)}?)"
+    return ""
+
+
 def load_file(path: str | Path) -> Document:
     """Read and parse a recipe file; the error names the file when it is missing, not a regular file, too
     big or not UTF-8. A FIFO or device is refused before it is opened for reading; the size cap holds on
@@ -309,7 +317,7 @@ def load_file(path: str | Path) -> Document:
     try:
         info = os.stat(path)
     except FileNotFoundError:
-        raise RecipeError(f"recipe file not found: {shown}") from None
+        raise RecipeError(f"recipe file not found: {shown}{_missing_hint(path)}") from None
     except OSError as exc:
         raise RecipeError(f"cannot read recipe {shown}: {exc.strerror}") from None
     if stat.S_ISDIR(info.st_mode):

@@ -9,6 +9,7 @@ graph checker validates against the constructor signatures in the Keras catalog.
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -537,7 +538,10 @@ class TrainSpec(Strict):
 
 class MlflowSpec(Strict):
     """Log training to MLflow (`pip install 'dlrun[mlflow]'`): the resolved recipe flattened into params,
-    every epoch's metrics, recipe.yaml as an artifact, and the run folder and model paths as tags."""
+    every epoch's metrics, recipe.yaml as an artifact, and the run folder and model paths as tags; at the end
+    the evaluation metrics (`test_<metric>`), model.keras (an artifact, and a model in MLflow's Keras flavour)
+    and the run folder's PNG/SVG plots. MLflow 3 reads folder stores only with MLFLOW_ALLOW_FILE_STORE=true
+    (dlrun sets it when it logs; set it for `mlflow ui` or MlflowClient)."""
 
     tracking_uri: str | None = Field(
         default=None,
@@ -548,15 +552,65 @@ class MlflowSpec(Strict):
 
 
 class DistributeSpec(Strict):
-    """Data-parallel training on an existing engine."""
+    """Training over several devices or processes; a bare strategy name is shorthand for `{strategy: <name>}`."""
 
-    strategy: Literal["mirrored", "multi_worker", "data_parallel"] = Field(
+    strategy: Literal["mirrored", "multi_worker", "data_parallel", "model_parallel"] = Field(
         description="tf.distribute.MirroredStrategy, MultiWorkerMirroredStrategy (TF_CONFIG), "
-        "or keras.distribution.DataParallel (JAX)."
+        "or keras.distribution.DataParallel / ModelParallel (JAX)."
     )
     cpu_devices: Annotated[int, Field(ge=1, le=64)] | None = Field(
         default=None, description="Split the CPU into this many logical devices (testing without GPUs)."
     )
+    mesh: dict[Name, Annotated[int, Field(ge=1)]] | None = Field(
+        default=None,
+        description="model_parallel: keras.distribution.DeviceMesh axes and sizes, e.g. `{batch: 2, model: 4}`; "
+        "the sizes multiply to the device count (of all processes).",
+    )
+    layout: dict[str, list[str | None]] | None = Field(
+        default=None,
+        description="model_parallel: keras.distribution.LayoutMap, variable path regex (matched in full) -> one "
+        "mesh axis or null per dimension, e.g. `{'.*dense.*kernel': [null, model]}`; other variables are "
+        "replicated.",
+    )
+    batch_dim_name: Name | None = Field(
+        default=None, description="model_parallel: the mesh axis that splits each batch; default: the first."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"strategy": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _mesh_and_layout(self) -> DistributeSpec:
+        if self.strategy != "model_parallel":
+            for key in ("mesh", "layout", "batch_dim_name"):
+                if getattr(self, key) is not None:
+                    raise PydanticCustomError("distribute", "{key} is for strategy model_parallel only", {"key": key})
+            return self
+        if not self.mesh:
+            raise PydanticCustomError("distribute", "strategy model_parallel needs a mesh, e.g. {{batch: 2, model: 4}}")
+        axes = list(self.mesh)
+        if self.batch_dim_name is not None and self.batch_dim_name not in axes:
+            raise _located(
+                ("batch_dim_name",), f"batch_dim_name {self.batch_dim_name!r} is not a mesh axis ({', '.join(axes)})",
+                input=self.batch_dim_name,
+            )  # fmt: skip
+        for pattern, dims in (self.layout or {}).items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise _located(("layout", pattern), f"not a regular expression: {exc}", input=pattern) from None
+            unknown = [d for d in dims if d is not None and d not in axes]
+            if unknown:
+                raise _located(
+                    ("layout", pattern),
+                    f"{unknown[0]!r} is not a mesh axis; each dimension is one of {', '.join(axes)} or null",
+                    input=dims,
+                )
+            if len([d for d in dims if d is not None]) != len({d for d in dims if d is not None}):
+                raise _located(("layout", pattern), "a mesh axis can split only one dimension", input=dims)
+        return self
 
 
 class EvalSpec(Strict):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from dlrun.recipe.base import Strict
@@ -91,10 +91,16 @@ class SearchParam(Strict):
         return [low] if low == high else [low, high]
 
 
-class SearchObjective(Strict):
-    """The metric a trial is scored by: a key of the training history (`val_accuracy`, `val_loss`, ...)."""
+PARAMS_METRIC = "params"  # the model's parameter count, an objective that is no history key
 
-    metric: str = Field(default="val_loss", min_length=1, description="A history key: val_accuracy, val_loss, ...")
+
+class SearchObjective(Strict):
+    """The metric a trial is scored by: a key of the training history (`val_accuracy`, `val_loss`, ...), or
+    `params` (the model's parameter count, minimized)."""
+
+    metric: str = Field(
+        default="val_loss", min_length=1, description="A history key: val_accuracy, val_loss, ...; or `params`."
+    )
     direction: Literal["max", "min", "maximize", "minimize"] | None = Field(
         default=None, description="Inferred for losses (min) and accuracy-like metrics (max)."
     )
@@ -118,10 +124,16 @@ class SearchObjective(Strict):
 
 
 class SearchSpec(Strict):
-    """Hyperparameter search (`dlrun tune`): recipe paths to search, the objective, the budget."""
+    """Hyperparameter search (`dlrun tune`): recipe paths to search, the objective, the budget.
+
+    `objective` is one metric, or a list (`[val_loss, params]`, items as metric names or `{metric, direction,
+    at}`) for a multi-objective search: the leaderboard then shows the Pareto front, and trials are not pruned.
+    """
 
     space: dict[str, SearchParam] = Field(min_length=1, description="Recipe path (as for --set) -> parameter.")
-    objective: SearchObjective = Field(default_factory=SearchObjective)
+    objective: SearchObjective | list[SearchObjective] = Field(
+        default_factory=SearchObjective, description="One objective, or a list of them (multi-objective)."
+    )
     trials: int = Field(default=20, ge=1, description="How many trials the study should hold in total.")
     sampler: Literal["tpe", "random", "cmaes", "qmc"] = "tpe"
     pruner: Literal["median", "hyperband", "none"] = Field(
@@ -129,8 +141,40 @@ class SearchSpec(Strict):
     )
     seed: int | None = Field(default=None, description="Sampler seed (default: the recipe's seed).")
 
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _metric_names(cls, value: Any) -> Any:
+        """`objective: val_loss` and list items given as metric names mean `{metric: <name>}`."""
+        if isinstance(value, str):
+            return {"metric": value}
+        if isinstance(value, list):
+            return [{"metric": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_objectives(self) -> SearchSpec:
+        metrics = [o.metric for o in self.objectives]
+        if not metrics:
+            raise PydanticCustomError("objective_empty", "`objective` lists no metric")
+        if len(set(metrics)) != len(metrics):
+            dup = next(m for m in metrics if metrics.count(m) > 1)
+            raise PydanticCustomError("objective_dup", "`objective` lists {dup} twice", {"dup": repr(dup)})
+        return self
+
+    @property
+    def objectives(self) -> list[SearchObjective]:
+        """Every objective, in order (one for a single-objective search)."""
+        return list(self.objective) if isinstance(self.objective, list) else [self.objective]
+
+    @property
+    def primary(self) -> SearchObjective:
+        """The first objective (the only one, unless the search is multi-objective)."""
+        return self.objectives[0]
+
 
 def _infer_direction(metric: str) -> str | None:
+    if metric == PARAMS_METRIC:
+        return "min"
     name = metric.lower().removeprefix("val_")
     if any(word in name for word in _LOWER_IS_BETTER):
         return "min"

@@ -35,7 +35,7 @@ def evaluate_run(
     classes = run.read_json(CLASSES_FILE) or class_names(recipe.data, loaded.base_dir, prepared)  # older runs
     infos = read_outputs(run.path, loaded, model, classes, prepared.stats)
     reports = prediction_reports(model, prepared, chosen, infos, list(graph.inputs), batch)
-    from dlrun.verbs.report import save_plots
+    from dlrun.verbs.plot import save_plots
 
     plots = save_plots(run.path, run.read_json("history.json"), reports)
     result = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import inspect
+import io
 import os
 import shutil
 import sys
@@ -199,6 +200,19 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+@contextlib.contextmanager
+def _converter_output() -> Iterator[None]:
+    """What converters print goes nowhere (to stderr with DLRUN_VERBOSE)."""
+    from dlrun.quiet_tensorflow import silenced_fd2, verbose
+
+    if verbose():
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    with contextlib.redirect_stdout(io.StringIO()), silenced_fd2():
+        yield
+
+
 def _export_and_compare(model: Any, fmt: str, exporter: Any, target: Path) -> float:
     """Write `model` to `target` with `exporter`; the largest difference between its outputs and Keras'."""
     import keras
@@ -209,9 +223,14 @@ def _export_and_compare(model: Any, fmt: str, exporter: Any, target: Path) -> fl
     servable(inputs if len(inputs) > 1 else inputs[0], training=False)
     expected = _as_list(model.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0))
     try:
-        # Converters print progress (stdout is for results) and warn about NumPy 2 deprecations they patch.
-        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        # Converters print progress ("Saved artifact at ...": stdout is for results, stderr for dlrun's own
+        # lines), TFLite's native side announces its XNNPACK delegate on fd 2, and they warn about NumPy 2
+        # deprecations they patch and tf.lite.Interpreter's own deprecation. DLRUN_VERBOSE=1 shows it all.
+        with _converter_output(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings(
+                "ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated", category=UserWarning
+            )
             actual = exporter(servable, target, inputs)
     except RecipeError:
         raise

@@ -25,7 +25,7 @@ import numpy as np
 
 from dlrun.errors import RecipeError
 from dlrun.files import require_regular
-from dlrun.verbs.predict_input import input_kind, input_stem, load_fitted, read_input
+from dlrun.verbs.predict_input import Fitted, input_kind, input_stem, load_fitted, read_input
 
 OUTPUT_SUFFIXES = (".csv", ".json")
 
@@ -71,6 +71,10 @@ def _run_model(model: Any, chunk: dict[str, np.ndarray], names: list[str], batch
         result = model.predict(x, verbose=0)
     else:
         result = model.predict(x, batch_size=batch, verbose=0)
+    return _as_list(result)
+
+
+def _as_list(result: Any) -> list[np.ndarray]:
     if isinstance(result, dict):
         return [np.asarray(v) for v in result.values()]
     if isinstance(result, list | tuple):
@@ -89,13 +93,80 @@ class Predictions:
     classes: dict[str, list[str]]
 
 
+@dataclass
+class Predictor:
+    """A run loaded for prediction, once: its recipe, fitted state, model, and what each output is. `predict`
+    and `serve` both feed it model-ready chunks (the recipe's steps applied by `predict_input`)."""
+
+    loaded: Any
+    fitted: Fitted
+    model: Any
+    names: list[str]
+    outputs: list[str]
+    infos: dict[str, Any]
+    batch: int
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        return {o: info.kind for o, info in self.infos.items()}
+
+    @property
+    def classes(self) -> dict[str, list[str]]:
+        return {o: info.classes for o, info in self.infos.items() if info.classifier}
+
+    def run(self, chunk: dict[str, np.ndarray], origin: str, *, one_call: bool = False) -> list[np.ndarray]:
+        """The raw model outputs on one chunk of prepared inputs. `one_call` (serve's small batches): one
+        `predict_on_batch` call, the same compiled predict step without `predict`'s per-call set-up (~60x
+        less overhead for a few rows); text inputs always go through `predict`'s tf.data path."""
+        fitted = _fit_to_model(chunk, self.model, self.names, origin)
+        if one_call and not any(a.dtype.kind in "US" for a in fitted.values()):
+            x: Any = fitted[self.names[0]] if len(self.names) == 1 else fitted
+            return _as_list(self.model.predict_on_batch(x))
+        return _run_model(self.model, fitted, self.names, self.batch)
+
+    def finish(self, parts: list[list[np.ndarray]], id_name: str, ids: list[Any]) -> Predictions:
+        """Chunks' outputs joined per output: probabilities for classifiers, original units for regressions."""
+        values = {o: np.concatenate([p[i] for p in parts]) for i, o in enumerate(self.outputs)}
+        for output, info in self.infos.items():
+            values[output] = (
+                info.probabilities(values[output]) if info.classifier else info.original_units(values[output])
+            )
+        return Predictions(id_name, ids, values, self.kinds, self.classes)
+
+
+def load_predictor(
+    run_path: Path, *, batch_size: int | None = None, trust: bool = False, unsafe: bool = False
+) -> Predictor:
+    """The run's recipe, fitted state and model (integrity-checked; its custom code only with `trust`)."""
+    from dlrun.data.preprocess import input_names
+    from dlrun.engine.artifacts import load_run
+    from dlrun.engine.outputs import read_outputs
+    from dlrun.engine.rundir import RunDir
+    from dlrun.loading import load_recipe
+
+    run = RunDir.open(run_path)
+    loaded = load_recipe(run.recipe)
+    spec = loaded.recipe.data
+    if spec is None:
+        raise RecipeError("the run's recipe has no data section: predict does not know how to read the input")
+    fitted = load_fitted(run.path, loaded)
+    model = load_run(run.path, trust=trust, unsafe=unsafe).model
+    names = input_names(model)
+    unknown = [n for n in names if n not in spec.inputs]
+    if unknown:
+        raise RecipeError(f"model input {unknown[0]!r} has no entry in the recipe's data.inputs")
+    outputs = list(loaded.graph.outputs)
+    if len(model.outputs) != len(outputs):
+        outputs = [t._keras_history[0].name for t in model.outputs]
+    infos = read_outputs(run.path, loaded, model, fitted.classes, fitted.stats)
+    batch = batch_size or loaded.recipe.eval.batch_size or loaded.recipe.train.batch_size
+    return Predictor(loaded, fitted, model, names, outputs, infos, batch)
+
+
 def predict_run(
     run_path: Path, input_path: Path, *, batch_size: int | None = None, trust: bool = False, unsafe: bool = False
 ) -> Predictions:
     """Load the run, read and prepare the input, run the model: per-output arrays (probabilities for classifiers)."""
-    from dlrun.data.preprocess import input_names
-    from dlrun.engine.artifacts import load_run
-    from dlrun.engine.outputs import read_outputs
     from dlrun.engine.rundir import RunDir
     from dlrun.loading import load_recipe
 
@@ -105,36 +176,16 @@ def predict_run(
     if not input_path.is_dir():
         require_regular(input_path, "--input")  # a FIFO or device would block or never end
     kind = input_kind(input_path)
-    loaded = load_recipe(run.recipe)
-    spec = loaded.recipe.data
-    if spec is None:
-        raise RecipeError("the run's recipe has no data section: predict does not know how to read the input")
-    if kind in ("image", "folder") and spec.source != "images":
+    spec = load_recipe(run.recipe).recipe.data
+    if kind in ("image", "folder") and spec is not None and spec.source != "images":
         raise RecipeError(
             f"--input {input_path.name} is {'an image' if kind == 'image' else 'a folder'}; images feed recipes "
             f"whose data reads an image folder (source: images), this run's data source is {spec.source!r}"
         )
-    fitted = load_fitted(run.path, loaded)
-    model = load_run(run.path, trust=trust, unsafe=unsafe).model
-    names = input_names(model)
-    unknown = [n for n in names if n not in spec.inputs]
-    if unknown:
-        raise RecipeError(f"model input {unknown[0]!r} has no entry in the recipe's data.inputs")
-    batches = read_input(input_path, loaded, names, fitted)
-    batch = batch_size or loaded.recipe.eval.batch_size or loaded.recipe.train.batch_size
-    parts: list[list[np.ndarray]] = []
-    for chunk in batches.chunks():
-        parts.append(_run_model(model, _fit_to_model(chunk, model, names, input_path.name), names, batch))
-    outputs = list(loaded.graph.outputs)
-    if len(parts[0]) != len(outputs):
-        outputs = [t._keras_history[0].name for t in model.outputs]
-    values = {o: np.concatenate([p[i] for p in parts]) for i, o in enumerate(outputs)}
-    infos = read_outputs(run.path, loaded, model, fitted.classes, fitted.stats)
-    kinds: dict[str, str] = {o: info.kind for o, info in infos.items()}
-    classes = {o: info.classes for o, info in infos.items() if info.classifier}
-    for output, info in infos.items():
-        values[output] = info.probabilities(values[output]) if info.classifier else info.original_units(values[output])
-    return Predictions(batches.id_name, batches.ids, values, kinds, classes)
+    predictor = load_predictor(run.path, batch_size=batch_size, trust=trust, unsafe=unsafe)
+    batches = read_input(input_path, predictor.loaded, predictor.names, predictor.fitted)
+    parts = [predictor.run(chunk, input_path.name) for chunk in batches.chunks()]
+    return predictor.finish(parts, batches.id_name, batches.ids)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -195,34 +246,40 @@ def to_records(pred: Predictions) -> list[dict[str, Any]]:
     return rows
 
 
+def _row_cells(pred: Predictions, r: int) -> list[tuple[str, Any]]:
+    """One row as (column, value) pairs in the CSV's column order (values as NumPy scalars or strings)."""
+    cells: list[tuple[str, Any]] = []
+    for output, values in pred.outputs.items():
+        v = values[r]
+        kind = pred.kinds[output]
+        names = pred.classes.get(output, [])
+        if kind == "regression":
+            flat = np.asarray(v).reshape(-1)
+            shape = values.shape[1:]
+            columns = [output] if int(np.prod(shape)) == 1 else [f"{output}{i}" for i in _flat_index(shape)]
+            cells += list(zip(columns, flat, strict=True))
+            continue
+        if kind == "softmax":
+            chosen = names[int(np.argmax(v))]
+        elif kind == "binary":
+            chosen = names[int(v[0] >= 0.5)]
+        else:
+            chosen = "|".join(names[i] for i, p in enumerate(v) if p >= 0.5)
+        cells += [(output, chosen), *zip(_probability_columns(output, kind, names), v, strict=True)]
+    return cells
+
+
 def to_table(pred: Predictions) -> tuple[list[str], list[list[str]]]:
     """CSV header and rows: per classifier output its predicted class(es), then `P(<output>=<class>)` per class
     (binary: only P(positive), the second class); regression outputs as `<output>` or `<output>[i]` columns."""
-    header = [pred.id_name]
-    for output, values in pred.outputs.items():
-        kind = pred.kinds[output]
-        if kind != "regression":
-            header += [output, *_probability_columns(output, kind, pred.classes[output])]
-        else:
-            shape = values.shape[1:]
-            header += [output] if int(np.prod(shape)) == 1 else [f"{output}{i}" for i in _flat_index(shape)]
-    rows = []
-    for r, ident in enumerate(pred.ids):
-        row = [str(ident)]
-        for output, values in pred.outputs.items():
-            v = values[r]
-            kind = pred.kinds[output]
-            names = pred.classes.get(output, [])
-            if kind == "softmax":
-                row += [names[int(np.argmax(v))], *[_cell(p) for p in v]]
-            elif kind == "binary":
-                row += [names[int(v[0] >= 0.5)], _cell(v[0])]
-            elif kind == "multilabel":
-                row += ["|".join(names[i] for i, p in enumerate(v) if p >= 0.5), *[_cell(p) for p in v]]
-            else:
-                row += [_cell(x) for x in np.asarray(v).reshape(-1)]
-        rows.append(row)
+    header = [pred.id_name, *(c for c, _ in _row_cells(pred, 0))] if pred.ids else [pred.id_name]
+    rows = [[str(ident), *(_cell(v) for _, v in _row_cells(pred, r))] for r, ident in enumerate(pred.ids)]
     return header, rows
+
+
+def to_flat_records(pred: Predictions) -> list[dict[str, Any]]:
+    """The CSV's rows as JSON objects (`{<output>: class, "P(<output>=<class>)": p, ...}`), numbers as numbers."""
+    return [{c: v if isinstance(v, str) else _num(v) for c, v in _row_cells(pred, r)} for r in range(len(pred.ids))]
 
 
 def default_output(run_path: Path, input_path: Path) -> Path:

@@ -260,6 +260,14 @@ def read_input(path: Path, loaded: Any, names: list[str], fitted: Fitted) -> Bat
 
         return Batches("file", ids, image_chunks)
     table = _read_table(path, spec) if kind == "table" else _read_arrays(path, kind, spec, names)
+    arrays = prepare_table(table, spec, names, fitted, path.name)
+    count = len(next(iter(arrays.values())))
+    return Batches("row", list(range(count)), lambda: iter([arrays]))
+
+
+def prepare_table(table: Any, spec: Any, names: list[str], fitted: Fitted, origin: str) -> dict[str, np.ndarray]:
+    """Raw columns (a table, or `{input: array}` from a plain .npy) -> `{input: array}` with the recipe's steps
+    applied; `serve` passes a request's rows here as a table."""
     arrays: dict[str, np.ndarray] = {}
     for name in names:
         feature = spec.inputs[name]
@@ -268,8 +276,7 @@ def read_input(path: Path, loaded: Any, names: list[str], fitted: Fitted) -> Bat
         arrays[name] = _numeric_steps(feature, name, raw, fitted)
     counts = {n: len(a) for n, a in arrays.items()}
     if len(set(counts.values())) > 1:
-        raise RecipeError(f"{path.name}: inputs have different numbers of samples ({counts})")
-    count = next(iter(counts.values()))
-    if count == 0:
-        raise RecipeError(f"{path.name} holds no samples")
-    return Batches("row", list(range(count)), lambda: iter([arrays]))
+        raise RecipeError(f"{origin}: inputs have different numbers of samples ({counts})")
+    if next(iter(counts.values())) == 0:
+        raise RecipeError(f"{origin} holds no samples")
+    return arrays

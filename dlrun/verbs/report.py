@@ -1,10 +1,9 @@
 """Reports on predictions: per-class precision/recall/F1 and confusion matrix for classifiers,
-MAE/RMSE/R² for regression, and PNG plots (learning curves, confusion matrix) when matplotlib is present.
+MAE/RMSE/R² for regression (their pictures are drawn by `dlrun.verbs.plot`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,56 +82,3 @@ def metrics_by_output(metrics: dict[str, float], outputs: list[str]) -> list[tup
         metric = key[len(output) + 1 :] if output and len(outputs) > 1 else key
         rows.append((output or "all", metric, value))
     return rows
-
-
-def save_plots(folder: Path, history: dict[str, list[float]] | None, reports: dict[str, dict[str, Any]]) -> list[Path]:
-    """learning_curves.png and confusion_<output>.png; returns the files written ([] without matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return []
-    written: list[Path] = []
-    if history and history.get("epoch"):
-        metrics = sorted({k.removeprefix("val_") for k in history if k not in ("epoch", "seconds", "learning_rate")})
-        fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
-        for ax, name in zip(axes[0], metrics, strict=True):
-            for key, style in ((name, "-"), (f"val_{name}", "--")):
-                if key in history:
-                    ax.plot(history["epoch"][: len(history[key])], history[key], style, label=key)
-            ax.set_xlabel("epoch")
-            ax.set_title(name)
-            ax.legend()
-        fig.tight_layout()
-        written.append(_save(fig, folder / "learning_curves.png"))
-        plt.close(fig)
-    for output, rep in reports.items():
-        if rep.get("kind") != "classification":
-            continue
-        matrix = np.asarray(rep["confusion_matrix"])
-        size = max(3.0, 0.45 * len(matrix) + 1.5)
-        fig, ax = plt.subplots(figsize=(size, size))
-        ax.imshow(matrix, cmap="Blues")
-        ax.set_xticks(range(len(matrix)), rep["labels"], rotation=90)
-        ax.set_yticks(range(len(matrix)), rep["labels"])
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(f"{output}: accuracy {rep['accuracy']:.3f}")
-        if len(matrix) <= 20:
-            for (i, j), v in np.ndenumerate(matrix):
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
-                        color="white" if v > matrix.max() / 2 else "black")  # fmt: skip
-        fig.tight_layout()
-        written.append(_save(fig, folder / f"confusion_{output}.png"))
-        plt.close(fig)
-    return written
-
-
-def _save(fig: Any, path: Path) -> Path:
-    from dlrun.engine.rundir import atomic_target
-
-    with atomic_target(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    return path

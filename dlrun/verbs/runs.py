@@ -7,15 +7,18 @@ from typing import Any
 
 import yaml
 
+from dlrun.engine.liveness import is_live
 from dlrun.engine.rundir import RunDir
 from dlrun.errors import RecipeError, format_path
 from dlrun.util import flatten
 
 
 def status(run: RunDir) -> str:
-    """finished, interrupted (resumable), failed or running/unknown."""
+    """finished, running (a live process trains in it), failed, interrupted (resumable) or incomplete."""
     if run.model.is_file():
         return "finished"
+    if is_live(run.path):
+        return "running"
     if (run.path / "error.log").is_file():
         return "failed"
     if (run.path / "resume" / "state.json").is_file():

@@ -108,13 +108,10 @@ class Space:
 
     def describe(self) -> dict[str, Any]:
         """What defines the study's question: the space and the objective (stable, for the fingerprint)."""
+        objectives = [{"metric": o.metric, "goal": o.goal, "at": o.at} for o in self.spec.objectives]
         return {
             "space": {p.key: p.spec.model_dump(by_alias=True, exclude_defaults=True) for p in self.params},
-            "objective": {
-                "metric": self.spec.objective.metric,
-                "goal": self.spec.objective.goal,
-                "at": self.spec.objective.at,
-            },
+            "objective": objectives[0] if len(objectives) == 1 else objectives,
         }
 
     def fingerprint(self) -> str:

@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import socket
+import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,11 +31,13 @@ from dlrun.engine.rundir import atomic_write_text
 from dlrun.errors import RecipeError, RunInterrupted
 from dlrun.loading import load_recipe
 from dlrun.recipe.compose import LoadedRecipe
+from dlrun.recipe.search import PARAMS_METRIC
 from dlrun.util import did_you_mean
 from dlrun.verbs.tune.leaderboard import TuneResult, _fmt, _short, _state_name, _value, write_results
 from dlrun.verbs.tune.space import Space, check_space
 
 STUDY_NAME = "dlrun"
+HEARTBEAT_S = 30  # RDB storage: a worker's running trial is failed after 3 missed heartbeats
 
 
 class TrialFailed(Exception):
@@ -61,13 +67,14 @@ def run_study(
     timeout: float | None = None,
     trust: bool = False,
     quiet: bool = False,
+    storage: str | None = None,
+    workers: int = 1,
 ) -> TuneResult:
-    """Run (or continue) the study until it holds `trials` finished trials (default: `search.trials`)."""
-    try:
-        import optuna
-    except ImportError:
-        raise RecipeError("dlrun tune needs Optuna: pip install 'dlrun[tune]' (or pip install optuna)") from None
+    """Run (or continue) the study until it holds `trials` finished trials (default: `search.trials`).
 
+    `storage` (default: the study folder's journal file) may be shared by several workers: this process,
+    others started by hand on the same study (and folder), or `workers` local processes started here."""
+    _optuna()
     overrides = tuple(overrides)
     base, space = load_space(recipe, overrides)
     spec = space.spec
@@ -75,46 +82,224 @@ def run_study(
     target = trials if trials is not None else spec.trials
     if target < 1:
         raise RecipeError(f"--trials must be at least 1, got {target}")
+    if workers < 1:
+        raise RecipeError(f"--workers must be at least 1, got {workers}")
     folder = study_dir if study_dir is not None else Path("studies") / base.recipe.name
+    store = open_storage(folder, storage)  # a bad --storage leaves no study folder behind
     folder.mkdir(parents=True, exist_ok=True)
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / "study.journal")))
-    study = optuna.create_study(
-        storage=storage,
-        study_name=STUDY_NAME,
-        direction=spec.objective.goal,
-        pruner=_pruner(spec, base),
-        load_if_exists=True,
-    )
+    study = _create_study(store, spec, base)
     _check_same_question(folder, base, space, study, recipe, overrides)
-    _fail_stale(study, storage)
-    done = sum(1 for t in study.get_trials(deepcopy=False) if _counts(t))
-    study.sampler = _sampler(spec, base, offset=len(study.get_trials(deepcopy=False)))
-    remaining = max(0, target - done)
+    with StudyLock(folder):
+        _fail_stale(study, store)
+    done = _finished(study)
     if done:
-        say(f"study {folder}: {done} trial(s) done, {remaining} to go", quiet=quiet)
-    objective = _Objective(recipe, overrides, space, folder, trust=trust, quiet=quiet, target=target, done=done)
-    objective.doc = base.doc
-    try:
-        if remaining:
-            study.optimize(
-                objective,
-                n_trials=remaining,
-                timeout=timeout,
-                catch=(TrialFailed,),
-                callbacks=[objective.after],
-                gc_after_trial=True,
-            )
-    finally:
+        say(f"study {folder}: {done} trial(s) done, {max(0, target - done)} to go", quiet=quiet)
+    if workers > 1:
+        _run_workers(recipe, overrides, target, folder, timeout, trust, storage, workers)
         result = write_results(study, space, folder)
-    result.ran = objective.ran
+        result.ran = _finished(study) - done
+    else:
+        objective = _Objective(recipe, overrides, space, folder, trust=trust, quiet=quiet, target=target)
+        objective.doc = base.doc
+        try:
+            _optimize(study, objective, spec, base, folder, target, timeout)
+        finally:
+            result = write_results(study, space, folder)
+        result.ran = objective.ran
     if not any(r["state"] == "complete" for r in result.rows) and result.rows:
         errors = [r["error"] for r in result.rows if r.get("error")]
         if errors:
             raise RecipeError(f"no trial completed; the first failure: {errors[0]}")
     return result
+
+
+def _optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise RecipeError("dlrun tune needs Optuna: pip install 'dlrun[tune]' (or pip install optuna)") from None
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def _create_study(storage: Any, spec: Any, base: LoadedRecipe) -> Any:
+    import optuna
+
+    goals = [o.goal for o in spec.objectives]
+    single = len(goals) == 1 and spec.primary.metric != PARAMS_METRIC
+    return optuna.create_study(
+        storage=storage,
+        study_name=STUDY_NAME,
+        directions=goals,
+        pruner=_pruner(spec, base) if single else optuna.pruners.NopPruner(),  # Optuna prunes one objective only
+        load_if_exists=True,
+    )
+
+
+def _optimize(
+    study: Any, objective: _Objective, spec: Any, base: LoadedRecipe, folder: Path, target: int, timeout: float | None
+) -> None:
+    """One trial at a time until the study holds `target` finished-or-running trials (all workers together).
+
+    Under the study folder's lock this worker counts the trials and creates its trial; the lock is released
+    as soon as the trial is recorded as running under this worker's name, so the training runs in parallel
+    with the other workers'. The sampler is seeded once, at this worker's first trial, offset by the trials
+    the study holds then: workers started together get distinct offsets (each sees the others' running
+    trials), and a resumed study does not replay the first session's random draws."""
+    import optuna
+
+    start = time.monotonic()
+    seeded = False
+    while timeout is None or time.monotonic() - start < timeout:
+        lock = StudyLock(folder)
+        with lock:
+            _fail_stale(study, study._storage)
+            held = study.get_trials(deepcopy=False)
+            if sum(1 for t in held if _counts(t) or t.state == optuna.trial.TrialState.RUNNING) >= target:
+                return
+            if not seeded:
+                study.sampler = _sampler(spec, base, offset=len(held))
+                seeded = True
+            objective.claimed = lock.release
+            study.optimize(
+                objective, n_trials=1, catch=(TrialFailed,), callbacks=[objective.after], gc_after_trial=True
+            )
+
+
+def _finished(study: Any) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False) if _counts(t))
+
+
+# ----------------------------------------------------------------------------------------------------
+# storage and workers
+
+
+def open_storage(folder: Path, storage: str | None) -> Any:
+    """Optuna storage: the study folder's journal file (default), another journal file (a path; safe for
+    processes on one machine, and on a shared file system with working locks), or an RDB URL
+    (`sqlite:///study.db` on one machine, `postgresql://user@host/db` for a cluster; stale trials of a
+    crashed worker are failed by Optuna's heartbeat)."""
+    import optuna
+
+    journal = optuna.storages.journal
+    if storage is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(journal.JournalFileBackend(str(folder / "study.journal")))
+    if "://" not in storage:
+        path = Path(storage)
+        if path.is_dir():
+            raise RecipeError(f"--storage {storage} is a folder; give a journal file or an RDB URL")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(journal.JournalFileBackend(str(path)))
+    scheme = storage.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme not in ("sqlite", "postgresql", "postgres", "mysql"):
+        raise RecipeError(
+            f"--storage {scheme}://...: give a journal file path, sqlite:///FILE, postgresql://... or mysql://..."
+        )
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if scheme == "sqlite" else {"pool_pre_ping": True}
+    try:
+        return optuna.storages.RDBStorage(
+            storage.replace("postgres://", "postgresql://", 1),
+            engine_kwargs=kwargs,
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=3 * HEARTBEAT_S,
+        )
+    except ImportError as exc:
+        raise RecipeError(f"--storage {scheme}://...: a database driver is missing ({exc})") from None
+    except Exception as exc:  # sqlalchemy's OperationalError & co: an unreachable or refusing server
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RecipeError(f"--storage {scheme}://...: cannot open the study database: {first[:300]}") from None
+
+
+class StudyLock:
+    """An exclusive lock on the study folder (flock on `study.lock`): one worker at a time counts the
+    trials and creates the next. `release` may be called early; leaving the block releases it too."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "study.lock"
+        self.fh: Any = None
+
+    def __enter__(self) -> StudyLock:
+        import fcntl
+
+        self.fh = self.path.open("a")
+        fcntl.flock(self.fh, fcntl.LOCK_EX)
+        return self
+
+    def release(self) -> None:
+        if self.fh is not None:
+            self.fh.close()  # closing drops the flock
+            self.fh = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def worker_name() -> str:
+    """`host:pid:start` of this process (start: its start time in clock ticks, so a reused pid differs)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _alive(worker: str) -> bool | None:
+    """Whether the worker that owns a trial still runs: None when it ran on another host (unknown)."""
+    host, _, rest = worker.partition(":")
+    pid, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _start_time(int(pid)) == start
+
+
+def _run_workers(
+    recipe: Path,
+    overrides: tuple[str, ...],
+    target: int,
+    folder: Path,
+    timeout: float | None,
+    trust: bool,
+    storage: str | None,
+    workers: int,
+) -> None:
+    """Start `workers` processes on the study (each `python -m dlrun.verbs.tune.worker`) and wait for them."""
+    import subprocess
+    import sys
+
+    args = {
+        "recipe": str(recipe),
+        "overrides": list(overrides),
+        "trials": target,
+        "study_dir": str(folder),
+        "timeout": timeout,
+        "trust": trust,
+        "storage": storage,
+    }
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "dlrun.verbs.tune.worker", json.dumps({**args, "worker": i})])
+        for i in range(workers)
+    ]
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:  # they got the terminal's SIGINT too: let them save their interrupted trials
+            p.wait()
+        raise
+    failed = [i for i, c in enumerate(codes) if c not in (0,)]
+    if failed:
+        say(f"warning: tune worker(s) {', '.join(map(str, failed))} exited with {[codes[i] for i in failed]}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -163,14 +348,17 @@ def _counts(trial: Any) -> bool:
 
 
 def _fail_stale(study: Any, storage: Any) -> None:
-    """Trials left RUNNING by a killed process become FAIL (interrupted); they do not count."""
+    """Trials left RUNNING by a killed worker on this host become FAIL (interrupted); they do not count.
+    A running trial of a live worker, or of one on another host (an RDB's heartbeat handles those), stays.
+    Called under the study lock: a trial not yet marked with its worker's name is a leftover."""
     import optuna
 
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    if not running:
+    stale = [t for t in running if "worker" not in t.user_attrs or _alive(t.user_attrs["worker"]) is False]
+    if not stale:
         return
     study_id = storage.get_study_id_from_name(STUDY_NAME)
-    for t in running:
+    for t in stale:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         storage.set_trial_user_attr(trial_id, "interrupted", True)
         storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
@@ -249,20 +437,24 @@ class _Objective:
         trust: bool,
         quiet: bool,
         target: int,
-        done: int,
     ) -> None:
         self.recipe, self.overrides, self.space, self.folder = recipe, overrides, space, folder
-        self.trust, self.quiet, self.target, self.done = trust, quiet, target, done
+        self.trust, self.quiet, self.target = trust, quiet, target
         self.ran = 0
         self.doc: Any = None  # the recipe document, to locate errors in `search:`
+        self.claimed: Any = lambda: None  # releases the study lock once this trial is recorded as ours
 
-    def __call__(self, trial: Any) -> float:
+    def __call__(self, trial: Any) -> float | tuple[float, ...]:
         import optuna
 
         from dlrun.engine.session import train
         from dlrun.verbs.tune import pruning
 
-        objective = self.space.spec.objective
+        trial.set_user_attr("worker", worker_name())
+        self.claimed()
+        objectives = self.space.spec.objectives
+        objective = objectives[0]
+        reporting = len(objectives) == 1 and objective.metric != PARAMS_METRIC  # per-epoch values, pruning
         values = self.space.suggest(trial)
         extra = self.space.overrides(values)
         trial.set_user_attr("values", values)
@@ -277,7 +469,7 @@ class _Objective:
         try:
             result = train(
                 loaded,
-                extra_callbacks=[pruning.TrialReporter(link)],
+                extra_callbacks=[pruning.TrialReporter(link)] if reporting else [],
                 runs_root=self.folder / "trials" / f"{trial.number:04d}",
                 trust=self.trust,
                 quiet=True,
@@ -302,6 +494,8 @@ class _Objective:
         trial.set_user_attr("run", self._relative(result.run.path))
         trial.set_user_attr("epochs", len(result.history.get("epoch", [])))
         trial.set_user_attr("eval", result.metrics)
+        if not reporting:
+            return self._scores(trial, result, loaded)
         if link.missing is not None:
             trial.set_user_attr("interrupted", True)  # a configuration error, not this trial's fault
             raise self._metric_error(link.missing, loaded)
@@ -313,6 +507,25 @@ class _Objective:
             trial.set_user_attr("error", f"{objective.metric} was never finite")
             raise TrialFailed(f"{objective.metric} was never finite")
         return score
+
+    def _scores(self, trial: Any, result: Any, loaded: LoadedRecipe) -> float | tuple[float, ...]:
+        """Every objective from the finished run: history metrics (best or last epoch), `params` counted."""
+        scores = []
+        for o in self.space.spec.objectives:
+            if o.metric == PARAMS_METRIC:
+                scores.append(float(result.model.count_params()))
+                continue
+            series = result.history.get(o.metric)
+            if series is None:
+                trial.set_user_attr("interrupted", True)  # a configuration error, not this trial's fault
+                raise self._metric_error([k for k in result.history if k != "epoch"], loaded, o.metric)
+            finite = [float(v) for v in series if math.isfinite(float(v))]
+            if not finite:
+                trial.set_user_attr("error", f"{o.metric} was never finite")
+                raise TrialFailed(f"{o.metric} was never finite")
+            best = max(finite) if o.goal == "maximize" else min(finite)
+            scores.append(finite[-1] if o.at == "last" else best)
+        return scores[0] if len(scores) == 1 else tuple(scores)
 
     def _record_run(self, trial: Any) -> None:
         runs = sorted((self.folder / "trials" / f"{trial.number:04d}").glob("*/*"))
@@ -326,8 +539,8 @@ class _Objective:
         except ValueError:
             return str(path)
 
-    def _metric_error(self, logged: list[str], loaded: LoadedRecipe) -> RecipeError:
-        metric = self.space.spec.objective.metric
+    def _metric_error(self, logged: list[str], loaded: LoadedRecipe, metric: str | None = None) -> RecipeError:
+        metric = metric or self.space.spec.primary.metric
         hint = did_you_mean(metric, logged)
         note = ""
         if metric.startswith("val_") and not any(k.startswith("val_") for k in logged):
@@ -342,16 +555,18 @@ class _Objective:
         """After each trial: one status line, and the leaderboard files rewritten."""
         self.ran += 1
         state = _state_name(trial)
-        value = _value(trial)
-        metric = self.space.spec.objective.metric
-        shown = f"{metric} {value:.4f}" if value is not None else ""
+        shown = " · ".join(
+            f"{o.metric} {value:.4g}"
+            for i, o in enumerate(self.space.spec.objectives)
+            if (value := _value(trial, i)) is not None
+        )
         values = " · ".join(f"{_short(k)} {_fmt(v)}" for k, v in (trial.user_attrs.get("values") or {}).items())
         epochs = trial.user_attrs.get("epochs")
         extra = f" · {epochs} epochs" if epochs else ""
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         error = f" · {trial.user_attrs['error']}" if state == "failed" and trial.user_attrs.get("error") else ""
         say(
-            f"trial {trial.number} ({self.done + self.ran}/{self.target}): {state} {shown} · {values}{extra}"
+            f"trial {trial.number} ({_finished(study)}/{self.target}): {state} {shown} · {values}{extra}"
             f" · {seconds:.1f} s{error}",
             quiet=self.quiet,
         )

@@ -1,0 +1,80 @@
+"""A run in progress marks its folder: `live.json` (pid, host, process start), refreshed every
+HEARTBEAT_SECONDS and removed when the run ends, so `dlrun runs` shows it running, not incomplete.
+
+On the marking host the pid decides (a run killed with SIGKILL leaves the file, but not its process); on
+another host sharing the folder, a heartbeat younger than STALE_SECONDS does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import threading
+import time
+from pathlib import Path
+
+from dlrun.files import atomic_write_text
+
+LIVE_FILE = "live.json"
+HEARTBEAT_SECONDS = 30.0
+STALE_SECONDS = 3 * HEARTBEAT_SECONDS
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid from ours."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]  # field 22, counted after the command name
+
+
+class LiveMark:
+    """The marker of one live run; `close()` stops the heartbeat and removes the file."""
+
+    def __init__(self, run_path: Path) -> None:
+        self.file = Path(run_path) / LIVE_FILE
+        self.record = {"pid": os.getpid(), "host": platform.node(), "start": _process_start(os.getpid())}
+        self._stop = threading.Event()
+        atomic_write_text(self.file, json.dumps(self.record) + "\n")
+        self._thread = threading.Thread(target=self._beat, name="dlrun-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            with contextlib.suppress(OSError):
+                os.utime(self.file)
+
+    def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            if json.loads(self.file.read_text(encoding="utf-8")) == self.record:  # ours, not a later resume's
+                self.file.unlink()
+
+
+def mark_live(run_path: Path) -> LiveMark:
+    """Mark the run folder live until `close()` (call it in a `finally`)."""
+    return LiveMark(run_path)
+
+
+def is_live(run_path: Path) -> bool:
+    """Whether a process is training in this run folder now."""
+    file = Path(run_path) / LIVE_FILE
+    try:
+        record = json.loads(file.read_text(encoding="utf-8"))
+        age = time.time() - file.stat().st_mtime
+        pid, host = int(record["pid"]), str(record["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if host != platform.node():
+        return age < STALE_SECONDS
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    start = record.get("start")
+    return start is None or _process_start(pid) in (None, start)
