@@ -179,10 +179,10 @@ class RunSession:
             inputs, outputs = list(self.loaded.graph.inputs), self.loaded.graph.outputs
             arrays = self.prepared.feed("train", inputs, outputs)[1] is not None
             check_checkpoint_every(self.loaded.recipe, arrays=arrays, split=splits_batches())
-        status, state = 0, b""
-        if several and self.named_run:  # every process continues from the chief's state, or none does
-            from dlrun.engine.chief_state import FINISHED, RESUME, chief_decision, share_from_chief
+        from dlrun.engine.chief_state import FINISHED, NEW, RESUME, chief_decision, share_from_chief
 
+        status, state = NEW, b""
+        if several and self.named_run:  # every process continues from the chief's state, or none does
             name = self.loaded.recipe.name
             decided = chief_decision(policy.runs_root, name, policy.run_id) if is_chief() else (0, b"")
             status, state = share_from_chief(*decided, chief=is_chief())
