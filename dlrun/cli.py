@@ -182,7 +182,20 @@ def train(
     set_: SetOpt = None,
     runs: Annotated[Path, typer.Option("--runs", help="Folder that holds run folders.")] = Path("runs"),
     resume: Annotated[
-        Path | None, typer.Option("--resume", help="Continue the interrupted run in this folder.", show_default=False)
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Continue the interrupted run in this folder; 'auto': the latest resumable run of RECIPE.",
+            show_default=False,
+        ),
+    ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id",
+            help="Run folder runs/<name>/ID: started again, continues it from its last state (exit 0 if finished).",
+            show_default=False,
+        ),
     ] = None,
     trust: TrustOpt = False,
     quiet: QuietOpt = False,
@@ -195,7 +208,13 @@ def train(
     loaded = api.load_recipe(api.recipe_to_train(recipe, resume=resume, overrides=set_ or ()), overrides=set_ or ())
     try:
         result = api.train(
-            loaded, runs_root=runs, trust=trust, quiet=quiet or json_out, overrides=tuple(set_ or ()), resume=resume
+            loaded,
+            runs_root=runs,
+            trust=trust,
+            quiet=quiet or json_out,
+            overrides=tuple(set_ or ()),
+            resume=resume,
+            run_id=run_id,
         )
     except RunInterrupted as exc:
         exc.resume_hint = _resume_hint(exc.run, trust=trust)  # type: ignore[attr-defined]

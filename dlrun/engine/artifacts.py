@@ -75,15 +75,11 @@ def write_run_record(
     """A new run folder's record, before training: the resolved recipe (data paths absolute), its local code,
     run.json (source, overrides, seed, environment), data.json + splits.npz (fingerprints, counts, every
     split's rows), and `save_fitted`."""
-    from dlrun.data.sources import absolute_data_paths
+    from dlrun.engine.resume import recorded_recipe
     from dlrun.recipe.compose import dump_yaml
 
     recipe = loaded.recipe
-    doc = loaded.resolved()
-    doc.pop("$schema", None)
-    if isinstance(doc.get("data"), dict):
-        doc["data"] = absolute_data_paths(doc["data"], loaded.base_dir)
-    atomic_write_text(run.recipe, dump_yaml(doc))
+    atomic_write_text(run.recipe, dump_yaml(recorded_recipe(loaded)))
     _copy_local_code(loaded, run)
     info = {"source": loaded.source, "overrides": list(overrides), "seed": recipe.seed, "environment": environment()}
     run.write_json("run.json", info)

@@ -5,8 +5,9 @@ Keras' own are used where they fit (the recipe's ModelCheckpoint, CSVLogger, Ten
 are Keras' classes). Three are dlrun's because Keras' differ in what a run needs: `NonFiniteGuard` records
 where the loss stopped being finite (TerminateOnNaN only prints it); `HistoryWriter` keeps one history
 across stages and a resumed run, written atomically as CSV and JSON (CSVLogger appends one fit's rows);
-`ResumeState` saves every model and optimizer variable and the history after each complete epoch, and
-`--resume` continues from it in any stage (BackupAndRestore restores within one `fit` call only).
+`ResumeState` saves every model and optimizer variable and the history after each complete epoch (and
+inside epochs, engine.checkpoints), and `--resume`/`--run-id` continue from it in any stage
+(BackupAndRestore restores within one `fit` call only).
 Imported only when training, so Keras is imported at the top.
 """
 
@@ -183,34 +184,54 @@ class HistoryWriter(keras.callbacks.Callback):
 
 
 class ResumeState:
-    """The run's resumable state: every model and optimizer variable after the last completed epoch."""
+    """The run's resumable state: every model and optimizer variable after the last completed epoch, or (step
+    checkpoints, engine.checkpoints) after `step` batches of the next one, with the metrics accumulated so far.
+
+    One file, `resume/state.npz`, holds the arrays and the position (`meta`: epoch, step, history) and is
+    replaced atomically, so a kill at any moment leaves the previous complete state; `state.json` repeats the
+    position for people and `dlrun runs` (written after it, so it may lag by one save, never lead)."""
 
     def __init__(self, run: RunDir) -> None:
         self.run = run
         self.folder = run.path / "resume"
+        self._cached: dict[str, Any] | None = None
 
     def exists(self) -> bool:
-        return (self.folder / "state.json").is_file()
+        return (self.folder / "state.npz").is_file() and (self.folder / "state.json").is_file()
 
     def _meta(self) -> dict[str, Any]:
-        return json.loads((self.folder / "state.json").read_text(encoding="utf-8"))
+        if self._cached is None:
+            with np.load(self.folder / "state.npz") as archive:
+                if "meta" in archive.files:
+                    self._cached = json.loads(archive["meta"].tobytes().decode("utf-8"))
+            if self._cached is None:  # written before the position moved into state.npz
+                self._cached = json.loads((self.folder / "state.json").read_text(encoding="utf-8"))
+        return self._cached
 
     def epoch(self) -> int:
         """Number of completed epochs saved (0 when none)."""
         return int(self._meta()["epoch"]) if self.exists() else 0
 
+    def step(self) -> int:
+        """Batches of epoch `epoch()` already trained on (0: the state is at an epoch boundary)."""
+        return int(self._meta().get("step", 0)) if self.exists() else 0
+
     def history(self) -> dict[str, list[float]]:
         return self._meta()["history"] if self.exists() else {}
 
-    def save(self, model: keras.Model, epoch: int, history: dict[str, list[float]]) -> None:
+    def save(self, model: keras.Model, epoch: int, history: dict[str, list[float]], step: int = 0) -> None:
+        meta = {"epoch": epoch, "step": step, "history": history}
         arrays = {f"model_{i}": np.asarray(v) for i, v in enumerate(model.variables)}
         if model.optimizer is not None and model.optimizer.built:
             arrays.update({f"optimizer_{i}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)})
+        if step:  # mid-epoch: the epoch's running loss and metrics, so its logs match an uninterrupted epoch
+            arrays.update({f"metric_{i}": np.asarray(v) for i, v in enumerate(model.metrics_variables)})
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         atomic_write_bytes(self.folder / "state.npz", buffer.getvalue())
-        # state.json last: it is what marks the state complete.
-        atomic_write_text(self.folder / "state.json", json.dumps({"epoch": epoch, "history": history}) + "\n")
+        self._cached = meta
+        atomic_write_text(self.folder / "state.json", json.dumps(meta) + "\n")
 
     def restore(self, model: keras.Model) -> None:
         with np.load(self.folder / "state.npz") as archive:
@@ -220,6 +241,13 @@ class ResumeState:
                 model.optimizer.build(model.trainable_variables)
                 for i, v in enumerate(model.optimizer.variables):
                     v.assign(archive[f"optimizer_{i}"])
+
+    def restore_metrics(self, model: keras.Model) -> None:
+        """The cut epoch's running metrics (call after fit has reset them, before its first step)."""
+        with np.load(self.folder / "state.npz") as archive:
+            for i, v in enumerate(model.metrics_variables):
+                if f"metric_{i}" in archive.files:
+                    v.assign(archive[f"metric_{i}"])
 
     def callback(self, history: dict[str, list[float]], interrupted: Callable[[], bool]) -> SaveResumeState:
         return SaveResumeState(self, history, interrupted)
@@ -239,6 +267,9 @@ class SaveResumeState(keras.callbacks.Callback):
             isinstance(v, float) and not math.isfinite(v) for v in (logs or {}).values()
         ):
             return  # never overwrite the last good state with a diverged one
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:  # JAX keeps the latest values outside the variables until synced
+            sync()
         self.state.save(self.model, epoch + 1, self.history)
 
 

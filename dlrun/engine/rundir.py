@@ -7,6 +7,7 @@ Layout:
   history.csv/json per-epoch metrics, across all stages
   tensorboard/     TensorBoard logs
   checkpoints/     checkpoints (best weights when a best-only ModelCheckpoint is configured)
+  resume/          state.npz: the resumable state (engine.callbacks.ResumeState), state.json its position
   model.keras      the final model
   eval.json        metrics of `dlrun eval` / the end of training
   error.log        traceback of an internal error, if any
@@ -146,7 +147,12 @@ def _json_default(value: Any) -> Any:
 
 
 def resume_source(resume: Path | None, recipe: Path | None, overrides: list[str] | tuple[str, ...]) -> Path:
-    """The recipe file a train command runs: RECIPE, or the run folder's own recipe.yaml with --resume."""
+    """The recipe file a train command runs: RECIPE, or the run folder's own recipe.yaml with --resume
+    (`--resume auto` finds the run from RECIPE)."""
+    if resume is not None and resume == Path("auto"):
+        if recipe is None:
+            raise RecipeError("--resume auto continues the latest resumable run of a RECIPE: give the RECIPE")
+        return recipe
     if resume is not None:
         if recipe is not None or overrides:
             raise RecipeError("--resume continues a run with its own recipe; give no RECIPE and no --set")

@@ -57,7 +57,8 @@ class RunPolicy:
     trust: bool = False
     quiet: bool = False
     overrides: tuple[str, ...] = ()
-    resume: Path | None = None  # continue the interrupted run in this folder
+    resume: Path | None = None  # continue the interrupted run in this folder (Path("auto"): the latest one)
+    run_id: str | None = None  # the run folder runs_root/<name>/<run_id>: created, continued, or found finished
     folder: Path | None = None  # a new run folder at exactly this path (cv folds), not runs_root/<name>/<time>
     eval_split: str | None = None  # default: the recipe's eval.split
 
@@ -90,6 +91,8 @@ class RunSession:
         """Train and evaluate; `prepared` replaces the recipe's own data (a cv fold)."""
         recipe = self.loaded.recipe
         with self.loaded.locating_errors():
+            if (finished := self._settle_run_id()) is not None:
+                return finished
             distribute = recipe.train.distribute
             check_one_run(distribute.strategy if distribute else None)  # N launched processes, N lone runs: refused
             if distribute is not None and distribute.strategy == "multi_worker":
@@ -102,6 +105,24 @@ class RunSession:
                 return self._run(prepared)
             finally:
                 display.stop()
+
+    def _settle_run_id(self) -> TrainResult | None:
+        """Turn `--resume auto` into a run id (engine.resume); the earlier result when that run has finished."""
+        from dlrun.engine.resume import AUTO, finished_run, settle_run_id
+
+        policy = self.policy
+        self.named_run = policy.run_id is not None or policy.resume == AUTO  # alike on every process
+        run_id = settle_run_id(policy.runs_root, self.loaded, policy.run_id, policy.resume)
+        if policy.resume == AUTO:
+            say(f"--resume auto: {f'continuing run {run_id}' if run_id else 'no resumable run; a new one'}",
+                quiet=policy.quiet)  # fmt: skip
+        self.policy = policy = replace(policy, run_id=run_id, resume=None if policy.resume == AUTO else policy.resume)
+        run = finished_run(policy.runs_root, self.loaded, run_id)
+        if run is None or _several_processes(self.loaded.recipe):  # the chief decides for all (chief_state)
+            return None
+        say(f"run {run_id} has already finished ({run.path}); nothing to train", quiet=policy.quiet)
+        metrics = (run.read_json("eval.json") or {}).get("metrics", {})
+        return TrainResult(run=run, history=run.read_json("history.json") or {}, metrics=metrics, model=None)
 
     def _run(self, prepared: Prepared | None) -> TrainResult:
         from dlrun.data.prepare import prepare
@@ -144,44 +165,72 @@ class RunSession:
 
     def _in_run_folder(self) -> TrainResult:
         policy = self.policy
-        if policy.resume is not None and _several_processes(self.loaded.recipe):
+        several = _several_processes(self.loaded.recipe)
+        if policy.resume is not None and several:
             raise RecipeError(
-                "--resume continues single-process runs only; restart every process of a multi-worker run from "
-                "the beginning"
+                "--resume RUN_DIR continues single-process runs only; start every process of a multi-worker run "
+                "with the same --run-id ID (or --resume auto) to continue it from the chief's state"
             )
+        if self.loaded.recipe.train.checkpoint_every is not None:  # refused before any run folder exists
+            from dlrun.engine.checkpoints import check_checkpoint_every
+            from dlrun.engine.data_parallel import splits_batches
+
+            inputs, outputs = list(self.loaded.graph.inputs), self.loaded.graph.outputs
+            arrays = not self.prepared.feed("train", inputs, outputs).streamed
+            check_checkpoint_every(self.loaded.recipe, arrays=arrays, split=splits_batches())
+        from dlrun.engine.chief_state import FINISHED, NEW, RESUME, chief_decision, share_from_chief
+
+        status, state = NEW, b""
+        if several and self.named_run:  # every process continues from the chief's state, or none does
+            name = self.loaded.recipe.name
+            decided = chief_decision(policy.runs_root, name, policy.run_id) if is_chief() else (0, b"")
+            status, state = share_from_chief(*decided, chief=is_chief())
+            if status == FINISHED:
+                run = RunDir(policy.runs_root / name / str(policy.run_id))  # exists on the chief only
+                say(f"run {policy.run_id} has already finished; nothing to train", quiet=policy.quiet)
+                metrics = (run.read_json("eval.json") or {}).get("metrics", {})
+                return TrainResult(run=run, history=run.read_json("history.json") or {}, metrics=metrics, model=None)
         if is_chief():
             return self._train(policy)
         # Other workers train in step with the chief (collectives need every process) in a scratch folder that
         # is removed once training succeeds; only the chief keeps a run folder.
         scratch = Path(tempfile.mkdtemp(prefix="dlrun-worker-"))
-        result = self._train(replace(policy, runs_root=scratch, resume=None, folder=None))
+        worker_id = None
+        if status == RESUME:  # the chief's state, as this worker's own
+            from dlrun.engine.chief_state import write_state
+
+            worker_id = "chief-state"
+            write_state(RunDir(scratch / self.loaded.recipe.name / worker_id), state)
+        result = self._train(replace(policy, runs_root=scratch, resume=None, folder=None, run_id=worker_id))
         shutil.rmtree(scratch, ignore_errors=True)
         return result
 
     def _train(self, policy: RunPolicy) -> TrainResult:
         from dlrun.engine.artifacts import write_run_record
         from dlrun.engine.callbacks import ResumeState
+        from dlrun.engine.resume import open_run_folder
 
+        fresh = True
         if policy.resume is not None:
             state = ResumeState(RunDir.open(policy.resume))
             if not state.exists():
                 raise RecipeError(f"{policy.resume} has no resumable state (it stopped before its first epoch ended)")
-            run = state.run
+            run, fresh = state.run, False
+        elif policy.run_id is not None:  # created, or continued after a crash or preemption
+            run, fresh = open_run_folder(policy.runs_root, self.loaded.recipe.name, policy.run_id)
+        elif policy.folder is not None:
+            policy.folder.mkdir(parents=True)
+            run = RunDir(policy.folder)
         else:
-            if policy.folder is not None:
-                policy.folder.mkdir(parents=True)
-                run = RunDir(policy.folder)
-            else:
-                run = RunDir.create(policy.runs_root, self.loaded.recipe.name)
+            run = RunDir.create(policy.runs_root, self.loaded.recipe.name)
+        if fresh:
             write_run_record(run, self.loaded, self.prepared, self.model, policy.overrides)
-            state = ResumeState(run)
-        say(
-            f"run folder: {run.path}" + (f" (resuming after epoch {state.epoch()})" if policy.resume else ""),
-            quiet=policy.quiet,
-        )
+        state = ResumeState(run)
+        at = f"epoch {state.epoch()}" + (f", step {state.step()}" if state.step() else "")
+        say(f"run folder: {run.path}" + ("" if fresh else f" (resuming after {at})"), quiet=policy.quiet)
         live = mark_live(run.path)  # `dlrun runs` shows it running until it ends
         try:
-            return self._fit_stages(run, state, resuming=policy.resume is not None)
+            return self._fit_stages(run, state, resuming=not fresh)
         except RecipeError as exc:
             if not state.exists():  # failed before its first epoch: `dlrun runs` lists it failed, with the reason
                 atomic_write_text(run.path / "error.log", f"error: {exc}\n")
@@ -263,8 +312,8 @@ class RunSession:
             make_callbacks,
             stop_on_signals,
         )
+        from dlrun.engine.checkpoints import step_checkpoints
         from dlrun.engine.data_parallel import unknown_length_expected
-        from dlrun.engine.feed import train_feed
         from dlrun.engine.progress import TrainProgress
 
         recipe, graph, model, quiet = self.loaded.recipe, self.loaded.graph, self.model, self.policy.quiet
@@ -285,6 +334,11 @@ class RunSession:
             def interrupted() -> bool:
                 # Keras ends an epoch cut short by SIGINT/SIGTERM with on_epoch_end too: that epoch is not complete.
                 return signals["signum"] is not None
+
+            stepwise = step_checkpoints(
+                recipe, state, history, interrupted, arrays=not data.train.streamed, split=data.across, steps=data.steps,
+                resume_epoch=start, resume_step=state.step() if resuming else 0,
+            )  # fmt: skip
 
             for i, stage in enumerate(stages):
                 where = ("train", "stages", i)
@@ -312,43 +366,24 @@ class RunSession:
                         f"{model.count_params() - non_trainable(model):,} trainable parameters",
                         quiet=quiet,
                     )
-                feed = train_feed(
-                    data.train,
-                    batch_size=recipe.train.batch_size,
-                    seed=recipe.seed,
-                    shuffle=recipe.train.shuffle,
-                    start_epoch=first,
-                    end_epoch=epoch + stage.epochs,
-                    deterministic=recipe.train.deterministic,
-                )
-                try:
-                    hist = model.fit(
-                        feed.x,
-                        feed.y,
-                        batch_size=feed.batch_size,
-                        steps_per_epoch=feed.steps_per_epoch,
-                        epochs=epoch + stage.epochs,
-                        initial_epoch=first,
-                        validation_data=data.validation,
-                        validation_batch_size=data.eval_batch,
-                        shuffle=feed.shuffle,
-                        callbacks=[
-                            *data.validation_callbacks,
-                            *reseed,
-                            guard,
-                            *base_callbacks,
-                            *stage_callbacks,
-                            *self.extra_callbacks,
-                            HistoryWriter(run, history, interrupted),
-                            state.callback(history, interrupted),
-                            TrainProgress(meter, interrupted),
-                        ],
-                        verbose=0,
-                    )
-                except Exception as exc:
-                    _raise_if_out_of_memory(exc, recipe.train.batch_size)
-                    raise
-                epoch = first + len(hist.epoch)
+                callbacks = [
+                    *data.validation_callbacks,
+                    *reseed,
+                    guard,
+                    *base_callbacks,
+                    *stage_callbacks,
+                    *self.extra_callbacks,
+                    HistoryWriter(run, history, interrupted),
+                    state.callback(history, interrupted),
+                    *stepwise,
+                    TrainProgress(meter, interrupted),
+                ]
+                # A state saved mid-epoch: that epoch's remaining batches first (engine.checkpoints), then the rest.
+                skip = state.step() if resuming and first == start else 0
+                ran = self._fit_epochs(data, callbacks, first, first + 1, skip) if skip else 0
+                if not skip or (first + ran < epoch + stage.epochs and not interrupted() and guard.failure is None):
+                    ran += self._fit_epochs(data, callbacks, first + ran, epoch + stage.epochs)
+                epoch = first + ran
                 if guard.failure is not None:
                     raise RecipeError(
                         f"{guard.failure}; training stopped. The last good state (epoch {state.epoch()}) is kept "
@@ -359,6 +394,43 @@ class RunSession:
         if signals["signum"] is not None:
             raise RunInterrupted(int(signals["signum"]))
         return self._save_and_evaluate(run, data, all_callbacks, history)
+
+    def _fit_epochs(self, data: _FitData, callbacks: list[Any], begin: int, end: int, skip: int = 0) -> int:
+        """`model.fit` over epochs begin..end-1, the first `skip` batches of the first left out (a resumed cut
+        epoch); returns how many epochs ran."""
+        from dlrun.engine.checkpoints import partial_feed
+        from dlrun.engine.feed import train_feed
+
+        train = self.loaded.recipe.train
+        feed = train_feed(
+            data.train,
+            batch_size=train.batch_size,
+            seed=self.loaded.recipe.seed,
+            shuffle=train.shuffle,
+            start_epoch=begin,
+            end_epoch=end,
+            deterministic=train.deterministic,
+        )
+        if skip:
+            feed = partial_feed(feed, skip, data.steps, self.model)
+        try:
+            hist = self.model.fit(
+                feed.x,
+                feed.y,
+                batch_size=feed.batch_size,
+                steps_per_epoch=feed.steps_per_epoch,
+                epochs=end,
+                initial_epoch=begin,
+                validation_data=data.validation,
+                validation_batch_size=data.eval_batch,
+                shuffle=feed.shuffle,
+                callbacks=callbacks,
+                verbose=0,
+            )
+        except Exception as exc:
+            _raise_if_out_of_memory(exc, train.batch_size)
+            raise
+        return len(hist.epoch)
 
     def _save_and_evaluate(
         self, run: RunDir, data: _FitData, callbacks: list[Any], history: dict[str, list[float]]

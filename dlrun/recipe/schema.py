@@ -518,6 +518,11 @@ class TrainSpec(Strict):
     deterministic: bool = Field(
         default=False, description="Deterministic ops and per-epoch seeded order: identical reruns and resumes."
     )
+    checkpoint_every: Annotated[int, Field(ge=1)] | Annotated[str, Field(pattern=r"^[1-9][0-9]*[smh]$")] | None = Field(
+        default=None,
+        description="Also save the resumable state inside epochs: every N training steps, or every duration "
+        '("90s", "10m", "2h"); a resumed run continues at the exact batch, bit-identical (needs deterministic).',
+    )
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
         default="float32", description="Keras dtype policy for layers (mixed precision keeps float32 variables)."
     )

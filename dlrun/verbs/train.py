@@ -46,8 +46,10 @@ def draw_run_plots(session: RunSession, result: TrainResult) -> list[Path]:
     recipe = loaded.recipe
     split = session.policy.eval_split or recipe.eval.split
     reports: dict[str, dict[str, Any]] = {}
-    # Under a batch-splitting distribution the model predicts across devices; eval draws its matrix then.
-    if split in prepared.splits and recipe.data is not None and not splits_batches():
+    # Under a batch-splitting distribution the model predicts across devices; eval draws its matrix then. Under
+    # multi_worker only the chief draws, and a predict of the mirrored model waits for workers that never join.
+    several = recipe.train.distribute is not None and recipe.train.distribute.strategy == "multi_worker"
+    if split in prepared.splits and recipe.data is not None and not splits_batches() and not several:
         classes = run.read_json(CLASSES_FILE) or class_names(recipe.data, loaded.base_dir, prepared)
         infos = read_outputs(run.path, loaded, result.model, classes, prepared.stats)
         classifiers = {o: info for o, info in infos.items() if info.classifier}
