@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from dlrun.errors import RecipeError
@@ -20,6 +21,28 @@ from dlrun.graph import catalog
 from dlrun.recipe.load import KeyPath
 from dlrun.recipe.schema import Component
 from dlrun.trust import announce, outside_reason
+
+
+def load_file_module(file: Path) -> ModuleType:
+    """The module of a `.py` file, imported (and announced) once under `dlrun_custom_<stem>`, the one key every
+    recipe's `imports:` and `dlrun import --imports` use, so a class is the same class wherever it is named.
+    A module that fails to import is not left half-imported in sys.modules; another file of the same name (a
+    second recipe folder's my_layers.py) replaces it rather than being served the first one's classes."""
+    key = f"dlrun_custom_{file.stem}"
+    cached = sys.modules.get(key)
+    if cached is not None and getattr(cached, "__file__", None) == str(file):
+        return cached
+    announce(str(file))
+    spec = importlib.util.spec_from_file_location(key, file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[key]
+        raise
+    return module
 
 
 class Importer:
@@ -85,20 +108,10 @@ class Importer:
             file = (self.base_dir / module_name).resolve()
             if not file.is_file():
                 raise RecipeError(f"custom module file not found: {file}", path=path)
-            key = f"dlrun_custom_{file.stem}"
-            if key in sys.modules:
-                return sys.modules[key]
-            announce(str(file))
-            spec = importlib.util.spec_from_file_location(key, file)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[key] = module
             try:
-                spec.loader.exec_module(module)
+                return load_file_module(file)
             except Exception as exc:
-                del sys.modules[key]
                 raise RecipeError(f"importing {file.name} failed: {type(exc).__name__}: {exc}", path=path) from None
-            return module
         if module_name.split(".")[0] not in sys.modules:
             announce(module_name)
         added = str(self.base_dir)

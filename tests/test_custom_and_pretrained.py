@@ -121,3 +121,19 @@ def test_missing_local_weights_file_is_a_located_error(tmp_path):
     loaded = api.load_recipe(write_recipe(tmp_path, PRETRAINED.replace("WEIGHTS", "nope.weights.h5")))
     with pytest.raises(RecipeError, match=r"recipe.yaml:6:61: model.layers\[0\].weights: weights file not found"):
         api.build_model(loaded)
+
+
+def test_two_files_of_the_same_name_each_load_their_own_classes(tmp_path):
+    """Both load under dlrun_custom_my_layers: the second folder's my_layers.py used to be served the first's
+    module (found when `dlrun import --imports my_layers.py` ran before a recipe's own my_layers.py)."""
+    from dlrun.components import load_file_module
+
+    modules = []
+    for folder, value in (("a", 1), ("b", 2)):
+        (tmp_path / folder).mkdir()
+        file = tmp_path / folder / "my_layers.py"
+        file.write_text(f"VALUE = {value}\n", encoding="utf-8")
+        modules.append(load_file_module(file.resolve()))
+    assert [m.VALUE for m in modules] == [1, 2]
+    assert load_file_module((tmp_path / "b" / "my_layers.py").resolve()) is modules[1]  # the same file: once
+    sys.modules.pop("dlrun_custom_my_layers", None)

@@ -222,10 +222,10 @@ def load_custom_classes(imports: list[str]) -> dict[str, tuple[str, Any]]:
     define, by its Keras registered name (`package>Class`) and by its class name, to (the `imports:`
     entry, the class). Importing runs the module: the user asked for it on the command line."""
     import importlib
-    import importlib.util
-    import sys
 
     import keras
+
+    from dlrun.components import load_file_module
 
     found: dict[str, tuple[str, Any]] = {}
     for entry in imports:
@@ -233,18 +233,10 @@ def load_custom_classes(imports: list[str]) -> dict[str, tuple[str, Any]]:
             file = Path(entry).resolve()
             if not file.is_file():
                 raise RecipeError(f"--imports {entry}: file not found")
-            key = f"dlrun_custom_{file.stem}"  # the key recipes' `imports:` load it under, so one class
-            module = sys.modules.get(key)
-            if module is None:
-                spec = importlib.util.spec_from_file_location(key, file)
-                assert spec is not None and spec.loader is not None
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[key] = module
-                try:
-                    spec.loader.exec_module(module)
-                except Exception as exc:
-                    del sys.modules[key]
-                    raise RecipeError(f"--imports {entry}: {type(exc).__name__}: {exc}") from None
+            try:
+                module = load_file_module(file)
+            except Exception as exc:
+                raise RecipeError(f"--imports {entry}: {type(exc).__name__}: {exc}") from None
         else:
             try:
                 module = importlib.import_module(entry)
