@@ -217,7 +217,7 @@ def train(
             run_id=run_id,
         )
     except RunInterrupted as exc:
-        exc.resume_hint = _resume_hint(exc.run, trust=trust)  # type: ignore[attr-defined]
+        exc.resume_hint = _resume_hint(exc.run, trust=trust, recipe=recipe, run_id=run_id)  # type: ignore[attr-defined]
         raise
     run_folder = str(result.run.path) if result.run.path.exists() else None  # None: a worker other than the chief
     if json_out:
@@ -645,8 +645,9 @@ def serve(
     api.serve(run, host=host, port=port, trust=trust, unsafe=unsafe, max_batch=max_batch, max_wait_ms=max_wait_ms)
 
 
-def _resume_hint(run: Path | None, *, trust: bool) -> str | None:
-    """The command that continues an interrupted run, or why there is none."""
+def _resume_hint(run: Path | None, *, trust: bool, recipe: Path | None = None, run_id: str | None = None) -> str | None:
+    """The command that continues an interrupted run, or why there is none (a run named by --run-id: the same
+    command again, which every process of a multi-process run can be given)."""
     import shlex
 
     from dlrun.engine.rundir import RunDir
@@ -656,7 +657,12 @@ def _resume_hint(run: Path | None, *, trust: bool) -> str | None:
         return None
     if status(RunDir(run)) != "interrupted":
         return f"nothing to resume: {run} stopped before its first epoch ended"
-    return f"resume with: dlrun train --resume {shlex.quote(str(run))}" + (" --trust" if trust else "")
+    again = (
+        f"dlrun train {shlex.quote(str(recipe))} --run-id {shlex.quote(run_id)}"
+        if run_id is not None and recipe is not None
+        else f"dlrun train --resume {shlex.quote(str(run))}"
+    )
+    return f"resume with: {again}" + (" --trust" if trust else "")
 
 
 def _report_tables(reports: dict[str, Any]) -> None:

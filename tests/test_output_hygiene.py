@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,6 +103,9 @@ def test_the_resume_command_is_printed_only_when_there_is_state(tmp_path):
     (run / "resume" / "state.json").write_text("{}")
     assert _resume_hint(run, trust=True) == f"resume with: dlrun train --resume '{run}' --trust"
     assert _resume_hint(None, trust=False) is None
+    # a run named by --run-id: the same command again (what every process of a multi-process run is given)
+    hint = _resume_hint(run, trust=False, recipe=Path("r.yaml"), run_id="nightly")
+    assert hint == "resume with: dlrun train r.yaml --run-id nightly"
 
 
 def test_a_recipe_named_without_its_suffix_gets_a_suggestion():
