@@ -73,7 +73,7 @@ def _workers(storage: object) -> set[str]:
 
 
 def test_a_live_workers_running_trial_is_not_failed_by_another_worker(tmp_path):
-    from dlrun.verbs.tune.study import _fail_stale, open_storage, worker_name
+    from dlrun.verbs.tune.workers import fail_stale, open_storage, worker_name
 
     storage = open_storage(tmp_path, None)
     study = optuna.create_study(storage=storage, study_name="dlrun")
@@ -82,7 +82,7 @@ def test_a_live_workers_running_trial_is_not_failed_by_another_worker(tmp_path):
     proc = subprocess.Popen(["true"])
     proc.wait()  # an exited (and reaped) process: its pid names no live worker
     dead.set_user_attr("worker", f"{socket.gethostname()}:{proc.pid}:1")
-    _fail_stale(study, storage)
+    fail_stale(study, storage)
     states = {t.number: t.state for t in study.get_trials()}
     running, failed = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL
     assert states == {live.number: running, dead.number: failed, unnamed.number: failed}

@@ -68,13 +68,24 @@ def is_live(run_path: Path) -> bool:
         pid, host = int(record["pid"]), str(record["host"])
     except (OSError, ValueError, KeyError, TypeError):
         return False
+    alive = process_alive(host, pid, record.get("start"))
+    return age < STALE_SECONDS if alive is None else alive
+
+
+def process_name() -> str:
+    """`host:pid:start` of this process: who owns a run folder or a tune trial."""
+    return f"{platform.node()}:{os.getpid()}:{_process_start(os.getpid()) or ''}"
+
+
+def process_alive(host: str, pid: int, start: str | None) -> bool | None:
+    """Whether process `pid`, started at `start` (clock ticks; None or '': unknown), still runs on `host`;
+    None when `host` is another machine, where only a heartbeat can tell."""
     if host != platform.node():
-        return age < STALE_SECONDS
+        return None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass  # alive, another user's
-    start = record.get("start")
-    return start is None or _process_start(pid) in (None, start)
+    return not start or _process_start(pid) in (None, start)

@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import socket
 import time
 import warnings
 from datetime import datetime, timezone
@@ -35,9 +33,7 @@ from dlrun.recipe.search import PARAMS_METRIC
 from dlrun.util import did_you_mean
 from dlrun.verbs.tune.leaderboard import TuneResult, _fmt, _short, _state_name, _value, write_results
 from dlrun.verbs.tune.space import Space, check_space
-
-STUDY_NAME = "dlrun"
-HEARTBEAT_S = 30  # RDB storage: a worker's running trial is failed after 3 missed heartbeats
+from dlrun.verbs.tune.workers import STUDY_NAME, StudyLock, fail_stale, open_storage, run_workers, worker_name
 
 
 class TrialFailed(Exception):
@@ -90,12 +86,12 @@ def run_study(
     study = _create_study(store, spec, base)
     _check_same_question(folder, base, space, study, recipe, overrides)
     with StudyLock(folder):
-        _fail_stale(study, store)
+        fail_stale(study, store)
     done = _finished(study)
     if done:
         say(f"study {folder}: {done} trial(s) done, {max(0, target - done)} to go", quiet=quiet)
     if workers > 1:
-        _run_workers(recipe, overrides, target, folder, timeout, trust, storage, workers)
+        run_workers(recipe, overrides, target, folder, timeout, trust, storage, workers)
         result = write_results(study, space, folder)
         result.ran = _finished(study) - done
     else:
@@ -154,7 +150,7 @@ def _optimize(
     while timeout is None or time.monotonic() - start < timeout:
         lock = StudyLock(folder)
         with lock:
-            _fail_stale(study, study._storage)
+            fail_stale(study, study._storage)
             held = study.get_trials(deepcopy=False)
             if sum(1 for t in held if _counts(t) or t.state == optuna.trial.TrialState.RUNNING) >= target:
                 return
@@ -169,137 +165,6 @@ def _optimize(
 
 def _finished(study: Any) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if _counts(t))
-
-
-# ----------------------------------------------------------------------------------------------------
-# storage and workers
-
-
-def open_storage(folder: Path, storage: str | None) -> Any:
-    """Optuna storage: the study folder's journal file (default), another journal file (a path; safe for
-    processes on one machine, and on a shared file system with working locks), or an RDB URL
-    (`sqlite:///study.db` on one machine, `postgresql://user@host/db` for a cluster; stale trials of a
-    crashed worker are failed by Optuna's heartbeat)."""
-    import optuna
-
-    journal = optuna.storages.journal
-    if storage is None:
-        folder.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(journal.JournalFileBackend(str(folder / "study.journal")))
-    if "://" not in storage:
-        path = Path(storage)
-        if path.is_dir():
-            raise RecipeError(f"--storage {storage} is a folder; give a journal file or an RDB URL")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(journal.JournalFileBackend(str(path)))
-    scheme = storage.split("://", 1)[0].split("+", 1)[0].lower()
-    if scheme not in ("sqlite", "postgresql", "postgres", "mysql"):
-        raise RecipeError(
-            f"--storage {scheme}://...: give a journal file path, sqlite:///FILE, postgresql://... or mysql://..."
-        )
-    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if scheme == "sqlite" else {"pool_pre_ping": True}
-    try:
-        return optuna.storages.RDBStorage(
-            storage.replace("postgres://", "postgresql://", 1),
-            engine_kwargs=kwargs,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=3 * HEARTBEAT_S,
-        )
-    except ImportError as exc:
-        raise RecipeError(f"--storage {scheme}://...: a database driver is missing ({exc})") from None
-    except Exception as exc:  # sqlalchemy's OperationalError & co: an unreachable or refusing server
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RecipeError(f"--storage {scheme}://...: cannot open the study database: {first[:300]}") from None
-
-
-class StudyLock:
-    """An exclusive lock on the study folder (flock on `study.lock`): one worker at a time counts the
-    trials and creates the next. `release` may be called early; leaving the block releases it too."""
-
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / "study.lock"
-        self.fh: Any = None
-
-    def __enter__(self) -> StudyLock:
-        import fcntl
-
-        self.fh = self.path.open("a")
-        fcntl.flock(self.fh, fcntl.LOCK_EX)
-        return self
-
-    def release(self) -> None:
-        if self.fh is not None:
-            self.fh.close()  # closing drops the flock
-            self.fh = None
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def worker_name() -> str:
-    """`host:pid:start` of this process (start: its start time in clock ticks, so a reused pid differs)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
-
-
-def _start_time(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def _alive(worker: str) -> bool | None:
-    """Whether the worker that owns a trial still runs: None when it ran on another host (unknown)."""
-    host, _, rest = worker.partition(":")
-    pid, _, start = rest.partition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _start_time(int(pid)) == start
-
-
-def _run_workers(
-    recipe: Path,
-    overrides: tuple[str, ...],
-    target: int,
-    folder: Path,
-    timeout: float | None,
-    trust: bool,
-    storage: str | None,
-    workers: int,
-) -> None:
-    """Start `workers` processes on the study (each `python -m dlrun.verbs.tune.worker`) and wait for them."""
-    import subprocess
-    import sys
-
-    args = {
-        "recipe": str(recipe),
-        "overrides": list(overrides),
-        "trials": target,
-        "study_dir": str(folder),
-        "timeout": timeout,
-        "trust": trust,
-        "storage": storage,
-    }
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "dlrun.verbs.tune.worker", json.dumps({**args, "worker": i})])
-        for i in range(workers)
-    ]
-    try:
-        codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:
-        for p in procs:  # they got the terminal's SIGINT too: let them save their interrupted trials
-            p.wait()
-        raise
-    failed = [i for i, c in enumerate(codes) if c not in (0,)]
-    if failed:
-        say(f"warning: tune worker(s) {', '.join(map(str, failed))} exited with {[codes[i] for i in failed]}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -345,23 +210,6 @@ def _counts(trial: Any) -> bool:
     if trial.state in (state.COMPLETE, state.PRUNED):
         return True
     return trial.state == state.FAIL and not trial.user_attrs.get("interrupted")
-
-
-def _fail_stale(study: Any, storage: Any) -> None:
-    """Trials left RUNNING by a killed worker on this host become FAIL (interrupted); they do not count.
-    A running trial of a live worker, or of one on another host (an RDB's heartbeat handles those), stays.
-    Called under the study lock: a trial not yet marked with its worker's name is a leftover."""
-    import optuna
-
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    stale = [t for t in running if "worker" not in t.user_attrs or _alive(t.user_attrs["worker"]) is False]
-    if not stale:
-        return
-    study_id = storage.get_study_id_from_name(STUDY_NAME)
-    for t in stale:
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        storage.set_trial_user_attr(trial_id, "interrupted", True)
-        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
 
 
 def _recipe_digest(base: LoadedRecipe) -> str:
