@@ -20,11 +20,11 @@ import numpy as np
 from dlrun.data.record import DataRecord, build_record
 from dlrun.data.sources import Tables, load_tables, source_files
 from dlrun.data.splits import apply_slices, class_labels, holdout, subset, subset_size
+from dlrun.data.steps import NUMPY, TENSORFLOW, apply_step, fit_step
 from dlrun.data.tables import ArrayReader, ArrayTable, StreamTable, Table, first_non_finite, is_string
 from dlrun.errors import RecipeError
-from dlrun.recipe.schema import DataSpec, FeatureSpec, Step
-
-KeyPath = tuple[str | int, ...]
+from dlrun.recipe.load import KeyPath
+from dlrun.recipe.schema import DataSpec, FeatureSpec
 
 warnings.filterwarnings("ignore", message=r"`shuffle=True` was passed, but will be ignored")
 
@@ -134,37 +134,7 @@ def _make_splits(spec: DataSpec, tables: Tables, seed: int, *, validation: bool)
 
 
 # ----------------------------------------------------------------------------------------------------
-# features (NumPy)
-
-
-def _apply(step: Step, x: np.ndarray, where: KeyPath, fitted: dict[str, Any] | None) -> np.ndarray:
-    if step.reshape is not None:
-        try:
-            return x.reshape((x.shape[0], *step.reshape))
-        except ValueError:
-            raise RecipeError(
-                f"cannot reshape samples of shape {x.shape[1:]} to {tuple(step.reshape)}", path=(*where, "reshape")
-            ) from None
-    if step.scale is not None:
-        s = step.scale
-        return (x.astype("float32") * s.multiply / s.divide + s.offset).astype("float32")
-    if step.cast is not None:
-        try:
-            return x.astype(step.cast)
-        except (TypeError, ValueError):
-            raise RecipeError(f"cannot cast to {step.cast!r}", path=(*where, "cast")) from None
-    if step.one_hot is not None:
-        labels = x.reshape(-1).astype("int64")
-        if labels.size and (labels.min() < 0 or labels.max() >= step.one_hot):
-            raise RecipeError(
-                f"labels range {labels.min()}..{labels.max()} does not fit one_hot: {step.one_hot}",
-                path=(*where, "one_hot"),
-            )
-        return np.eye(step.one_hot, dtype="float32")[labels]
-    if step.standardize:
-        assert fitted is not None
-        return ((x.astype("float32") - fitted["mean"]) / fitted["std"]).astype("float32")
-    return x
+# features
 
 
 def _as_dtype(x: np.ndarray, dtype: str | None, where: KeyPath) -> np.ndarray:
@@ -220,20 +190,13 @@ def encode_labels(x: np.ndarray, vocab: list[Any], split: str, where: KeyPath) -
     return out.reshape(x.shape)
 
 
-def _fit_standardize(train_x: np.ndarray) -> dict[str, Any]:
-    x = train_x.astype("float32")
-    mean = np.nanmean(x, axis=0)  # missing values (a declared fill) are filled later, inside the model
-    std = np.nanstd(x, axis=0)
-    return {"mean": mean, "std": np.where(std == 0, 1.0, std).astype("float32")}
-
-
 StepStats = dict[str, dict[str, np.ndarray]]  # "steps[i]" -> {mean, std}: what step i fitted on the training split
 
 
 def apply_steps(feature: FeatureSpec, x: np.ndarray, where: KeyPath, stats: StepStats) -> np.ndarray:
     """A feature's steps on in-memory values (any split, or `dlrun predict`'s input), with fitted `stats`."""
     for i, step in enumerate(feature.steps):
-        x = _apply(step, x, (*where, "steps", i), stats.get(f"steps[{i}]"))
+        x = apply_step(step, x, (*where, "steps", i), stats.get(f"steps[{i}]"), NUMPY)
     return x
 
 
@@ -248,9 +211,10 @@ def _prepare_feature(
     stats: StepStats = {}  # fitted on the training split only
     train_x = raw["train"]
     for i, step in enumerate(feature.steps):
-        if step.standardize:
-            stats[f"steps[{i}]"] = _fit_standardize(train_x)
-        train_x = _apply(step, train_x, (*where, "steps", i), stats.get(f"steps[{i}]"))
+        fitted = fit_step(step, train_x)
+        if fitted is not None:
+            stats[f"steps[{i}]"] = fitted
+        train_x = apply_step(step, train_x, (*where, "steps", i), fitted, NUMPY)
     out: dict[str, np.ndarray] = {}
     for split, x in raw.items():
         x = apply_steps(feature, x, where, stats)
@@ -344,7 +308,7 @@ class StreamSplit:
         if vocab is not None:
             x = _label_lookup(vocab)(x)
         for i, step in enumerate(feature.steps):
-            x = _tf_step(step, x, (*where, "steps", i))
+            x = apply_step(step, x, (*where, "steps", i), None, TENSORFLOW)
         return x
 
     def input_batches(self, names: list[str], batch_size: int) -> Any:
@@ -470,26 +434,6 @@ def _label_lookup(vocab: list[Any]) -> Any:
     keys = tf.constant([str(v) for v in vocab])
     table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=-1)
     return lambda x: table.lookup(x if x.dtype == tf.string else tf.strings.as_string(x))
-
-
-def _tf_step(step: Step, x: Any, where: KeyPath) -> Any:
-    """An array step on a batch."""
-    import tensorflow as tf
-
-    if step.reshape is not None:
-        return tf.reshape(x, [-1, *step.reshape])
-    if step.scale is not None:
-        s = step.scale
-        return tf.cast(x, tf.float32) * (s.multiply / s.divide) + s.offset
-    if step.cast is not None:
-        return tf.cast(x, step.cast)
-    if step.one_hot is not None:
-        return tf.one_hot(tf.cast(tf.reshape(x, [-1]), tf.int32), step.one_hot)
-    raise RecipeError(
-        "standardize is not available for data streamed from disk; use `preprocess: [{type: Normalization}]` "
-        "(adapted on the training split, and saved with the model)",
-        path=(*where, "standardize"),
-    )
 
 
 # ----------------------------------------------------------------------------------------------------
