@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -25,6 +25,15 @@ from dlrun.data.tables import ArrayReader, ArrayTable, StreamTable, Table, first
 from dlrun.errors import RecipeError
 from dlrun.recipe.load import KeyPath
 from dlrun.recipe.schema import DataSpec, FeatureSpec
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    Record = dict[str, tf.Tensor]  # a batch of rows read from disk, by column
+    Batch = tf.Tensor | dict[str, tf.Tensor]  # one tensor, or one per model input/output by name
+
+Vocabulary = list[Any]  # class values in index order, as the recipe or the data spells them (text or numbers)
+Arrays = np.ndarray | dict[str, np.ndarray]  # one array, or one per model input/output by name
 
 warnings.filterwarnings("ignore", message=r"`shuffle=True` was passed, but will be ignored")
 
@@ -165,7 +174,7 @@ def gather_columns(table: Table, feature: FeatureSpec, where: KeyPath) -> np.nda
     return np.concatenate([p.astype("float32") for p in parts], axis=-1)
 
 
-def label_vocabulary(feature: FeatureSpec, train_values: np.ndarray) -> list[Any] | None:
+def label_vocabulary(feature: FeatureSpec, train_values: np.ndarray) -> Vocabulary | None:
     """Class values in index order: `classes`, else sorted train values for text labels, else None."""
     if feature.classes is not None:
         return list(feature.classes)
@@ -174,7 +183,7 @@ def label_vocabulary(feature: FeatureSpec, train_values: np.ndarray) -> list[Any
     return None
 
 
-def encode_labels(x: np.ndarray, vocab: list[Any], split: str, where: KeyPath) -> np.ndarray:
+def encode_labels(x: np.ndarray, vocab: Vocabulary, split: str, where: KeyPath) -> np.ndarray:
     """Labels -> class indices by the vocabulary; a label outside it is an error."""
     index = {v: i for i, v in enumerate(vocab)}
     index.update({str(v): i for i, v in enumerate(vocab)})
@@ -201,8 +210,8 @@ def apply_steps(feature: FeatureSpec, x: np.ndarray, where: KeyPath, stats: Step
 
 
 def _prepare_feature(
-    feature: FeatureSpec, tables: Tables, where: KeyPath, *, target: bool, vocab: list[Any] | None
-) -> tuple[dict[str, np.ndarray], StepStats, list[Any] | None]:
+    feature: FeatureSpec, tables: Tables, where: KeyPath, *, target: bool, vocab: Vocabulary | None
+) -> tuple[dict[str, np.ndarray], StepStats, Vocabulary | None]:
     raw = {split: gather_columns(t, feature, where) for split, t in tables.items()}
     if target:
         vocab = vocab if vocab is not None else label_vocabulary(feature, raw["train"])
@@ -228,7 +237,7 @@ def _prepare_feature(
 # weights
 
 
-def class_weights(spec: DataSpec, labels: np.ndarray, vocab: list[Any] | None) -> np.ndarray:
+def class_weights(spec: DataSpec, labels: np.ndarray, vocab: Vocabulary | None) -> np.ndarray:
     """Per-class weights (index = class): `balanced` = n / (classes * count), or the given mapping."""
     where: KeyPath = ("data", "class_weight")
     n_classes = max(int(labels.max()) + 1 if labels.size else 0, len(vocab or []))
@@ -274,7 +283,7 @@ class StreamSplit:
 
     table: StreamTable
     spec: DataSpec
-    vocab: dict[str, list[Any] | None]
+    vocab: dict[str, Vocabulary | None]
     class_weight: np.ndarray | None
     seed: int
     split: str
@@ -285,7 +294,7 @@ class StreamSplit:
             cols.append(self.spec.sample_weight)
         return list(dict.fromkeys(cols))
 
-    def _feature(self, record: dict[str, Any], feature: FeatureSpec, where: KeyPath, name: str, target: bool) -> Any:
+    def _feature(self, record: Record, feature: FeatureSpec, where: KeyPath, name: str, target: bool) -> tf.Tensor:
         """One feature of a batch of records (every tensor has the batch as its first axis)."""
         import tensorflow as tf
 
@@ -311,14 +320,14 @@ class StreamSplit:
             x = apply_step(step, x, (*where, "steps", i), None, TENSORFLOW)
         return x
 
-    def input_batches(self, names: list[str], batch_size: int) -> Any:
+    def input_batches(self, names: list[str], batch_size: int) -> tf.data.Dataset:
         """Batches `{input: values}` of model inputs only (new data without targets, e.g. `dlrun predict`'s)."""
         columns = list(dict.fromkeys(c for n in names for c in self.spec.inputs[n].columns))
         ds = self.table.dataset(columns).batch(batch_size)
         spec = self.spec.inputs
         return ds.map(lambda r: {n: self._feature(r, spec[n], ("data", "inputs", n), n, False) for n in names})
 
-    def example(self, record: dict[str, Any], inputs: list[str], outputs: list[str]) -> tuple[Any, ...]:
+    def example(self, record: Record, inputs: list[str], outputs: list[str]) -> tuple[Batch, ...]:
         """A batch of records -> (x, y) or (x, y, sample weights), structured like the model's inputs/outputs."""
         import tensorflow as tf
 
@@ -350,7 +359,9 @@ class StreamSplit:
             return False
         return self.table.count * self.table.row_bytes() <= self.spec.memory_budget_mb * 2**20 / 2
 
-    def _batches(self, inputs: list[str], outputs: list[str], batch: int, shuffle_seed: int | None = None) -> Any:
+    def _batches(
+        self, inputs: list[str], outputs: list[str], batch: int, shuffle_seed: int | None = None
+    ) -> tf.data.Dataset:
         import tensorflow as tf
 
         ds = self.table.dataset(self.columns(), shuffle_seed=shuffle_seed)
@@ -359,7 +370,9 @@ class StreamSplit:
         example = tf.autograph.experimental.do_not_convert(lambda r: self.example(r, inputs, outputs))
         return ds.batch(batch).map(example, num_parallel_calls=tf.data.AUTOTUNE)
 
-    def dataset(self, inputs: list[str], outputs: list[str], batch_size: int, *, training: bool, shuffle: bool) -> Any:
+    def dataset(
+        self, inputs: list[str], outputs: list[str], batch_size: int, *, training: bool, shuffle: bool
+    ) -> tf.data.Dataset:
         import tensorflow as tf
 
         cache = self.cache_fits()
@@ -384,7 +397,7 @@ class StreamSplit:
         ds = ds.apply(tf.data.experimental.assert_cardinality(-(-self.table.count // batch_size)))
         return ds.prefetch(tf.data.AUTOTUNE)
 
-    def _in_memory(self, inputs: list[str], outputs: list[str], batch_size: int) -> Any:
+    def _in_memory(self, inputs: list[str], outputs: list[str], batch_size: int) -> tf.data.Dataset:
         import tensorflow as tf
 
         parts = list(self._batches(inputs, outputs, 1024).as_numpy_iterator())
@@ -396,7 +409,7 @@ class StreamSplit:
         return _array_dataset(joined[0], joined[1], w, batch_size, shuffle=True, seed=self.seed)
 
     @staticmethod
-    def _example_bytes(spec: Any) -> float:
+    def _example_bytes(spec: object) -> float:
         """Memory of one element in a shuffle buffer: its values plus per-tensor overhead."""
         import tensorflow as tf
 
@@ -406,7 +419,7 @@ class StreamSplit:
             total += 128 + n * (64 if s.dtype == tf.string else s.dtype.size)
         return total
 
-    def element_spec(self, inputs: list[str], outputs: list[str]) -> Any:
+    def element_spec(self, inputs: list[str], outputs: list[str]) -> tuple[object, ...]:
         """Per-sample specs (the batch axis removed) of (x, y[, w])."""
         import tensorflow as tf
 
@@ -414,7 +427,7 @@ class StreamSplit:
         return tf.nest.map_structure(lambda s: tf.TensorSpec(s.shape[1:], s.dtype), spec)
 
 
-def _label_lookup(vocab: list[Any]) -> Any:
+def _label_lookup(vocab: Vocabulary) -> Callable[[tf.Tensor], tf.Tensor]:
     """Labels -> class indices in tf: numeric labels by value (1, 1.0 and "1" are the same class), text by
     its characters. Every label was checked against the vocabulary before streaming (`encode_labels`)."""
     import tensorflow as tf
@@ -425,7 +438,7 @@ def _label_lookup(vocab: list[Any]) -> Any:
         keys = tf.constant([int(v) for v in vocab], dtype=tf.int64)
         table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=-1)
 
-        def lookup(x: Any) -> Any:
+        def lookup(x: tf.Tensor) -> tf.Tensor:
             if x.dtype == tf.string:
                 x = tf.strings.to_number(x, tf.float64)
             return table.lookup(tf.cast(tf.round(tf.cast(x, tf.float64)), tf.int64))
@@ -452,20 +465,20 @@ class SplitData:
     """One split as Keras' `fit`/`evaluate` take it (Keras' data-adapter idea): arrays `x`, `y` that Keras
     batches and shuffles, or a batched tf.data `pipeline` of (x, y[, weights])."""
 
-    x: np.ndarray | dict[str, np.ndarray] | None = None  # one array, or one per model input by name
-    y: np.ndarray | dict[str, np.ndarray] | None = None
-    pipeline: Any = None  # tf.data.Dataset
+    x: Arrays | None = None
+    y: Arrays | None = None
+    pipeline: tf.data.Dataset | None = None
 
     @property
     def streamed(self) -> bool:
         """Whether this is a pipeline (it batches and shuffles itself) rather than arrays."""
         return self.pipeline is not None
 
-    def keras_args(self) -> tuple[Any, Any]:
+    def keras_args(self) -> tuple[Arrays | tf.data.Dataset | None, Arrays | None]:
         """The `x, y` arguments of `model.fit`/`evaluate`: the arrays, or the pipeline and no `y`."""
         return (self.pipeline, None) if self.streamed else (self.x, self.y)
 
-    def validation_data(self) -> Any:
+    def validation_data(self) -> tuple[Arrays | None, Arrays | None] | tf.data.Dataset:
         """What `fit(validation_data=...)` takes: `(x, y)`, or the pipeline."""
         return self.pipeline if self.streamed else (self.x, self.y)
 
@@ -487,7 +500,7 @@ class Prepared:
     splits: dict[str, ArraySplit | StreamSplit]
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     weights: dict[str, np.ndarray] = field(default_factory=dict)
-    classes: dict[str, list[Any]] = field(default_factory=dict)
+    classes: dict[str, Vocabulary] = field(default_factory=dict)
     seed: int = 42
     batch_size: int = 32
     shuffle: bool = True
@@ -530,7 +543,7 @@ class Prepared:
             pipeline=_array_dataset(x, y, weights, batch, shuffle=training and self.shuffle, seed=self.seed)
         )
 
-    def adapt_data(self, name: str, batch_size: int = 256) -> Any:
+    def adapt_data(self, name: str, batch_size: int = 256) -> np.ndarray | tf.data.Dataset:
         """The training split's raw values of input `name` (never validation/test): an array or a dataset."""
         data = self.splits["train"]
         if isinstance(data, StreamSplit):
@@ -574,11 +587,13 @@ class Prepared:
         return info
 
 
-def _array_dataset(x: Any, y: Any, w: np.ndarray | None, batch: int, *, shuffle: bool, seed: int) -> Any:
+def _array_dataset(
+    x: Arrays | None, y: Arrays | None, w: np.ndarray | None, batch: int, *, shuffle: bool, seed: int
+) -> tf.data.Dataset:
     """In-memory arrays (with text or sample weights) as tf.data: shuffled indices gathered per batch."""
     import tensorflow as tf
 
-    def tensor(a: np.ndarray) -> Any:
+    def tensor(a: np.ndarray) -> tf.Tensor:
         return tf.constant(a.tolist(), dtype=tf.string) if a.dtype.kind in "OUS" else tf.constant(a)
 
     tx = {k: tensor(v) for k, v in x.items()} if isinstance(x, dict) else tensor(x)
@@ -612,7 +627,7 @@ def prepare_tables(spec: DataSpec, tables: Tables, seed: int, vocab_from: Table 
         raise RecipeError("class_weight needs exactly one target", path=("data", "class_weight"))
     if all(not t.streamed for t in tables.values()):
         return _prepare_arrays(spec, tables, seed, vocab_from)
-    vocab: dict[str, list[Any] | None] = {}
+    vocab: dict[str, Vocabulary | None] = {}
     for name, feature in spec.targets.items():
         where: KeyPath = ("data", "targets", name)
         source = vocab_from if vocab_from is not None else tables["train"]
@@ -639,7 +654,7 @@ def _labels_are_text(table: Table, feature: FeatureSpec) -> bool:
     return any(table.spec(c).dtype == "string" for c in feature.columns if c in table.names)
 
 
-def _stream_class_weights(spec: DataSpec, train: Table, vocab: dict[str, list[Any] | None]) -> np.ndarray | None:
+def _stream_class_weights(spec: DataSpec, train: Table, vocab: dict[str, Vocabulary | None]) -> np.ndarray | None:
     if spec.class_weight is None:
         return None
     name, feature = next(iter(spec.targets.items()))
@@ -655,7 +670,7 @@ def _as_stream(table: ArrayTable) -> StreamTable:
 def _prepare_arrays(spec: DataSpec, tables: Tables, seed: int, vocab_from: Table | None) -> Prepared:
     splits = {s: ArraySplit({}, {}) for s in tables}
     stats: dict[str, dict[str, Any]] = {}
-    classes: dict[str, list[Any]] = {}
+    classes: dict[str, Vocabulary] = {}
     for section, features, slot in (("inputs", spec.inputs, 0), ("targets", spec.targets, 1)):
         for name, feature in features.items():
             where: KeyPath = ("data", section, name)
