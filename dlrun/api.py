@@ -42,8 +42,8 @@ def _activated(loaded: LoadedRecipe) -> LoadedRecipe:
 
 def build(loaded: LoadedRecipe | str | Path, *, trust: bool = False) -> Built:
     """Build the model and keep per-node tensors and layers (`Built`)."""
-    from dlrun.components import Importer
     from dlrun.graph.build import build_traced
+    from dlrun.importer import Importer
 
     loaded = load_recipe(loaded)
     with loaded.locating_errors():

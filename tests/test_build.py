@@ -114,8 +114,8 @@ compile:
 
 
 def test_two_output_model_with_per_output_losses_and_weights(tmp_path):
-    from dlrun.components import Importer
     from dlrun.engine.compile import compile_model
+    from dlrun.importer import Importer
 
     loaded = _load(tmp_path, TWO_OUTPUTS)
     model = api.build_model(loaded)
@@ -242,7 +242,8 @@ compile: {loss: mse}
 
 
 def test_learning_rate_schedule_is_built(tmp_path):
-    from dlrun.components import Importer, make
+    from dlrun.graph.components import make
+    from dlrun.importer import Importer
 
     text = SEQUENTIAL.replace(
         "optimizer: adam",

@@ -126,7 +126,7 @@ def test_missing_local_weights_file_is_a_located_error(tmp_path):
 def test_two_files_of_the_same_name_each_load_their_own_classes(tmp_path):
     """Both load under dlrun_custom_my_layers: the second folder's my_layers.py used to be served the first's
     module (found when `dlrun import --imports my_layers.py` ran before a recipe's own my_layers.py)."""
-    from dlrun.components import load_file_module
+    from dlrun.importer import load_file_module
 
     modules = []
     for folder, value in (("a", 1), ("b", 2)):

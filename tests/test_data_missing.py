@@ -82,7 +82,7 @@ def test_fill_is_fitted_on_the_training_split_only(shared_data):
     }
     loaded = api.load_recipe(_write(shared_data, doc))
     prepared = prepare(loaded.recipe.data, loaded.base_dir, seed=0)
-    from dlrun.components import Importer
+    from dlrun.importer import Importer
 
     model = attach_preprocessing(build_graph(loaded.graph, Importer([], loaded.base_dir)), loaded, prepared)
     layer = model.get_layer("measures_fill_missing")

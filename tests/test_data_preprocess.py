@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from dlrun.api import load_recipe
-from dlrun.components import Importer
 from dlrun.data.prepare import prepare
 from dlrun.data.preprocess import application_affine, attach_preprocessing
 from dlrun.errors import RecipeError
+from dlrun.importer import Importer
 from tests.conftest import write_recipe
 from tests.test_data_sources import sklearn_csv, sklearn_frame, write_csv
 

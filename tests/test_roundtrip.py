@@ -16,10 +16,11 @@ import yaml
 
 from dlrun import api
 from dlrun.cli import main
-from dlrun.components import Importer, make
 from dlrun.errors import RecipeError
 from dlrun.graph import catalog
+from dlrun.graph.components import make
 from dlrun.graph.import_ import recipe_from_model, to_yaml
+from dlrun.importer import Importer
 from tests.conftest import RECIPES, write_recipe
 
 # Round trips measured at well over 15 s on two CPU cores (vgg16 ~160 s, flowers ~55 s, resnet34 ~30 s,

@@ -14,8 +14,8 @@ import yaml
 
 from dlrun import api
 from dlrun.cli import main
-from dlrun.components import Importer
 from dlrun.errors import EXIT_USER, RecipeError
+from dlrun.importer import Importer
 from dlrun.trust import INTEGRITY, outside_reason
 from tests.conftest import write_recipe
 

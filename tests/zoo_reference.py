@@ -320,7 +320,7 @@ def lenet5() -> keras.Model:
 
 def local_response_normalization_class() -> type:
     """The LRN layer from recipes/custom_layers.py, imported the way dlrun imports it (one class object)."""
-    from dlrun.components import Importer
+    from dlrun.importer import Importer
 
     return Importer(["custom_layers.py"], RECIPES).load("custom_layers.py:LocalResponseNormalization")
 

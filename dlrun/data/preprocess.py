@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from dlrun.components import Importer
 from dlrun.data.prepare import Prepared
 from dlrun.errors import RecipeError
+from dlrun.importer import Importer
 from dlrun.recipe.compose import LoadedRecipe
 from dlrun.recipe.schema import Component, FeatureSpec
 from dlrun.util import did_you_mean, snake_case

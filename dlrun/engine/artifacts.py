@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from dlrun.components import Importer
 from dlrun.data.prepare import Prepared
 from dlrun.engine.rundir import RunDir, atomic_write_bytes, atomic_write_text, environment
 from dlrun.errors import RecipeError
+from dlrun.importer import Importer
 from dlrun.recipe.compose import LoadedRecipe
 from dlrun.recipe.schema import DataSpec
 

@@ -26,9 +26,10 @@ from typing import Any
 import keras
 import numpy as np
 
-from dlrun.components import Importer, make
 from dlrun.engine.rundir import RunDir, atomic_target, atomic_write_bytes, atomic_write_text
 from dlrun.errors import RecipeError
+from dlrun.graph.components import make
+from dlrun.importer import Importer
 from dlrun.recipe.schema import Component
 from dlrun.trust import check_network
 

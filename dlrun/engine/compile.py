@@ -6,10 +6,11 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
-from dlrun.components import Importer, make
 from dlrun.errors import RecipeError
 from dlrun.graph.build import layer_name
 from dlrun.graph.check import Graph
+from dlrun.graph.components import make
+from dlrun.importer import Importer
 from dlrun.recipe.schema import CompileSpec, Component
 
 # Steps per compiled call when the recipe says "auto": the per-call Python overhead dominates small models

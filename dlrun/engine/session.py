@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from dlrun.backend import activate, is_chief, strategy_scope, wanted_backend
 from dlrun.cluster import check_one_run
-from dlrun.components import Importer
 from dlrun.console import say
 from dlrun.data.prepare import Prepared
 from dlrun.engine import device_data, display
@@ -30,6 +29,7 @@ from dlrun.engine.liveness import mark_live
 from dlrun.engine.rundir import RunDir, atomic_write_text
 from dlrun.engine.stages import RunPolicy, StageLoop, TrainResult
 from dlrun.errors import RecipeError, RunInterrupted
+from dlrun.importer import Importer
 from dlrun.recipe.compose import LoadedRecipe
 from dlrun.recipe.schema import Recipe
 

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlrun.backend import is_chief
-from dlrun.components import Importer
 from dlrun.console import say
 from dlrun.data.prepare import Prepared, SplitData
 from dlrun.engine import device_data, display
 from dlrun.engine.compile import apply_trainable, compile_model, non_trainable
 from dlrun.engine.rundir import RunDir, atomic_target
 from dlrun.errors import RecipeError, RunInterrupted
+from dlrun.importer import Importer
 from dlrun.recipe.compose import LoadedRecipe
 from dlrun.recipe.schema import Component, StageSpec
 from dlrun.trust import record_run

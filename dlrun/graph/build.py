@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlrun.components import Importer
 from dlrun.errors import RecipeError
 from dlrun.graph import nested, refs
 from dlrun.graph.check import Graph, Node
+from dlrun.importer import Importer
 from dlrun.recipe.load import Document
 
 

@@ -128,7 +128,7 @@ class _Ejector:
         return attr
 
     def component(self, section: str, comp: Component) -> str:
-        """Python for an optimizer, loss, metric or schedule as `dlrun.components.make` creates it."""
+        """Python for an optimizer, loss, metric or schedule as `dlrun.graph.components.make` creates it."""
         if ":" in comp.type:
             cls = self.custom(comp.type)
             return f"{cls}({', '.join(f'{k}={_literal(v)}' for k, v in comp.kwargs.items())})"

@@ -225,7 +225,7 @@ def load_custom_classes(imports: list[str]) -> dict[str, tuple[str, Any]]:
 
     import keras
 
-    from dlrun.components import load_file_module
+    from dlrun.importer import load_file_module
 
     found: dict[str, tuple[str, Any]] = {}
     for entry in imports:

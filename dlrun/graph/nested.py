@@ -19,7 +19,7 @@ from dlrun.graph import catalog, values
 from dlrun.recipe.load import Document, KeyPath
 
 if TYPE_CHECKING:
-    from dlrun.components import Importer
+    from dlrun.importer import Importer
 
 # Sections a nested spec can come from, in the order they are searched when the argument name says nothing.
 SECTIONS = ("layers", "regularizers", "initializers", "constraints", "schedules")

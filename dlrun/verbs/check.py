@@ -49,11 +49,11 @@ def _random_target(shape: tuple[int | None, ...], loss: str, batch: int, rng: np
 
 def check_recipe(loaded: LoadedRecipe, *, trust: bool = False, batch: int = 2) -> dict[str, Any]:
     """Build + compile + one `train_on_batch`; returns params, loss and output shapes."""
-    from dlrun.components import Importer
     from dlrun.engine.compile import compile_model, seed_everything
     from dlrun.engine.outputs import decide_outputs
     from dlrun.graph.build import build_graph
     from dlrun.graph.render import totals
+    from dlrun.importer import Importer
 
     recipe, graph = loaded.recipe, loaded.graph
     seed_everything(recipe.seed, deterministic=False)

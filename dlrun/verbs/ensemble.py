@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from dlrun.components import Importer
 from dlrun.data.prepare import Prepared
 from dlrun.errors import RecipeError
+from dlrun.importer import Importer
 from dlrun.recipe.compose import LoadedRecipe
 
 METHODS = ("mean", "vote")
