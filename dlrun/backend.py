@@ -61,7 +61,7 @@ def activate(recipe: Recipe) -> str:
 
 def load_model(path: Path, **kwargs: Any) -> Any:
     """`keras.saving.load_model`, also under torch for a model with dots in layer names (older runs' block copies,
-    `stage.1.conv1`; graph.build.layer_name): Keras' torch layers key variables in a ParameterDict, which refuses
+    `stage.1.conv1`; graph.check.layer_name): Keras' torch layers key variables in a ParameterDict, which refuses
     dots, so it loads from a copy whose config names them as new runs do (`stage-1-conv1`). Weights are stored by
     position, not name; renaming plain data keeps to Keras' public API (no patch of its private TorchLayer)."""
     import keras

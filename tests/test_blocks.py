@@ -49,6 +49,21 @@ def test_expansion_names_wires_and_repeats(tmp_path):
     assert model.output_shape == (None, 2)
 
 
+def test_a_node_named_like_a_block_copys_keras_name_is_a_located_error(tmp_path):
+    """Block copies are Keras layers with dashes (`s1-units-1-conv`); a node the user names that way got Keras'
+    duplicate-layer-name error at build time, with no recipe location. Now `validate` names both nodes."""
+    from dlrun.errors import RecipeError
+
+    text = RECIPE.replace(', scale: "${1/255}"', "").replace(
+        "    - {name: pool, type: GlobalAveragePooling2D}",
+        "    - {name: s1-units-1-conv, type: Activation, activation: relu}\n    - {name: pool, type: GlobalAveragePooling2D}",
+    )
+    with pytest.raises(RecipeError) as caught:
+        api.load_recipe(write_recipe(tmp_path, text))
+    assert "'s1.units.1.conv' and 's1-units-1-conv' both become Keras layer 's1-units-1-conv'" in str(caught.value)
+    assert caught.value.path == ("model", "layers", 2, "name")
+
+
 def test_summary_folds_block_uses_and_expands_on_request(tmp_path):
     loaded = api.load_recipe(write_recipe(tmp_path, RECIPE.replace(', scale: "${1/255}"', "")))
     built = api.build(loaded)

@@ -7,8 +7,7 @@ import fnmatch
 from typing import Any
 
 from dlrun.errors import RecipeError
-from dlrun.graph.build import layer_name
-from dlrun.graph.check import Graph
+from dlrun.graph.check import Graph, layer_name
 from dlrun.graph.components import make
 from dlrun.importer import Importer
 from dlrun.recipe.schema import CompileSpec, Component

@@ -15,16 +15,9 @@ from typing import Any
 
 from dlrun.errors import RecipeError
 from dlrun.graph import nested, refs
-from dlrun.graph.check import Graph, Node
+from dlrun.graph.check import Graph, Node, layer_name
 from dlrun.importer import Importer
 from dlrun.recipe.load import Document
-
-
-def layer_name(node: str) -> str:
-    """The Keras name of a node's layer: the node's name with the dots of block copies (`stage.1.conv1`) as
-    dashes (`stage-1-conv1`), since Keras' torch backend keys variables in a torch ParameterDict, which refuses
-    dots. Recipes, summaries and model outputs keep the dotted names."""
-    return node.replace(".", "-")
 
 
 def _shape(t: Any) -> str:

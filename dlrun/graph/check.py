@@ -28,6 +28,13 @@ _STATES = {"LSTM": 2, "GRU": 1, "SimpleRNN": 1, "ConvLSTM1D": 2, "ConvLSTM2D": 2
 _CELL_STATES = {"LSTMCell": 2, "GRUCell": 1, "SimpleRNNCell": 1}
 
 
+def layer_name(node: str) -> str:
+    """The Keras name of a node's layer: the node's name with the dots of block copies (`stage.1.conv1`) as
+    dashes (`stage-1-conv1`), since Keras' torch backend keys variables in a torch ParameterDict, which refuses
+    dots. Recipes, summaries and model outputs keep the dotted names."""
+    return node.replace(".", "-")
+
+
 @dataclass
 class Node:
     """One resolved node: what to build, from which inputs, and where it was written."""
@@ -209,6 +216,7 @@ class _Resolver:
             spec.layers, self.recipe.blocks, (*base, "layers"), self.doc, list(spec.inputs)
         )
         taken: dict[str, KeyPath] = {n: (*base, "inputs", n) for n in spec.inputs}
+        keras_names: dict[str, str] = {}  # Keras layer name -> node name
         nodes: list[Node] = []
         for n in expanded:
             kind, type_ = ("share", n.share or "") if n.share is not None else self.classify(n)
@@ -220,6 +228,14 @@ class _Resolver:
                 where = f" (first at {first})" if first else ""
                 raise self.err(f"duplicate name {n.name!r}{where}", (*n.path, "name"))
             taken[n.name] = n.path
+            keras_name = layer_name(n.name)
+            if keras_names.setdefault(keras_name, n.name) != n.name:
+                other = keras_names[keras_name]
+                raise self.err(
+                    f"node names {other!r} and {n.name!r} both become Keras layer {keras_name!r} (the dots of block "
+                    "copies are dashes in Keras' layer names); rename one",
+                    (*n.path, "name"),
+                )
             inputs = n.inputs
             first_arg = self.first_argument(kind, type_)
             by_keyword = first_arg is not None and first_arg in (n.kwargs if kind == "op" else n.call)

@@ -16,8 +16,7 @@ from typing import Any
 
 from dlrun.graph import catalog, nested, refs
 from dlrun.graph import eject_blocks as blocks
-from dlrun.graph.build import layer_name
-from dlrun.graph.check import Graph, Node
+from dlrun.graph.check import Graph, Node, layer_name
 from dlrun.graph.fold import takes_no_inputs
 from dlrun.recipe.compose import LoadedRecipe
 from dlrun.recipe.schema import BlockSpec, Component, LayerNode
@@ -431,7 +430,7 @@ class _Ejector:
             if node.inputs is None and takes_no_inputs(str(node.type), node.kwargs):
                 incoming = []  # `ops.subtract` with `x1: 3.0`: the tensor goes by keyword
             var = names.new(inner)
-            label = _Code(f'f"{{name}}-{layer_name(inner)}"')  # the built model's names: graph.build.layer_name
+            label = _Code(f'f"{{name}}-{layer_name(inner)}"')  # the built model's names: graph.check.layer_name
             lines = self.node_lines(node, inner, incoming, var, label, tensor, allowed, indent, stack, set(var_of))
             body += [f"    if {cond}:", *lines] if cond else lines
             var_of[inner] = var

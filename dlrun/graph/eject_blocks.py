@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dlrun.graph import catalog
-from dlrun.graph.build import layer_name
+from dlrun.graph.check import layer_name
 from dlrun.recipe.expr import PATTERN, has_expression
 from dlrun.recipe.schema import BlockSpec, LayerNode
 from dlrun.util import snake_case
