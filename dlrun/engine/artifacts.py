@@ -8,16 +8,20 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dlrun.data.prepare import Prepared
+from dlrun.data.prepare import Prepared, Vocabulary
 from dlrun.engine.rundir import RunDir, atomic_write_bytes, atomic_write_text, environment
 from dlrun.errors import RecipeError
 from dlrun.importer import Importer
 from dlrun.recipe.compose import LoadedRecipe
 from dlrun.recipe.schema import DataSpec
+
+if TYPE_CHECKING:
+    import keras
+
 
 STATS_FILE = "preprocessing.npz"
 CLASSES_FILE = "classes.json"
@@ -44,10 +48,10 @@ def folder_class_names(spec: DataSpec, base_dir: Path) -> list[str] | None:
     return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
-def class_names(spec: DataSpec, base_dir: Path, prepared: Prepared) -> dict[str, list[Any]]:
+def class_names(spec: DataSpec, base_dir: Path, prepared: Prepared) -> dict[str, Vocabulary]:
     """Every target's class names: the label vocabularies, else (folder data) the class folders."""
     classes = {k: list(v) for k, v in (getattr(prepared, "classes", None) or {}).items()}
-    folder: list[Any] | None = None
+    folder: Vocabulary | None = None
     for name, feature in spec.targets.items():
         if name in classes or feature.columns != ["label"] or spec.source not in ("images", "text"):
             continue
@@ -69,7 +73,7 @@ def write_run_record(
     run: RunDir,
     loaded: LoadedRecipe,
     prepared: Prepared,
-    model: Any,
+    model: keras.Model,
     overrides: tuple[str, ...],
 ) -> None:
     """A new run folder's record, before training: the resolved recipe (data paths absolute), its local code,
@@ -103,7 +107,7 @@ def _copy_local_code(loaded: LoadedRecipe, run: RunDir) -> None:
             atomic_write_bytes(target, source.read_bytes())
 
 
-def save_fitted(run: RunDir, loaded: LoadedRecipe, prepared: Prepared, model: Any) -> None:
+def save_fitted(run: RunDir, loaded: LoadedRecipe, prepared: Prepared, model: keras.Model) -> None:
     """Write what `eval` and `predict` need from the training data into the run: `classes.json` (target class
     names), `outputs.json` (what each output is) and, when any step fitted statistics, `preprocessing.npz`."""
     from dlrun.engine.outputs import save_outputs
@@ -125,7 +129,7 @@ def save_fitted(run: RunDir, loaded: LoadedRecipe, prepared: Prepared, model: An
 
 
 def evaluate_model(
-    model: Any, prepared: Prepared, split: str, outputs: list[str], inputs: list[str], batch_size: int
+    model: keras.Model, prepared: Prepared, split: str, outputs: list[str], inputs: list[str], batch_size: int
 ) -> dict[str, float]:
     """`model.evaluate` on `split`, returned as `{metric_name: value}` (Keras' own names).
 
@@ -135,7 +139,7 @@ def evaluate_model(
     return {k: float(v) for k, v in result.items()}
 
 
-def load_run_model(path: Path, custom_objects: dict[str, Any], *, unsafe: bool = False) -> Any:
+def load_run_model(path: Path, custom_objects: dict[str, Any], *, unsafe: bool = False) -> keras.Model:
     """Load a `.keras` file with Keras' safe mode unless `unsafe` (Lambda layers carry code)."""
     import keras
 
@@ -188,7 +192,7 @@ class TrainedRun:
 
     run: RunDir
     loaded: LoadedRecipe
-    model: Any  # keras.Model
+    model: keras.Model
     importer: Importer
 
 

@@ -13,13 +13,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import keras
 
 from dlrun.engine.callbacks import Logs, ResumeState
 from dlrun.errors import RecipeError
 from dlrun.recipe.schema import Recipe
+
+if TYPE_CHECKING:
+    from dlrun.engine.feed import Feed
+
 
 _SECONDS = {"s": 1, "m": 60, "h": 3600}
 
@@ -158,7 +162,7 @@ def _floats(logs: Logs) -> list[float]:
     return out
 
 
-def partial_feed(feed: Any, skip: int, steps_per_epoch: int, model: keras.Model) -> Any:
+def partial_feed(feed: Feed, skip: int, steps_per_epoch: int, model: keras.Model) -> Feed:
     """`feed` (one epoch of the deterministic stream) with its first `skip` batches left out.
 
     The model's compiled metrics are built here from one batch (TensorFlow builds them only when the first

@@ -24,10 +24,16 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.data.prepare import SplitData
 from dlrun.errors import RecipeError
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from dlrun.data.prepare import Prepared
 
 
 def nested_arrays(value: Any) -> Any:
@@ -77,7 +83,7 @@ def check_batch_size(batch_size: int, samples: int | None) -> None:
         )
 
 
-def train_pipeline(data: SplitData, batch_size: int, *, shuffle: bool, seed: int) -> Any:
+def train_pipeline(data: SplitData, batch_size: int, *, shuffle: bool, seed: int) -> tf.data.Dataset:
     """The training split as full global batches only (arrays, or an already batched tf.data pipeline).
 
     Dropped: the last `n % batch_size` samples of every epoch's order (with `train.shuffle: true`, the
@@ -119,7 +125,7 @@ def without_distribution() -> Iterator[None]:
         keras.distribution.set_distribution(current)
 
 
-def local_copy(model: Any, custom_objects: dict[str, Any], path: Path | None = None) -> Any:
+def local_copy(model: keras.Model, custom_objects: dict[str, Any], path: Path | None = None) -> keras.Model:
     """`model` (compiled) as a model on this process alone, through its saved `.keras` file (`path`, or a
     temporary one): what is evaluated is what was saved, preprocessing layers and compile settings included."""
     import keras
@@ -133,7 +139,7 @@ def local_copy(model: Any, custom_objects: dict[str, Any], path: Path | None = N
         return keras.saving.load_model(str(path), custom_objects=custom_objects, safe_mode=False)
 
 
-def copy_weights(source: Any, target: Any) -> bool:
+def copy_weights(source: keras.Model, target: keras.Model) -> bool:
     """Copy `source`'s weights into its local copy `target` when both list the same variables (in the saved
     order; a loaded nested model's paths lose their prefix, names and shapes do not); False otherwise."""
     pairs = list(zip(source.weights, target.weights, strict=False))
@@ -149,7 +155,9 @@ def copy_weights(source: Any, target: Any) -> bool:
     return True
 
 
-def evaluate_local(model: Any, prepared: Any, split: str, outputs: list[str], inputs: list[str], batch: int) -> Any:
+def evaluate_local(
+    model: keras.Model, prepared: Prepared, split: str, outputs: list[str], inputs: list[str], batch: int
+) -> dict[str, float]:
     """`artifacts.evaluate_model` on a local model, with no distribution active."""
     from dlrun.engine.artifacts import evaluate_model
 
@@ -176,13 +184,15 @@ class LocalValidation:
     """The `val_*` logs under DataParallel, computed as single-device Keras would (see the module doc)."""
 
     @staticmethod
-    def make(prepared: Any, outputs: list[str], inputs: list[str], batch: int, custom_objects: dict[str, Any]) -> Any:
+    def make(
+        prepared: Prepared, outputs: list[str], inputs: list[str], batch: int, custom_objects: dict[str, Any]
+    ) -> keras.callbacks.Callback:
         import keras
 
         class Validation(keras.callbacks.Callback):
             def __init__(self) -> None:
                 super().__init__()
-                self.local: Any = None
+                self.local: keras.Model | None = None
 
             def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
                 self.local = None  # a stage may have recompiled (loss weights): copy the model afresh

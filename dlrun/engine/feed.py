@@ -11,17 +11,20 @@ itself, exactly as a hand-written `model.fit` would.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-from dlrun.data.prepare import SplitData
+from dlrun.data.prepare import Arrays, SplitData
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 @dataclass
 class Feed:
     """What to pass to `model.fit`: `x` (and `y`) plus `steps_per_epoch`, `shuffle` and `batch_size`."""
 
-    x: Any
-    y: Any
+    x: Arrays | tf.data.Dataset | None
+    y: Arrays | None
     steps_per_epoch: int | None
     shuffle: bool
     batch_size: int | None
@@ -55,7 +58,7 @@ def train_feed(
 
 
 def epoch_stream(
-    x: Any, y: Any, batch_size: int, *, seed: int, shuffle: bool, epochs: tuple[int, int], full: bool = False
+    x: Arrays, y: Arrays, batch_size: int, *, seed: int, shuffle: bool, epochs: tuple[int, int], full: bool = False
 ) -> Feed:
     """Epochs `epochs[0]`..`epochs[1] - 1` of (x, y) as one stream of batches, epoch `e` in
     `stateless_shuffle(range(n), seed=(seed, e))` order; `full`: only whole batches, the last `n % batch_size`
@@ -68,7 +71,7 @@ def epoch_stream(
     steps = n // batch_size if full else -(-n // batch_size)
     tensors = tf.nest.map_structure(tf.convert_to_tensor, nested_arrays((x, y)))
 
-    def epoch_order(epoch: Any) -> Any:
+    def epoch_order(epoch: tf.Tensor) -> tf.data.Dataset:
         index = tf.range(n, dtype=tf.int64)
         if shuffle:
             index = tf.random.experimental.stateless_shuffle(index, seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
@@ -76,7 +79,7 @@ def epoch_stream(
             return tf.data.Dataset.from_tensor_slices(index[: steps * batch_size])
         return tf.data.Dataset.from_tensor_slices(index).batch(batch_size)
 
-    def gather(index: Any) -> Any:
+    def gather(index: tf.Tensor) -> object:
         return tf.nest.map_structure(lambda t: tf.gather(t, index), tensors)
 
     dataset = tf.data.Dataset.range(*epochs).flat_map(epoch_order)

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from dlrun.data.prepare import Prepared
+from dlrun.data.prepare import Prepared, Vocabulary
 from dlrun.recipe.compose import LoadedRecipe
+
+if TYPE_CHECKING:
+    import keras
+
 
 OUTPUTS_FILE = "outputs.json"
 REGRESSION_LOSSES = ("mse", "mae", "meansquared", "meanabsolute", "huber", "logcosh", "mape", "msle", "cosine")
@@ -58,7 +62,7 @@ class OutputInfo:
         return (np.asarray(values, dtype="float64") - np.asarray(self.add)) / np.asarray(self.multiply)
 
 
-def _activation(tensor: Any) -> str | None:
+def _activation(tensor: keras.KerasTensor) -> str | None:
     layer = tensor._keras_history[0]
     while type(layer).__name__ == "Identity":  # graph.build renames an output (a block's, an alias) with one
         layer = layer.input._keras_history[0]
@@ -77,7 +81,7 @@ def _loss(loaded: LoadedRecipe, output: str) -> tuple[str, bool]:
     return comp.type.lower().replace("_", ""), bool(comp.kwargs.get("from_logits", False))
 
 
-def _kind(tensor: Any, loaded: LoadedRecipe, output: str) -> tuple[Kind, bool]:
+def _kind(tensor: keras.KerasTensor, loaded: LoadedRecipe, output: str) -> tuple[Kind, bool]:
     shape = tuple(tensor.shape[1:])
     activation = _activation(tensor)
     loss, from_logits = _loss(loaded, output)
@@ -93,15 +97,17 @@ def _kind(tensor: Any, loaded: LoadedRecipe, output: str) -> tuple[Kind, bool]:
     return "regression", False
 
 
-def _target_scaling(loaded: LoadedRecipe, output: str, stats: dict[str, Any]) -> tuple[Any, Any]:
+def _target_scaling(
+    loaded: LoadedRecipe, output: str, stats: dict[str, Any]
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The target's steps as one affine map `original * multiply + add`; (None, None) when it has none or a
     step that is not affine (reshape, one_hot)."""
     spec = loaded.recipe.data
     feature = spec.targets.get(output) if spec is not None else None
     if feature is None or not any(s.scale or s.standardize for s in feature.steps):
         return None, None
-    multiply: Any = np.float64(1.0)
-    add: Any = np.float64(0.0)
+    multiply: np.ndarray = np.float64(1.0)
+    add: np.ndarray = np.float64(0.0)
     fitted = stats.get(f"targets.{output}", {})
     for i, step in enumerate(feature.steps):
         if step.scale is not None:
@@ -116,7 +122,7 @@ def _target_scaling(loaded: LoadedRecipe, output: str, stats: dict[str, Any]) ->
 
 
 def decide_outputs(
-    loaded: LoadedRecipe, model: Any, classes: dict[str, list[Any]], stats: dict[str, Any] | None = None
+    loaded: LoadedRecipe, model: keras.Model, classes: dict[str, Vocabulary], stats: dict[str, Any] | None = None
 ) -> dict[str, OutputInfo]:
     """Every output's kind, class names and target scaling (the one place this is decided)."""
     outputs = list(loaded.graph.outputs)
@@ -133,7 +139,9 @@ def decide_outputs(
     return infos
 
 
-def save_outputs(folder: Path, loaded: LoadedRecipe, model: Any, prepared: Prepared, classes: dict) -> None:
+def save_outputs(
+    folder: Path, loaded: LoadedRecipe, model: keras.Model, prepared: Prepared, classes: dict[str, Vocabulary]
+) -> None:
     """Decide every output and write `outputs.json` into the run folder."""
     from dlrun.engine.rundir import RunDir
 
@@ -142,7 +150,11 @@ def save_outputs(folder: Path, loaded: LoadedRecipe, model: Any, prepared: Prepa
 
 
 def read_outputs(
-    folder: Path, loaded: LoadedRecipe, model: Any, classes: dict, stats: dict[str, Any] | None = None
+    folder: Path,
+    loaded: LoadedRecipe,
+    model: keras.Model,
+    classes: dict[str, Vocabulary],
+    stats: dict[str, Any] | None = None,
 ) -> dict[str, OutputInfo]:
     """The run's `outputs.json`; for a run without one, the same decision derived now."""
     import json

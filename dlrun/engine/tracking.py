@@ -17,10 +17,18 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun import util
 from dlrun.errors import RecipeError
+
+if TYPE_CHECKING:
+    import keras
+
+    from dlrun.engine.rundir import RunDir
+    from dlrun.recipe.compose import LoadedRecipe
+    from dlrun.recipe.schema import MlflowSpec
+
 
 MAX_PARAM_VALUE = 500  # MLflow's historical limit (newer servers allow more; older ones refuse more)
 MAX_BATCH = 100  # params per log_batch request
@@ -53,7 +61,7 @@ def tracking_uri(value: str | None) -> str | None:
     return uri
 
 
-def tracking_callbacks(loaded: Any, run: Any) -> list[Any]:
+def tracking_callbacks(loaded: LoadedRecipe, run: RunDir) -> list[keras.callbacks.Callback]:
     """The Keras callbacks the recipe's tracking options ask for (none when `train.mlflow` is unset)."""
     from dlrun.backend import is_chief
 
@@ -69,7 +77,7 @@ def tracking_callbacks(loaded: Any, run: Any) -> list[Any]:
     return [_mlflow_callback(spec, loaded, run)]
 
 
-def _mlflow_callback(spec: Any, loaded: Any, run: Any) -> Any:
+def _mlflow_callback(spec: MlflowSpec, loaded: LoadedRecipe, run: RunDir) -> keras.callbacks.Callback:
     import keras
     from mlflow.entities import Metric, Param, RunStatus
     from mlflow.tracking import MlflowClient
@@ -149,7 +157,7 @@ def metric_key(split: str, name: str) -> str:
 
 
 def finish_tracking(
-    loaded: Any, run: Any, model: Any, metrics: dict[str, float], *, split: str, step: int
+    loaded: LoadedRecipe, run: RunDir, model: keras.Model, metrics: dict[str, float], *, split: str, step: int
 ) -> list[str]:
     """After the model is saved and evaluated: the evaluation metrics and hyperparameters to TensorBoard
     (HParams plugin), and the metrics, model and plots to the run's MLflow run. Returns status notes."""
@@ -174,7 +182,9 @@ def hyperparameters(document: dict[str, Any]) -> dict[str, bool | int | float | 
     return out
 
 
-def _tensorboard_summary(loaded: Any, run: Any, metrics: dict[str, float], *, split: str, step: int) -> None:
+def _tensorboard_summary(
+    loaded: LoadedRecipe, run: RunDir, metrics: dict[str, float], *, split: str, step: int
+) -> None:
     """The recipe's hyperparameters (one HParams session: this run) and the evaluation metrics as scalars,
     written beside Keras' train/ and validation/ logs so TensorBoard's HParams tab lists them together."""
     import tensorflow as tf
@@ -188,7 +198,7 @@ def _tensorboard_summary(loaded: Any, run: Any, metrics: dict[str, float], *, sp
     writer.close()
 
 
-def _mlflow_summary(run: Any, model: Any, metrics: dict[str, float], *, split: str, step: int) -> list[str]:
+def _mlflow_summary(run: RunDir, model: keras.Model, metrics: dict[str, float], *, split: str, step: int) -> list[str]:
     """Evaluation metrics, model.keras (an artifact, and a model in MLflow's Keras flavour when it loads) and
     the run folder's PNG/SVG plots, logged to the MLflow run the training callback started."""
     from mlflow.entities import Metric
@@ -211,7 +221,7 @@ def _mlflow_summary(run: Any, model: Any, metrics: dict[str, float], *, split: s
     return notes
 
 
-def _log_keras_flavour(uri: str, run_id: str, model: Any) -> list[str]:
+def _log_keras_flavour(uri: str, run_id: str, model: keras.Model) -> list[str]:
     """Log model.keras with `mlflow.keras.log_model` (loadable with `mlflow.keras.load_model`). mlflow-skinny
     alone cannot: its Keras flavour imports pandas; then the artifact is what MLflow gets, and a note says so."""
     import logging
