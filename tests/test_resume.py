@@ -273,3 +273,34 @@ def test_sigkill_at_random_steps_again_and_again_gives_the_uninterrupted_weights
     _assert_same_weights(straight.run.path, runs / "resumable" / "job")
     history = json.loads((runs / "resumable" / "job" / "history.json").read_text())
     assert _without_timing(history) == _without_timing(straight.history)
+
+
+def test_a_duration_saves_the_state_when_the_time_has_passed_not_before(monkeypatch):
+    """`checkpoint_every: "90s"` (durations had no test): a save at the first step end 90 s after the last
+    save, at the exact position, none before; the clock restarts at each save; an epoch's last step never
+    saves (the epoch end does)."""
+    from types import SimpleNamespace
+
+    from dlrun.engine import checkpoints
+
+    assert checkpoints.interval("90s") == (None, 90.0) and checkpoints.interval("10m") == (None, 600.0)
+    assert checkpoints.interval("2h") == (None, 7200.0) and checkpoints.interval(25) == (25, None)
+    now = [1000.0]
+    monkeypatch.setattr(checkpoints.time, "monotonic", lambda: now[0])
+    saved: list[tuple[int, int]] = []
+    state = SimpleNamespace(save=lambda model, epoch, history, step: saved.append((epoch, step)))
+    callback = checkpoints.StepCheckpoint(
+        state, {}, lambda: False, steps_per_epoch=10, steps=None, seconds=checkpoints.interval("90s")[1]
+    )
+    callback.set_model(SimpleNamespace())
+    callback.on_epoch_begin(0)
+    for batch, elapsed in enumerate([30, 30, 29, 2, 60, 40, 30, 30, 30, 200]):
+        now[0] += elapsed
+        callback.on_train_batch_end(batch, {"loss": 0.5})
+    # 89 s after the start at step 3: no save; 91 s at step 4: saved; 100 s later at step 6, 90 s later at
+    # step 9; the 200 s of step 10 end the epoch, which saves by itself
+    assert saved == [(0, 4), (0, 6), (0, 9)]
+    callback.on_epoch_begin(1)
+    now[0] += 500
+    callback.on_train_batch_end(0, {"loss": float("nan")})  # due, but a diverged state never replaces a good one
+    assert saved == [(0, 4), (0, 6), (0, 9)]
