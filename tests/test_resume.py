@@ -304,3 +304,29 @@ def test_a_duration_saves_the_state_when_the_time_has_passed_not_before(monkeypa
     now[0] += 500
     callback.on_train_batch_end(0, {"loss": float("nan")})  # due, but a diverged state never replaces a good one
     assert saved == [(0, 4), (0, 6), (0, 9)]
+
+
+def test_a_run_id_another_process_is_training_is_refused_until_that_process_ends(tmp_path):
+    """Two processes given the same --run-id (a scheduler restarting a job whose first attempt still runs) both
+    wrote the same run folder's state. Now the second is refused, writing nothing, while the first lives; a
+    holder killed with SIGKILL releases the folder at once (the kernel drops its flock)."""
+    recipe = _recipe(tmp_path, epochs=1, n=64)
+    runs = tmp_path / "runs"
+    folder = runs.resolve() / "resumable" / "nightly"
+    folder.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from dlrun.engine.liveness import mark_live; "
+         "mark_live(sys.argv[1]); print('held', flush=True); time.sleep(120)", str(folder)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RecipeError) as caught:
+            api.train(recipe, runs_root=runs, run_id="nightly", quiet=True)
+        assert f"run folder {folder} is in use: process {holder.pid} on {os.uname().nodename}" in str(caught.value)
+        assert sorted(p.name for p in folder.iterdir()) == ["live.json"]  # nothing written beside the holder's mark
+    finally:
+        holder.kill()
+        holder.wait()
+    result = api.train(recipe, runs_root=runs, run_id="nightly", quiet=True)
+    assert result.run.path == folder and (folder / "model.keras").is_file()

@@ -184,13 +184,15 @@ class RunSession(StageLoop):
             run = RunDir(policy.folder)
         else:
             run = RunDir.create(policy.runs_root, self.loaded.recipe.name)
-        if fresh:
-            write_run_record(run, self.loaded, self.prepared, self.model, policy.overrides)
+        # Before anything is written: refuses a folder another process trains in (the same --run-id twice);
+        # `dlrun runs` shows the run running until it ends.
+        live = mark_live(run.path)
         state = ResumeState(run)
-        at = f"epoch {state.epoch()}" + (f", step {state.step()}" if state.step() else "")
-        say(f"run folder: {run.path}" + ("" if fresh else f" (resuming after {at})"), quiet=policy.quiet)
-        live = mark_live(run.path)  # `dlrun runs` shows it running until it ends
         try:
+            if fresh:
+                write_run_record(run, self.loaded, self.prepared, self.model, policy.overrides)
+            at = f"epoch {state.epoch()}" + (f", step {state.step()}" if state.step() else "")
+            say(f"run folder: {run.path}" + ("" if fresh else f" (resuming after {at})"), quiet=policy.quiet)
             return self._fit_stages(run, state, resuming=not fresh)
         except RecipeError as exc:
             if not state.exists():  # failed before its first epoch: `dlrun runs` lists it failed, with the reason
