@@ -1,6 +1,6 @@
 """The per-epoch link between a training run and its Optuna trial (reporting and pruning).
 
-`dlrun.verbs.tune.study` passes a `TrialReporter` to the trial's session as an extra callback: the recipe
+`dlrun.verbs.tune.trial` passes a `TrialReporter` to the trial's session as an extra callback: the recipe
 is not changed (its recipe.yaml replays as a plain `dlrun train`) and nothing is global.
 """
 
