@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -103,7 +104,7 @@ class Importer:
             where = ("imports", index) if index is not None else path
             raise RecipeError(f"{reason}; importing it needs --trust", path=where)
 
-    def _import(self, module_name: str, path: KeyPath) -> Any:
+    def _import(self, module_name: str, path: KeyPath) -> ModuleType:
         if module_name.endswith(".py"):
             file = (self.base_dir / module_name).resolve()
             if not file.is_file():
@@ -129,7 +130,7 @@ class Importer:
         return {ref.split(":")[-1].split(".")[-1]: obj for ref, obj in self.loaded.items()}
 
 
-def _keras_module(section: str) -> Any:
+def _keras_module(section: str) -> ModuleType:
     import keras
 
     return {
@@ -156,7 +157,7 @@ CALLABLE_ARGUMENTS: dict[str, frozenset[str]] = {
 }  # fmt: skip
 
 
-def _function(section: str, name: str, key: str, value: Any, importer: Importer, path: KeyPath) -> Any:
+def _function(section: str, name: str, key: str, value: Any, importer: Importer, path: KeyPath) -> Callable[..., Any]:
     """The function an argument in CALLABLE_ARGUMENTS names."""
     if isinstance(value, str) and ":" in value:
         function = importer.load(value, path)
