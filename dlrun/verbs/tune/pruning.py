@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
+
+if TYPE_CHECKING:
+    import optuna
 
 
 @dataclass
 class TrialLink:
     """The trial being trained, and what its epochs reported."""
 
-    trial: Any  # optuna.Trial
+    trial: optuna.Trial
     metric: str
     maximize: bool
     at: str  # "best" or "last"

@@ -21,18 +21,23 @@ import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.console import say
 from dlrun.engine.rundir import atomic_write_text
 from dlrun.errors import RecipeError
 from dlrun.loading import load_recipe
 from dlrun.recipe.compose import LoadedRecipe
-from dlrun.recipe.search import PARAMS_METRIC
+from dlrun.recipe.search import PARAMS_METRIC, SearchSpec
 from dlrun.verbs.tune.leaderboard import TuneResult, write_results
 from dlrun.verbs.tune.space import Space, check_space
 from dlrun.verbs.tune.trial import TrialFailed, TrialObjective, counts, finished_trials
 from dlrun.verbs.tune.workers import STUDY_NAME, StudyLock, fail_stale, open_storage, run_workers
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    import optuna
 
 
 def load_space(recipe: Path, overrides: tuple[str, ...] | list[str] = ()) -> tuple[LoadedRecipe, Space]:
@@ -90,8 +95,7 @@ def run_study(
         result = write_results(study, space, folder)
         result.ran = finished_trials(study) - done
     else:
-        objective = TrialObjective(recipe, overrides, space, folder, trust=trust, quiet=quiet, target=target)
-        objective.doc = base.doc
+        objective = TrialObjective(recipe, overrides, space, folder, base.doc, trust=trust, quiet=quiet, target=target)
         try:
             _optimize(study, objective, spec, base, folder, target, timeout)
         finally:
@@ -104,7 +108,7 @@ def run_study(
     return result
 
 
-def _optuna() -> Any:
+def _optuna() -> ModuleType:
     try:
         import optuna
     except ImportError:
@@ -114,7 +118,7 @@ def _optuna() -> Any:
     return optuna
 
 
-def _create_study(storage: Any, spec: Any, base: LoadedRecipe) -> Any:
+def _create_study(storage: optuna.storages.BaseStorage, spec: SearchSpec, base: LoadedRecipe) -> optuna.Study:
     import optuna
 
     goals = [o.goal for o in spec.objectives]
@@ -129,9 +133,9 @@ def _create_study(storage: Any, spec: Any, base: LoadedRecipe) -> Any:
 
 
 def _optimize(
-    study: Any,
+    study: optuna.Study,
     objective: TrialObjective,
-    spec: Any,
+    spec: SearchSpec,
     base: LoadedRecipe,
     folder: Path,
     target: int,
@@ -168,7 +172,7 @@ def _optimize(
 # samplers, pruners, the study's question
 
 
-def _sampler(spec: Any, base: LoadedRecipe, *, offset: int) -> Any:
+def _sampler(spec: SearchSpec, base: LoadedRecipe, *, offset: int) -> optuna.samplers.BaseSampler:
     import optuna
 
     # A resumed study must not replay the first session's random draws: offset the seed by the trials held.
@@ -188,7 +192,7 @@ def _sampler(spec: Any, base: LoadedRecipe, *, offset: int) -> Any:
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def _pruner(spec: Any, base: LoadedRecipe) -> Any:
+def _pruner(spec: SearchSpec, base: LoadedRecipe) -> optuna.pruners.BasePruner:
     import optuna
 
     if spec.pruner == "none":
@@ -206,13 +210,13 @@ def _recipe_digest(base: LoadedRecipe) -> str:
 
 
 def _check_same_question(
-    folder: Path, base: LoadedRecipe, space: Space, study: Any, recipe: Path, overrides: tuple[str, ...]
+    folder: Path, base: LoadedRecipe, space: Space, study: optuna.Study, recipe: Path, overrides: tuple[str, ...]
 ) -> None:
     """A study answers one question: refuse a changed space/objective once it holds results."""
     import optuna
 
     file = folder / "study.json"
-    info = {
+    info: dict[str, Any] = {
         "recipe": str(recipe),
         "overrides": list(overrides),
         "fingerprint": space.fingerprint(),

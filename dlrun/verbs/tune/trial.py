@@ -5,8 +5,9 @@ in the study folder (`trials/NNNN/`), its score(s) returned to Optuna; and which
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dlrun.console import say
 from dlrun.errors import RecipeError, RunInterrupted
@@ -18,12 +19,18 @@ from dlrun.verbs.tune.leaderboard import _fmt, _short, _state_name, _value, writ
 from dlrun.verbs.tune.space import Space
 from dlrun.verbs.tune.workers import worker_name
 
+if TYPE_CHECKING:
+    import optuna
+
+    from dlrun.engine.stages import TrainResult
+    from dlrun.recipe.load import Document
+
 
 class TrialFailed(Exception):
     """A trial's training failed (recorded as an Optuna FAIL trial; the study goes on)."""
 
 
-def counts(trial: Any) -> bool:
+def counts(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether a stored trial counts towards --trials (interrupted or aborted ones are redone)."""
     import optuna
 
@@ -33,7 +40,7 @@ def counts(trial: Any) -> bool:
     return trial.state == state.FAIL and not trial.user_attrs.get("interrupted")
 
 
-def finished_trials(study: Any) -> int:
+def finished_trials(study: optuna.Study) -> int:
     """How many of the study's trials count towards --trials."""
     return sum(1 for t in study.get_trials(deepcopy=False) if counts(t))
 
@@ -47,6 +54,7 @@ class TrialObjective:
         overrides: tuple[str, ...],
         space: Space,
         folder: Path,
+        doc: Document,
         *,
         trust: bool,
         quiet: bool,
@@ -55,10 +63,10 @@ class TrialObjective:
         self.recipe, self.overrides, self.space, self.folder = recipe, overrides, space, folder
         self.trust, self.quiet, self.target = trust, quiet, target
         self.ran = 0
-        self.doc: Any = None  # the recipe document, to locate errors in `search:`
-        self.claimed: Any = lambda: None  # releases the study lock once this trial is recorded as ours
+        self.doc = doc  # the recipe document, to locate errors in `search:`
+        self.claimed: Callable[[], None] = lambda: None  # releases the study lock once this trial is recorded as ours
 
-    def __call__(self, trial: Any) -> float | tuple[float, ...]:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         import optuna
 
         from dlrun.engine.session import train
@@ -122,7 +130,7 @@ class TrialObjective:
             raise TrialFailed(f"{objective.metric} was never finite")
         return score
 
-    def _scores(self, trial: Any, result: Any, loaded: LoadedRecipe) -> float | tuple[float, ...]:
+    def _scores(self, trial: optuna.Trial, result: TrainResult, loaded: LoadedRecipe) -> float | tuple[float, ...]:
         """Every objective from the finished run: history metrics (best or last epoch), `params` counted."""
         scores = []
         for o in self.space.spec.objectives:
@@ -141,7 +149,7 @@ class TrialObjective:
             scores.append(finite[-1] if o.at == "last" else best)
         return scores[0] if len(scores) == 1 else tuple(scores)
 
-    def _record_run(self, trial: Any) -> None:
+    def _record_run(self, trial: optuna.Trial) -> None:
         runs = sorted((self.folder / "trials" / f"{trial.number:04d}").glob("*/*"))
         if runs:
             trial.set_user_attr("run", self._relative(runs[-1]))
@@ -165,7 +173,7 @@ class TrialObjective:
             path=("search", "objective", "metric"),
         )
 
-    def after(self, study: Any, trial: Any) -> None:
+    def after(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """After each trial: one status line, and the leaderboard files rewritten."""
         self.ran += 1
         state = _state_name(trial)
