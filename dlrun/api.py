@@ -18,6 +18,8 @@ from dlrun.errors import RecipeError
 from dlrun.recipe.compose import LoadedRecipe
 
 if TYPE_CHECKING:  # the real types, without importing Keras for `import dlrun`
+    import keras
+
     from dlrun.engine.session import TrainResult
     from dlrun.graph.build import Built
     from dlrun.verbs.tune.leaderboard import TuneResult
@@ -55,7 +57,7 @@ def build(loaded: LoadedRecipe | str | Path, *, trust: bool = False) -> Built:
         return build_traced(loaded.graph, importer, doc=loaded.doc, base_dir=loaded.base_dir)
 
 
-def build_model(loaded: LoadedRecipe | str | Path, *, trust: bool = False) -> Any:
+def build_model(loaded: LoadedRecipe | str | Path, *, trust: bool = False) -> keras.Model:
     """The recipe's `keras.Model` (not compiled)."""
     return build(loaded, trust=trust).model
 
@@ -181,7 +183,7 @@ def serve(
     serve_run(app, host=host, port=port)
 
 
-def plot(model: Any, file: Path, *, expand: bool = False) -> None:
+def plot(model: keras.Model, file: Path, *, expand: bool = False) -> None:
     """Draw the model with Keras' model_to_dot (needs pydot and graphviz: the `plot` extra)."""
     from dlrun.graph.picture import draw_model
 

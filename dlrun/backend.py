@@ -15,10 +15,13 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.errors import RecipeError
 from dlrun.recipe.schema import DistributeSpec, Recipe
+
+if TYPE_CHECKING:
+    import keras
 
 _MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
@@ -59,7 +62,7 @@ def activate(recipe: Recipe) -> str:
     return backend
 
 
-def load_model(path: Path, **kwargs: Any) -> Any:
+def load_model(path: Path, **kwargs: Any) -> keras.Model:
     """`keras.saving.load_model`, also under torch for a model with dots in layer names (older runs' block copies,
     `stage.1.conv1`; graph.check.layer_name): Keras' torch layers key variables in a ParameterDict, which refuses
     dots, so it loads from a copy whose config names them as new runs do (`stage-1-conv1`). Weights are stored by
@@ -182,7 +185,7 @@ def strategy_scope(recipe: Recipe) -> Iterator[Any]:
         yield strategy
 
 
-def _jax_distribution(distribute: DistributeSpec) -> Any:
+def _jax_distribution(distribute: DistributeSpec) -> keras.distribution.DataParallel | keras.distribution.ModelParallel:
     import keras
 
     if distribute.strategy == "model_parallel":

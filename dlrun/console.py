@@ -9,12 +9,12 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 PIPE_WIDTH = 100_000  # rich's width when output is not a terminal (rich's own default there is 80)
 
 
-def _is_terminal(stream: Any) -> bool:
+def _is_terminal(stream: TextIO) -> bool:
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):

@@ -19,6 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
 from dlrun.graph import catalog
 from dlrun.recipe import schema as recipe_schema
 
@@ -642,7 +645,7 @@ def _cell(text: str) -> str:
     return " ".join(text.replace("|", "\\|").split())
 
 
-def _default_cell(prop: dict[str, Any], required: bool, model_field: Any) -> str:
+def _default_cell(prop: dict[str, Any], required: bool, model_field: FieldInfo | None) -> str:
     if required:
         return "**required**"
     if "default" in prop:
@@ -658,8 +661,9 @@ def _default_cell(prop: dict[str, Any], required: bool, model_field: Any) -> str
     return "—"
 
 
-def _model_class(name: str) -> Any:
-    return getattr(recipe_schema, name, None)
+def _model_class(name: str) -> type[BaseModel] | None:
+    cls = getattr(recipe_schema, name, None)
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
 
 
 def reference_text() -> str:

@@ -101,7 +101,7 @@ class Importer:
             where = ("imports", index) if index is not None else path
             raise RecipeError(f"{reason}; importing it needs --trust", path=where)
 
-    def _import(self, module_name: str, path: KeyPath) -> Any:
+    def _import(self, module_name: str, path: KeyPath) -> ModuleType:
         if module_name.endswith(".py"):
             file = (self.base_dir / module_name).resolve()
             if not file.is_file():

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dlrun.errors import RecipeError
 from dlrun.recipe.schema import DistributeSpec
 from dlrun.util import did_you_mean
 
+if TYPE_CHECKING:
+    import keras
+
 _WHERE = ("train", "distribute")
 
 
-def model_parallel(spec: DistributeSpec) -> Any:
+def model_parallel(spec: DistributeSpec) -> keras.distribution.ModelParallel:
     """The keras.distribution.ModelParallel the recipe describes, over all devices of all processes."""
     import keras
 
@@ -43,7 +46,7 @@ def model_parallel(spec: DistributeSpec) -> Any:
     class CheckedModelParallel(keras.distribution.ModelParallel):
         """ModelParallel that checks each layout against the variable it is given to."""
 
-        def get_variable_layout(self, variable: Any) -> Any:
+        def get_variable_layout(self, variable: keras.Variable) -> keras.distribution.TensorLayout:
             if getattr(variable, "_layout", None) is None:
                 key = _key_for(spec, variable.path)
                 if key is not None:
@@ -68,7 +71,7 @@ def _key_for(spec: DistributeSpec, path: str) -> str | None:
     return keys[0] if keys else None
 
 
-def _check_fits(spec: DistributeSpec, key: str, variable: Any) -> None:
+def _check_fits(spec: DistributeSpec, key: str, variable: keras.Variable) -> None:
     axes = (spec.layout or {})[key]
     mesh = spec.mesh or {}
     shape = tuple(variable.shape)
@@ -88,7 +91,7 @@ def _check_fits(spec: DistributeSpec, key: str, variable: Any) -> None:
             )
 
 
-def check_layout_used(model: Any, spec: DistributeSpec) -> None:
+def check_layout_used(model: keras.Model, spec: DistributeSpec) -> None:
     """Refuse a layout key that matched none of the model's variables, naming the paths that exist."""
     paths = [v.path for v in model.variables]
     for key in spec.layout or {}:

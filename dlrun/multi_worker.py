@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.errors import RecipeError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 _WHERE = ("train", "distribute", "strategy")
 
@@ -60,7 +63,7 @@ def check_tf_config() -> dict[str, Any]:
     return config
 
 
-def multi_worker_strategy() -> Any:
+def multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
     """A MultiWorkerMirroredStrategy whose `reduce` handles the structures Keras 3 passes it."""
     import tensorflow as tf
 

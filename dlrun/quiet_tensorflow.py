@@ -45,7 +45,7 @@ def verbose() -> bool:
 class _QuietLoader(importlib.abc.Loader):
     """TensorFlow's own loader, run with fd 2 silenced."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: importlib.abc.Loader) -> None:
         self._inner = inner
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:

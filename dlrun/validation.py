@@ -207,6 +207,7 @@ def diagnose(source: str | Path, overrides: list[str] | tuple[str, ...] = (), ca
     loaded = LoadedRecipe(
         recipe=recipe, doc=doc, graph=graph, base_dir=Path(source).resolve().parent, source=str(source)
     )
+    assert graph is not None  # resolve_graph raised otherwise
     return Report(findings=lint(recipe, graph), loaded=loaded)
 
 

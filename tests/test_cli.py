@@ -60,6 +60,21 @@ def test_summary_marks_shared_layers_and_nested_models(cli, tmp_path):
         assert sum(r["params"] for r in data["layers"]) == data["params"]["total"]
 
 
+def test_summary_of_a_node_sharing_an_op(cli, tmp_path):
+    # `share` of an ops node calls the same keras.ops function: a row without weights (it was an internal error)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: shareop\nmodel:\n  inputs:\n    x: {shape: [4]}\n  layers:\n"
+        "    - {name: a, type: ops.relu, inputs: [x]}\n    - {name: b, share: a, inputs: [a]}\n"
+        "    - {name: out, type: Dense, units: 1, inputs: [b]}\ncompile: {optimizer: adam, loss: mse}\n"
+    )
+    result = cli("summary", str(recipe), "--json")
+    assert result.code == 0, result.stderr
+    rows = {r["name"]: r for r in json.loads(result.stdout)["layers"]}
+    assert rows["b"]["params"] == 0 and rows["b"]["marks"] == ["shared with a"]
+    assert rows["b"]["output_shape"] == "(None, 4)"
+
+
 @pytest.mark.parametrize("fmt,needle", [("mermaid", "flowchart TD"), ("dot", "digraph")])
 def test_summary_graph_formats_without_tensorflow(cli, fmt, needle):
     result = cli("summary", MNIST, "--format", fmt)

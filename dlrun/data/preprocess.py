@@ -27,7 +27,8 @@ units.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +38,10 @@ from dlrun.importer import Importer
 from dlrun.recipe.compose import LoadedRecipe
 from dlrun.recipe.schema import Component, FeatureSpec
 from dlrun.util import did_you_mean, snake_case
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
 
 KeyPath = tuple[str | int, ...]
 
@@ -54,7 +59,13 @@ SPECIAL = ("MinMaxScaling", "preprocess_input")
 class Step:
     """One preprocessing item: how to apply it to a tensor, and the Keras layer behind it (if any)."""
 
-    def __init__(self, comp: Component, where: KeyPath, layer: Any = None, fn: Any = None) -> None:
+    def __init__(
+        self,
+        comp: Component,
+        where: KeyPath,
+        layer: keras.layers.Layer | None = None,
+        fn: Callable[[Any], Any] | None = None,
+    ) -> None:
         self.comp = comp
         self.where = where
         self.layer = layer
@@ -63,12 +74,15 @@ class Step:
     def __call__(self, x: Any, training: bool | None = None) -> Any:
         if self.fn is not None:
             return self.fn(x)
+        assert self.layer is not None  # a step is a function or a layer
         if training is None:
             return self.layer(x)
         return self.layer(x, training=training)
 
 
-def _keras_layer(comp: Component, name: str, importer: Importer | None, where: KeyPath, **extra: Any) -> Any:
+def _keras_layer(
+    comp: Component, name: str, importer: Importer | None, where: KeyPath, **extra: Any
+) -> keras.layers.Layer:
     import keras
 
     kwargs = {**comp.kwargs, **extra}
@@ -89,7 +103,7 @@ def _keras_layer(comp: Component, name: str, importer: Importer | None, where: K
         raise RecipeError(f"{comp.type}: {str(exc).splitlines()[0]}", path=where) from None
 
 
-def keep_vocabulary_in_config(layer: Any) -> None:
+def keep_vocabulary_in_config(layer: keras.layers.Layer) -> None:
     """Store an adapted lookup's vocabulary in the layer's config instead of Keras' vocabulary file.
 
     Keras writes the file joined by '\n' and reads it back with `str.splitlines()`, dropping trailing empty
@@ -187,7 +201,7 @@ def _preprocess_input_steps(comp: Component, name: str, channels: int | None, wh
 # adapting on the training split
 
 
-def _as_batches(data: Any, batch: int = 256) -> Any:
+def _as_batches(data: np.ndarray | tf.data.Dataset, batch: int = 256) -> tf.data.Dataset:
     import tensorflow as tf
 
     if isinstance(data, tf.data.Dataset):
@@ -197,7 +211,7 @@ def _as_batches(data: Any, batch: int = 256) -> Any:
     return tf.data.Dataset.from_tensor_slices(data).batch(batch)
 
 
-def _min_max(ds: Any, rank: int) -> tuple[np.ndarray, np.ndarray]:
+def _min_max(ds: tf.data.Dataset, rank: int) -> tuple[np.ndarray, np.ndarray]:
     lo = hi = None
     for batch in ds:
         b = np.asarray(batch, dtype="float64")
@@ -210,7 +224,7 @@ def _min_max(ds: Any, rank: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(lo), np.asarray(hi)
 
 
-def _collect(ds: Any) -> np.ndarray:
+def _collect(ds: tf.data.Dataset) -> np.ndarray:
     """A dataset of batches as one NumPy array (text as Python strings)."""
     parts = [np.asarray(b) for b in ds.as_numpy_iterator()]
     if not parts:
@@ -221,7 +235,7 @@ def _collect(ds: Any) -> np.ndarray:
     return out
 
 
-def _fill_step(name: str, feature: FeatureSpec, current: Any) -> Step:
+def _fill_step(name: str, feature: FeatureSpec, current: tf.data.Dataset) -> Step:
     """The `fill` of one input as a FillMissing layer, fitted on the training split."""
     from dlrun.data.layers import FillMissing, fit_fill
 
@@ -238,12 +252,12 @@ def _fill_step(name: str, feature: FeatureSpec, current: Any) -> Step:
 def build_input_steps(
     name: str,
     comps: list[Component],
-    data: Any,
-    raw: Any,
+    data: np.ndarray | tf.data.Dataset,
+    raw: keras.KerasTensor,
     importer: Importer | None,
     used: set[str],
     feature: FeatureSpec | None = None,
-) -> tuple[list[Step], Any]:
+) -> tuple[list[Step], keras.KerasTensor]:
     """Build and adapt (on `data`, the training split only) the preprocessing of one input, in order:
     the feature's `fill` first, then its `preprocess` layers.
 
@@ -284,16 +298,17 @@ def build_input_steps(
                 if previous is None:
                     raise RecipeError("CategoryEncoding needs `num_tokens` (or a lookup layer before it)", path=where)
                 extra["num_tokens"] = int(previous.vocabulary_size())
-            step = Step(comp, where, layer=_keras_layer(comp, layer_name, importer, where, **extra))
+            layer = _keras_layer(comp, layer_name, importer, where, **extra)
+            step = Step(comp, where, layer=layer)
             if _needs_adapt(step):
                 try:
-                    step.layer.adapt(current)
+                    layer.adapt(current)
                 except (TypeError, ValueError, tf.errors.InvalidArgumentError) as exc:
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                     raise RecipeError(
                         f"adapting {comp.type} on the training split failed: {first}", path=where
                     ) from None
-                keep_vocabulary_in_config(step.layer)
+                keep_vocabulary_in_config(layer)
             new = [step]
         for step in new:
             steps.append(step)
@@ -313,7 +328,9 @@ def _loss_name(loaded: LoadedRecipe, output: str) -> str:
     return (comp.type if comp is not None else "").lower().replace("_", "")
 
 
-def check_targets(model: Any, loaded: LoadedRecipe, prepared: Prepared, inputs: list[str], outputs: list[str]) -> None:
+def check_targets(
+    model: keras.Model, loaded: LoadedRecipe, prepared: Prepared, inputs: list[str], outputs: list[str]
+) -> None:
     """Target shapes and label ranges against each output's units and loss."""
     for output, tensor in zip(outputs, model.outputs, strict=True):
         where: KeyPath = ("data", "targets", output)
@@ -369,7 +386,7 @@ def _unpadded_vocabulary(comps: list[Component]) -> bool:
     )
 
 
-def _check_input(name: str, tensor: Any, core_input: Any, comps: list[Component]) -> None:
+def _check_input(name: str, tensor: keras.KerasTensor, core_input: keras.KerasTensor, comps: list[Component]) -> None:
     where: KeyPath = ("data", "inputs", name)
     got, want = tuple(tensor.shape[1:]), tuple(core_input.shape[1:])
     if str(tensor.dtype) == "string" and str(core_input.dtype) != "string":
@@ -397,7 +414,7 @@ def _check_input(name: str, tensor: Any, core_input: Any, comps: list[Component]
 # the wrapped model
 
 
-def input_names(model: Any) -> list[str]:
+def input_names(model: keras.Model) -> list[str]:
     """The model's input names in the model's own order."""
     return [t._keras_history[0].name for t in model.inputs]
 
@@ -467,7 +484,9 @@ def shapes_from_data(loaded: LoadedRecipe, importer: Importer | None = None) -> 
     resolve_input_shapes(loaded, prepare(loaded.recipe.data, loaded.base_dir, loaded.recipe.seed), importer)
 
 
-def attach_preprocessing(model: Any, loaded: LoadedRecipe, prepared: Prepared, importer: Importer | None = None) -> Any:
+def attach_preprocessing(
+    model: keras.Model, loaded: LoadedRecipe, prepared: Prepared, importer: Importer | None = None
+) -> keras.Model:
     """The model to train: `raw inputs -> preprocessing (adapted on train) -> model`, after checking the
     data against the model. Also records the recipe's batch size and shuffle flag in `prepared` for its
     tf.data pipelines. Returns `model` itself when no input declares `preprocess` or `fill`."""

@@ -14,9 +14,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from dlrun.data.tables import Table
+    from dlrun.recipe.schema import DataSpec
 
 # largest / smallest class count from which a split is called imbalanced
 IMBALANCE_RATIO = 3.0
@@ -111,9 +115,9 @@ def _class_counts(values: np.ndarray, vocab: list[Any]) -> dict[str, int]:
 
 
 def build_record(
-    spec: Any,
-    tables: dict[str, Any],
-    source_tables: dict[str, Any],
+    spec: DataSpec,
+    tables: dict[str, Table],
+    source_tables: dict[str, Table],
     files: list[Path],
     labels: dict[str, np.ndarray | None],
 ) -> DataRecord:

@@ -14,14 +14,18 @@ import gzip
 import io
 import json
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from dlrun.errors import RecipeError
 from dlrun.util import did_you_mean
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 KeyPath = tuple[str | int, ...]
 
@@ -103,7 +107,9 @@ class Reader(Protocol):
     def count(self) -> int: ...
     def column(self, name: str, where: KeyPath) -> np.ndarray: ...
     def check_finite(self, wheres: dict[str, KeyPath]) -> None: ...
-    def dataset(self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int) -> Any: ...
+    def dataset(
+        self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int
+    ) -> tf.data.Dataset: ...
 
 
 class StreamTable:
@@ -147,7 +153,9 @@ class StreamTable:
             total += n * (64 if col.dtype == "string" else 4)
         return max(total, 1.0)
 
-    def dataset(self, columns: list[str], *, shuffle_seed: int | None = None, buffer_rows: int = 10000) -> Any:
+    def dataset(
+        self, columns: list[str], *, shuffle_seed: int | None = None, buffer_rows: int = 10000
+    ) -> tf.data.Dataset:
         """Unbatched tf.data records `{column: tensor}` of this table's rows (shuffled when a seed is given)."""
         return self.reader.dataset(columns, self.indices, shuffle_seed, buffer_rows)
 
@@ -331,7 +339,7 @@ class CsvReader:
         self.missing_lines = {n: k.first_missing for n, k in zip(self.header, kinds, strict=True) if k.first_missing}
         self._cache: dict[str, np.ndarray] = {}
 
-    def _rows(self) -> Any:
+    def _rows(self) -> Iterator[tuple[int, list[str]]]:
         """(line number where the record ends, fields) of every non-empty record."""
         with open_text(self.file) as fh:
             reader = csv.reader(fh, delimiter=self.delimiter)
@@ -358,7 +366,9 @@ class CsvReader:
             )
         return self._cache[name]
 
-    def dataset(self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int) -> Any:
+    def dataset(
+        self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int
+    ) -> tf.data.Dataset:
         import tensorflow as tf
 
         cols = sorted({self.header.index(c) for c in columns})
@@ -384,7 +394,7 @@ class CsvReader:
         else:  # quoted newlines, blank lines or CRLF: Python's csv module, one record at a time (slower)
             convert = [{"string": str, "int64": int, "float32": _to_float}[parsed[n]] for n in names]
 
-            def records() -> Any:
+            def records() -> Iterator[tuple[Any, ...]]:
                 for _, row in self._rows():
                     yield tuple(f(row[j]) for j, f in zip(cols, convert, strict=True))
 
@@ -401,7 +411,7 @@ class CsvReader:
 # JSON lines
 
 
-def _json_rows(file: Path, limit: int | None = None) -> Any:
+def _json_rows(file: Path, limit: int | None = None) -> Iterator[dict[str, Any]]:
     with open_text(file) as fh:
         for i, line in enumerate(fh):
             if limit is not None and i >= limit:
@@ -482,7 +492,9 @@ class JsonlReader:
                     f"field {name!r} has a missing or NaN value at line {row + 1} of {self.origin}", path=where
                 )
 
-    def dataset(self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int) -> Any:
+    def dataset(
+        self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int
+    ) -> tf.data.Dataset:
         import tensorflow as tf
 
         keep = None if indices is None else set(indices.tolist())
@@ -493,7 +505,7 @@ class JsonlReader:
             for c in columns
         }
 
-        def rows() -> Any:
+        def rows() -> Iterator[dict[str, Any]]:
             for i, row in enumerate(_json_rows(self.file)):
                 if keep is None or i in keep:
                     yield {c: row.get(c) for c in columns}
@@ -520,18 +532,18 @@ class TFRecordReader:
         self._count: int | None = None
         self._cache: dict[str, np.ndarray] = {}
 
-    def _records(self) -> Any:
+    def _records(self) -> tf.data.TFRecordDataset:
         import tensorflow as tf
 
         compression = "GZIP" if self.files[0].suffix == ".gz" else None
         return tf.data.TFRecordDataset([str(f) for f in self.files], compression_type=compression)
 
-    def _parse(self, names: list[str]) -> Any:
+    def _parse(self, names: list[str]) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
         import tensorflow as tf
 
         spec = {n: tf.io.FixedLenFeature(self.features[n][1], self.features[n][0]) for n in names}
 
-        def parse(batch: Any) -> dict[str, Any]:
+        def parse(batch: tf.Tensor) -> dict[str, tf.Tensor]:
             try:
                 return tf.io.parse_example(batch, spec)
             except (TypeError, ValueError) as exc:  # raised while tracing: a bad spec
@@ -573,7 +585,9 @@ class TFRecordReader:
             ):
                 raise RecipeError(f"feature {name!r} has a NaN value in record {row} of {self.origin}", path=where)
 
-    def dataset(self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int) -> Any:
+    def dataset(
+        self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int
+    ) -> tf.data.Dataset:
         import tensorflow as tf
 
         chunk = 4096
@@ -654,7 +668,7 @@ class FileListReader:
     def check_finite(self, wheres: dict[str, KeyPath]) -> None:
         return None
 
-    def load(self, path: Any) -> Any:
+    def load(self, path: tf.Tensor) -> tf.Tensor:
         import tensorflow as tf
 
         raw = tf.io.read_file(path)
@@ -665,7 +679,9 @@ class FileListReader:
         image.set_shape((*self.image_size, self.channels))
         return image
 
-    def dataset(self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int) -> Any:
+    def dataset(
+        self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int
+    ) -> tf.data.Dataset:
         import tensorflow as tf
 
         idx = np.arange(self.count) if indices is None else indices
@@ -701,7 +717,9 @@ class ArrayReader:
     def check_finite(self, wheres: dict[str, KeyPath]) -> None:
         return None
 
-    def dataset(self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int) -> Any:
+    def dataset(
+        self, columns: list[str], indices: np.ndarray | None, shuffle_seed: int | None, buffer: int
+    ) -> tf.data.Dataset:
         import tensorflow as tf
 
         idx = np.arange(self.count) if indices is None else indices
@@ -716,8 +734,8 @@ class ArrayReader:
 
 
 def rows_of_chunks(
-    ds: Any, chunk: int, count: int, indices: np.ndarray | None, shuffle_seed: int | None, buffer: int
-) -> Any:
+    ds: tf.data.Dataset, chunk: int, count: int, indices: np.ndarray | None, shuffle_seed: int | None, buffer: int
+) -> tf.data.Dataset:
     """A stream of `chunk`-row record batches -> its rows: only `indices` (when a subset), shuffled when seeded."""
     import tensorflow as tf
 
@@ -726,7 +744,7 @@ def rows_of_chunks(
         mask[indices] = True
         keep = tf.constant(mask)
 
-        def subset(b: Any, r: dict[str, Any]) -> dict[str, Any]:
+        def subset(b: tf.Tensor, r: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
             n = tf.shape(next(iter(r.values())))[0]
             rows = keep[b * chunk : b * chunk + tf.cast(n, tf.int64)]
             return {k: tf.boolean_mask(v, rows) for k, v in r.items()}

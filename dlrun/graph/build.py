@@ -9,15 +9,19 @@ Errors while calling a layer name the node, its inputs and their shapes.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.errors import RecipeError
 from dlrun.graph import nested, refs
 from dlrun.graph.check import Graph, Node, layer_name
 from dlrun.importer import Importer
 from dlrun.recipe.load import Document
+
+if TYPE_CHECKING:
+    import keras
 
 
 def _shape(t: Any) -> str:
@@ -39,7 +43,7 @@ class _Builder:
         self.doc = doc
         self.base_dir = base_dir
         self.tensors: dict[str, Any] = {}
-        self.layers: dict[str, Any] = {}
+        self.layers: dict[str, keras.layers.Layer | Callable[..., Any]] = {}
         self.subgraphs: dict[str, Graph] = {}
 
     def err(self, message: str, node: Node, *extra: str | int) -> RecipeError:
@@ -61,7 +65,7 @@ class _Builder:
         except RecipeError as exc:
             raise self.located(exc) from None
 
-    def make_layer(self, node: Node, incoming: list[Any], submodels: dict[str, Any]) -> Any:
+    def make_layer(self, node: Node, incoming: list[Any], submodels: dict[str, keras.Model]) -> keras.layers.Layer:
         import keras
 
         if node.kind == "layer":
@@ -86,7 +90,7 @@ class _Builder:
             return self.make_application(node, incoming)
         raise AssertionError(node.kind)
 
-    def make_application(self, node: Node, incoming: list[Any]) -> Any:
+    def make_application(self, node: Node, incoming: list[Any]) -> keras.Model:
         import keras
 
         kwargs = dict(node.kwargs)
@@ -122,14 +126,14 @@ class _Builder:
         model.trainable = bool(trainable)
         return model
 
-    def build(self, graph: Graph, submodels: dict[str, Any] | None = None) -> Any:
+    def build(self, graph: Graph, submodels: dict[str, keras.Model] | None = None) -> keras.Model:
         import keras
 
         submodels = submodels or {}
         tensors: dict[str, Any] = {}
         for name, spec in graph.inputs.items():
             tensors[name] = keras.Input(shape=tuple(spec.shape), dtype=spec.dtype, sparse=spec.sparse, name=name)
-        layers: dict[str, Any] = {}
+        layers: dict[str, keras.layers.Layer | Callable[..., Any]] = {}  # a keras.ops function for an op node
 
         def tensor(ref: str, node: Node | None, where: tuple[str | int, ...]) -> Any:
             """The tensor a reference names: a node's output, or one of its several outputs."""
@@ -224,10 +228,10 @@ class _Builder:
 class Built:
     """A built model plus, per node of the main graph, its output tensor and layer object."""
 
-    model: Any
-    tensors: dict[str, Any]
-    layers: dict[str, Any]
-    submodels: dict[str, Any]
+    model: keras.Model
+    tensors: dict[str, Any]  # a KerasTensor, or a list of them for a node with several outputs
+    layers: dict[str, keras.layers.Layer | Callable[..., Any]]  # a keras.ops function for an op node
+    submodels: dict[str, keras.Model]
 
 
 def build_traced(
@@ -236,13 +240,15 @@ def build_traced(
     """Build the Keras model for `graph` (sub-models first, each built once), keeping per-node tensors."""
     builder = _Builder(importer, doc, base_dir or Path.cwd())
     builder.subgraphs = graph.submodels
-    submodels: dict[str, Any] = {}
+    submodels: dict[str, keras.Model] = {}
     for name, sub in graph.submodels.items():  # in dependency order: a sub-model after those it calls
         submodels[name] = builder.build(sub, submodels)
     model = builder.build(graph, submodels)
     return Built(model=model, tensors=builder.tensors, layers=builder.layers, submodels=submodels)
 
 
-def build_graph(graph: Graph, importer: Importer, *, doc: Document | None = None, base_dir: Path | None = None) -> Any:
+def build_graph(
+    graph: Graph, importer: Importer, *, doc: Document | None = None, base_dir: Path | None = None
+) -> keras.Model:
     """Build the Keras model for `graph`."""
     return build_traced(graph, importer, doc=doc, base_dir=base_dir).model

@@ -14,9 +14,12 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.util import did_you_mean  # noqa: F401  (the one implementation; re-exported for graph/)
+
+if TYPE_CHECKING:
+    import keras
 
 CATALOG_PATH = Path(__file__).with_name("keras_catalog.json")
 
@@ -166,7 +169,7 @@ def _describe(obj: Any) -> dict[str, Any]:
     return {"params": params, "var_kwargs": var_kwargs}
 
 
-def _call_params(cls: Any) -> dict[str, Any]:
+def _call_params(cls: type[keras.layers.Layer]) -> dict[str, Any]:
     """A layer's `call()` arguments in order (the first takes the node's `inputs`), the required ones, and
     whether it takes any keyword (`**kwargs`)."""
     try:
@@ -351,7 +354,7 @@ def _full_arg_docs(doc: str) -> dict[str, str]:
     return out
 
 
-def _constructs(cls: Any, kwargs: dict[str, Any]) -> bool:
+def _constructs(cls: type, kwargs: dict[str, Any]) -> bool:
     try:
         cls(**kwargs)
     except Exception:  # any refusal by Keras counts as "not accepted"
@@ -359,7 +362,7 @@ def _constructs(cls: Any, kwargs: dict[str, Any]) -> bool:
     return True
 
 
-def _numeric_range(cls: Any, base: dict[str, Any], pname: str, kind: str, doc: str) -> dict[str, Any]:
+def _numeric_range(cls: type, base: dict[str, Any], pname: str, kind: str, doc: str) -> dict[str, Any]:
     if pname == "seed":
         return {}
     if kind in ("int", "ints"):
@@ -380,7 +383,7 @@ def _numeric_range(cls: Any, base: dict[str, Any], pname: str, kind: str, doc: s
     return {}
 
 
-def _string_choices(cls: Any, base: dict[str, Any], pname: str, default: Any, doc: str) -> dict[str, Any]:
+def _string_choices(cls: type, base: dict[str, Any], pname: str, default: Any, doc: str) -> dict[str, Any]:
     quoted = re.findall(r"[\"']([A-Za-z_][\w\-]*)[\"']", doc)
     candidates = list(dict.fromkeys([*([default] if isinstance(default, str) else []), *quoted]))
     if not candidates or _constructs(cls, {**base, pname: _PROBE}):
@@ -395,7 +398,7 @@ def _registry_of(pname: str) -> str | None:
     return next((reg for suffix, reg in REGISTRY_SUFFIXES if pname.endswith(suffix)), None)
 
 
-def _layer_values(cls: Any, entry: dict[str, Any], registries: dict[str, list[str]]) -> dict[str, Any]:
+def _layer_values(cls: type, entry: dict[str, Any], registries: dict[str, list[str]]) -> dict[str, Any]:
     """Per argument of one layer: its registry, its string choices or its numeric range, probed from Keras."""
     params = entry["params"]
     base = {}

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from dlrun.errors import RecipeError
@@ -12,7 +14,7 @@ from dlrun.recipe.load import KeyPath
 from dlrun.recipe.schema import Component
 
 
-def _keras_module(section: str) -> Any:
+def _keras_module(section: str) -> ModuleType:
     import keras
 
     return {
@@ -39,7 +41,7 @@ CALLABLE_ARGUMENTS: dict[str, frozenset[str]] = {
 }  # fmt: skip
 
 
-def _function(section: str, name: str, key: str, value: Any, importer: Importer, path: KeyPath) -> Any:
+def _function(section: str, name: str, key: str, value: Any, importer: Importer, path: KeyPath) -> Callable[..., Any]:
     """The function an argument in CALLABLE_ARGUMENTS names."""
     if isinstance(value, str) and ":" in value:
         function = importer.load(value, path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import keyword
 import re
+from collections.abc import Callable
 from typing import Any
 
 from dlrun.graph import catalog, nested, refs
@@ -182,7 +183,7 @@ class _Ejector:
         return _Code(f"{module}.{type_}({', '.join(args)})")
 
     @staticmethod
-    def arguments(node: Node, tensor: Any) -> dict[str, Any]:
+    def arguments(node: Node, tensor: Callable[[str], str]) -> dict[str, Any]:
         """The call (or op) keyword arguments with tensor references as the Python expressions for them."""
 
         def one(text: str) -> _Code | None:
@@ -455,7 +456,7 @@ class _Ejector:
         incoming: list[str],
         var: str,
         label: str,
-        tensor: Any,
+        tensor: Callable[[str], str],  # a tensor reference -> the Python expression naming it
         allowed: set[str],
         indent: str,
         stack: tuple[str, ...],

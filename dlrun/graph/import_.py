@@ -18,7 +18,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -26,6 +26,9 @@ from dlrun.errors import RecipeError
 from dlrun.graph import catalog, nested
 from dlrun.recipe.schema import NAME_PATTERN
 from dlrun.util import snake_case
+
+if TYPE_CHECKING:
+    import keras
 
 MODEL_CLASSES = ("Functional", "Sequential", "Model")
 ADAPTED_LAYERS = ("Normalization", "TextVectorization", "StringLookup", "IntegerLookup", "Discretization")
@@ -217,7 +220,7 @@ def _ref_list(value: Any) -> list[tuple[str, int, int]]:
     return [(str(v[0]), int(v[1]), int(v[2])) for v in value]
 
 
-def load_custom_classes(imports: list[str]) -> dict[str, tuple[str, Any]]:
+def load_custom_classes(imports: list[str]) -> dict[str, tuple[str, type]]:
     """Import the modules named by `--imports` (a dotted module, or a `.py` file) and map each class they
     define, by its Keras registered name (`package>Class`) and by its class name, to (the `imports:`
     entry, the class). Importing runs the module: the user asked for it on the command line."""
@@ -227,7 +230,7 @@ def load_custom_classes(imports: list[str]) -> dict[str, tuple[str, Any]]:
 
     from dlrun.importer import load_file_module
 
-    found: dict[str, tuple[str, Any]] = {}
+    found: dict[str, tuple[str, type]] = {}
     for entry in imports:
         if entry.endswith(".py"):
             file = Path(entry).resolve()
@@ -250,7 +253,7 @@ def load_custom_classes(imports: list[str]) -> dict[str, tuple[str, Any]]:
 
 
 class _Converter:
-    def __init__(self, custom: dict[str, tuple[str, Any]] | None = None) -> None:
+    def __init__(self, custom: dict[str, tuple[str, type]] | None = None) -> None:
         self.custom = custom or {}  # classes of the modules given with --imports
         self.submodels: dict[str, dict[str, Any]] = {}
         self.notes: list[str] = []
@@ -655,7 +658,7 @@ def _compile_section(compile_config: dict[str, Any] | None, outputs: list[str], 
 # the recipe
 
 
-def load_keras_model(path: Path) -> Any:
+def load_keras_model(path: Path) -> keras.Model:
     """Load a saved model with `safe_mode=True` (compiled when possible); user errors as RecipeError."""
     from dlrun.backend import load_model
 
@@ -679,7 +682,7 @@ def load_keras_model(path: Path) -> Any:
 
 
 def recipe_from_model(
-    model: Any, *, name: str | None = None, fold: bool = True, custom: dict[str, tuple[str, Any]] | None = None
+    model: keras.Model, *, name: str | None = None, fold: bool = True, custom: dict[str, tuple[str, type]] | None = None
 ) -> tuple[dict[str, Any], list[str]]:
     """The recipe document for a Keras model, and notes for the reader (placeholders, ...); with `fold`,
     repeated structure is written once under `blocks:` and used with `repeat:`. `custom` maps registered
@@ -752,14 +755,14 @@ def recipe_from_model(
     return document, notes
 
 
-def _size(weight: Any) -> int:
+def _size(weight: keras.Variable) -> int:
     n = 1
     for d in weight.shape:
         n *= int(d)
     return n
 
 
-def _find_layer(model: Any, name: str) -> Any:
+def _find_layer(model: keras.Model, name: str) -> keras.layers.Layer | None:
     for layer in model.layers:
         if layer.name == name:
             return layer

@@ -16,6 +16,7 @@ from typing import Any
 
 from dlrun.errors import format_path
 from dlrun.graph import catalog
+from dlrun.graph.check import Graph
 from dlrun.recipe.load import KeyPath
 from dlrun.recipe.schema import Component, FeatureSpec, Recipe
 
@@ -34,6 +35,9 @@ class Finding:
         return f"{self.message}; fix: {self.fix} [{self.rule}]"
 
 
+Check = Callable[[Recipe, Graph], Iterator[Finding]]  # one rule's findings on a resolved recipe
+
+
 @dataclass(frozen=True)
 class Rule:
     """A named lint rule and its explanation (`dlrun validate --explain NAME`)."""
@@ -41,16 +45,16 @@ class Rule:
     name: str
     summary: str
     explanation: str
-    check: Callable[[Recipe, Any], Iterator[Finding]]
+    check: Check
 
 
 RULES: dict[str, Rule] = {}
 
 
-def rule(name: str, summary: str) -> Callable[[Callable[[Recipe, Any], Iterator[Finding]]], Any]:
+def rule(name: str, summary: str) -> Callable[[Check], Check]:
     """Register a rule; its docstring is the explanation."""
 
-    def register(fn: Callable[[Recipe, Any], Iterator[Finding]]) -> Callable[[Recipe, Any], Iterator[Finding]]:
+    def register(fn: Check) -> Check:
         RULES[name] = Rule(name, summary, " ".join((fn.__doc__ or "").split()), fn)
         return fn
 
@@ -75,7 +79,7 @@ class Head:
     units_path: KeyPath
 
 
-def _head(graph: Any, out: str) -> Head | None:
+def _head(graph: Graph, out: str) -> Head | None:
     try:
         node = graph.node(out)
     except KeyError:
@@ -122,7 +126,7 @@ def _one_hot(feature: FeatureSpec) -> tuple[int, int] | None:
     return None
 
 
-def _heads(recipe: Recipe, graph: Any) -> Iterator[tuple[Head, Component, KeyPath]]:
+def _heads(recipe: Recipe, graph: Graph) -> Iterator[tuple[Head, Component, KeyPath]]:
     losses = _losses(recipe, graph.outputs)
     for out in graph.outputs:
         head = _head(graph, out)
@@ -135,7 +139,7 @@ def _heads(recipe: Recipe, graph: Any) -> Iterator[tuple[Head, Component, KeyPat
 
 
 @rule("from-logits-after-activation", "softmax/sigmoid output with a loss told `from_logits: true`")
-def _from_logits(recipe: Recipe, graph: Any) -> Iterator[Finding]:
+def _from_logits(recipe: Recipe, graph: Graph) -> Iterator[Finding]:
     """`from_logits: true` tells the loss that the model outputs raw scores (logits) and to apply
     softmax/sigmoid itself. When the output layer already applies softmax or sigmoid, the loss squashes
     probabilities a second time: training still runs, but gradients are tiny and accuracy stalls. Either
@@ -151,7 +155,7 @@ def _from_logits(recipe: Recipe, graph: Any) -> Iterator[Finding]:
 
 
 @rule("sigmoid-with-categorical", "sigmoid output under a categorical cross-entropy over more than 2 classes")
-def _sigmoid_categorical(recipe: Recipe, graph: Any) -> Iterator[Finding]:
+def _sigmoid_categorical(recipe: Recipe, graph: Graph) -> Iterator[Finding]:
     """Categorical cross-entropy expects one probability distribution over the classes (they sum to 1),
     which softmax gives. Sigmoid scores each class on its own, so the loss sees numbers that do not sum to
     1 and Keras renormalises them silently. For one label per sample use `activation: softmax`; for several
@@ -168,7 +172,7 @@ def _sigmoid_categorical(recipe: Recipe, graph: Any) -> Iterator[Finding]:
 
 
 @rule("target-encoding", "one-hot targets with a sparse loss, or integer labels with a one-hot loss")
-def _target_encoding(recipe: Recipe, graph: Any) -> Iterator[Finding]:
+def _target_encoding(recipe: Recipe, graph: Graph) -> Iterator[Finding]:
     """`sparse_categorical_crossentropy` takes integer class labels (0, 1, 2, ...);
     `categorical_crossentropy` takes one-hot rows ([0, 0, 1, ...]). A target with a `one_hot` step is
     one-hot; a target that declares `classes:` (or reads a folder's `label`) without one is integer labels.
@@ -198,7 +202,7 @@ def _target_encoding(recipe: Recipe, graph: Any) -> Iterator[Finding]:
 
 
 @rule("units-vs-classes", "the output's units differ from the number of classes the data declares")
-def _units_vs_classes(recipe: Recipe, graph: Any) -> Iterator[Finding]:
+def _units_vs_classes(recipe: Recipe, graph: Graph) -> Iterator[Finding]:
     """A classifier's last layer has one unit per class (or one sigmoid unit for two classes). When the
     target declares its classes (`classes: [...]` or a `one_hot: N` step) and the output's `units` differ,
     either some classes can never be predicted or Keras fails on the first batch."""
@@ -233,7 +237,7 @@ def _frozen(recipe: Recipe, name: str, block: tuple[str, ...], kwargs: dict[str,
 
 
 @rule("frozen-random-weights", "a frozen pretrained model or layer with `weights: null` (random weights)")
-def _frozen_random(recipe: Recipe, graph: Any) -> Iterator[Finding]:
+def _frozen_random(recipe: Recipe, graph: Graph) -> Iterator[Finding]:
     """`weights: null` builds a keras.applications model with random weights. Freezing it (`trainable:
     false`, or a stage's `trainable: {freeze: [...]}`) then trains only the head on random features, which
     learns close to nothing (chance-level accuracy). Load pretrained weights (`weights: imagenet`, e.g.
@@ -269,7 +273,7 @@ def _metric_names(comp: Component) -> list[str]:
     return [_snake(comp.type)]
 
 
-def _produced(recipe: Recipe, graph: Any) -> list[str]:
+def _produced(recipe: Recipe, graph: Graph) -> list[str]:
     """The names Keras logs for this recipe's losses and metrics, without and with `val_`."""
     outputs = graph.outputs
     names = ["loss"]
@@ -295,7 +299,7 @@ def _callbacks(recipe: Recipe) -> Iterator[tuple[Component, KeyPath, int]]:
 
 
 @rule("unknown-monitor", "a callback monitors a metric the recipe never produces")
-def _unknown_monitor(recipe: Recipe, graph: Any) -> Iterator[Finding]:
+def _unknown_monitor(recipe: Recipe, graph: Graph) -> Iterator[Finding]:
     """EarlyStopping, ModelCheckpoint and ReduceLROnPlateau watch one logged value by name. Keras logs
     `loss`, each metric under the name it was given (`accuracy`, not `acc`, when written `accuracy`),
     `<output>_<metric>` for multi-output models, and the same with `val_` on validation data. A name that
@@ -315,7 +319,7 @@ def _unknown_monitor(recipe: Recipe, graph: Any) -> Iterator[Finding]:
 
 
 @rule("patience-over-epochs", "EarlyStopping's patience is at least the number of epochs")
-def _patience(recipe: Recipe, graph: Any) -> Iterator[Finding]:
+def _patience(recipe: Recipe, graph: Graph) -> Iterator[Finding]:
     """EarlyStopping stops after `patience` epochs without improvement. With patience >= the epochs it
     runs for, it can never stop training early (it only restores weights, if asked). Lower `patience`,
     or train for more epochs."""
@@ -330,7 +334,7 @@ def _patience(recipe: Recipe, graph: Any) -> Iterator[Finding]:
             )
 
 
-def lint(recipe: Recipe, graph: Any) -> list[Finding]:
+def lint(recipe: Recipe, graph: Graph) -> list[Finding]:
     """Every rule's findings, in rule order."""
     return [finding for r in RULES.values() for finding in r.check(recipe, graph)]
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dlrun.errors import RecipeError
+
+if TYPE_CHECKING:
+    import keras
 
 FORMATS = {".png": 200, ".svg": None, ".pdf": None, ".dot": None}  # suffix -> dpi (None: Graphviz's 72)
 _MISSING = "--plot needs {what}; `--format dot|mermaid` draws the graph without them"
@@ -29,7 +32,7 @@ def check_tools(file: Path) -> None:
         raise RecipeError(_MISSING.format(what="Graphviz's `dot` program: apt-get install graphviz (or brew)"))
 
 
-def draw_model(model: Any, file: Path, *, expand: bool = False) -> Path:
+def draw_model(model: keras.Model, file: Path, *, expand: bool = False) -> Path:
     """Draw `model` (built) to `file` (.png, .svg, .pdf or .dot), atomically."""
     import keras
 

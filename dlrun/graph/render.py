@@ -7,10 +7,16 @@ output shapes and parameter counts, and its totals equal `model.count_params()`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.graph import refs
 from dlrun.graph.check import Graph, Node
+
+if TYPE_CHECKING:
+    import keras
+    from rich.table import Table
+
+    from dlrun.graph.build import Built
 
 
 @dataclass
@@ -42,25 +48,26 @@ def _count(weights: list[Any]) -> int:
     return total
 
 
-def summary_rows(graph: Graph, built: Any, *, expand: bool = False) -> list[Row]:
+def summary_rows(graph: Graph, built: Built, *, expand: bool = False) -> list[Row]:
     """Rows for every node (blocks folded into one row each unless `expand`)."""
     rows: list[Row] = [
         Row(name, "Input", _shape(built.tensors[name]), 0, [], [f"dtype {spec.dtype}"])
         for name, spec in graph.inputs.items()
     ]
+    import keras  # the model is built: Keras is loaded
+
     seen_layers: set[int] = set()
     for node in graph.nodes:
-        if node.kind == "op":  # a keras.ops function: no layer, no weights
-            rows.append(Row(node.name, f"ops.{node.type}", _shape(built.tensors[node.name]), 0, list(node.refs)))
-            continue
         layer = built.layers[node.name]
-        marks: list[str] = []
+        marks: list[str] = [f"shared with {node.share}"] if node.kind == "share" else []
+        if not isinstance(layer, keras.layers.Layer):  # a keras.ops function (an op node, or one sharing it)
+            type_ = f"ops.{node.type}" + (" (shared)" if node.kind == "share" else "")
+            rows.append(Row(node.name, type_, _shape(built.tensors[node.name]), 0, list(node.refs), marks))
+            continue
         first_use = id(layer) not in seen_layers
         seen_layers.add(id(layer))
         params = layer.count_params() if first_use and layer.built else 0
-        if node.kind == "share":
-            marks.append(f"shared with {node.share}")
-        elif not first_use:
+        if node.kind != "share" and not first_use:
             marks.append("shared")
         if node.kind == "submodel":
             marks.append(f"nested model {node.type}")
@@ -106,7 +113,7 @@ def _fold(rows: list[Row], graph: Graph) -> list[Row]:
     return folded
 
 
-def totals(model: Any) -> dict[str, int]:
+def totals(model: keras.Model) -> dict[str, int]:
     """Trainable / non-trainable / total parameter counts of a built model."""
     trainable = _count(model.trainable_weights)
     non_trainable = _count(model.non_trainable_weights)
@@ -124,7 +131,7 @@ def rows_as_json(rows: list[Row], total: dict[str, int], graph: Graph) -> dict[s
     }
 
 
-def render_table(rows: list[Row], total: dict[str, int], graph: Graph) -> Any:
+def render_table(rows: list[Row], total: dict[str, int], graph: Graph) -> Table:
     """A rich Table of the summary."""
     from rich.table import Table
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,10 @@ from dlrun.data.prepare import Prepared
 from dlrun.errors import RecipeError
 from dlrun.importer import Importer
 from dlrun.recipe.compose import LoadedRecipe
+
+if TYPE_CHECKING:
+    import keras
+    from rich.table import Table
 
 METHODS = ("mean", "vote")
 VOTE_NUDGE = 1e-3
@@ -36,7 +40,7 @@ class Member:
 
     run: Path
     loaded: LoadedRecipe  # of the run's recipe.yaml
-    model: Any  # keras.Model
+    model: keras.Model
     prepared: Prepared
     importer: Importer
 
@@ -113,7 +117,7 @@ def check_compatible(members: list[Member], split: str) -> None:
                 )
 
 
-def _shape(tensor: Any) -> tuple[Any, ...]:
+def _shape(tensor: keras.KerasTensor) -> tuple[int | None, ...]:
     return tuple(tensor.shape[1:])
 
 
@@ -188,7 +192,7 @@ class Scorer:
         return {k: float(v) for k, v in result.items()}
 
 
-def build_export(members: list[Member], weights: list[float]) -> Any:
+def build_export(members: list[Member], weights: list[float]) -> keras.Model:
     """One functional Keras model: every member called on shared inputs, predictions averaged per output."""
     import keras
 
@@ -272,7 +276,7 @@ def _check_options(method: str, export: Path | None) -> None:
             raise RecipeError(f"--export writes a .keras file, not {Path(export).name!r}")
 
 
-def render_table(result: dict[str, Any]) -> Any:
+def render_table(result: dict[str, Any]) -> Table:
     """A rich table: one row per metric, one column per member, then the ensemble."""
     from rich.table import Table
 

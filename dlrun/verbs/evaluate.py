@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.data.prepare import Prepared
 from dlrun.engine.artifacts import CLASSES_FILE, class_names, evaluate_model, load_run
 from dlrun.engine.outputs import OutputInfo, read_outputs
 from dlrun.errors import RecipeError
+
+if TYPE_CHECKING:
+    import keras
 
 
 def evaluate_run(
@@ -52,7 +55,7 @@ def evaluate_run(
 
 
 def prediction_reports(
-    model: Any,
+    model: keras.Model,
     prepared: Prepared,
     split: str,
     infos: dict[str, OutputInfo],

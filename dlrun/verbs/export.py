@@ -14,19 +14,22 @@ import os
 import shutil
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dlrun.errors import RecipeError
 
+if TYPE_CHECKING:
+    import keras
+
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 TOLERANCE = {"keras": 1e-6, "savedmodel": 1e-5, "tflite": 1e-4, "onnx": 1e-4}
 
 
-def sample_inputs(model: Any, batch: int = 4, seed: int = 0) -> list[np.ndarray]:
+def sample_inputs(model: keras.Model, batch: int = 4, seed: int = 0) -> list[np.ndarray]:
     """Random inputs shaped (and typed) like each model input; free axes get length 8."""
     rng = np.random.default_rng(seed)
     out = []
@@ -40,7 +43,7 @@ def sample_inputs(model: Any, batch: int = 4, seed: int = 0) -> list[np.ndarray]
     return out
 
 
-def _augments_by_default(layer: Any) -> bool:
+def _augments_by_default(layer: keras.layers.Layer) -> bool:
     """True for layers whose `call` trains unless told otherwise (Keras' random augmentation layers)."""
     try:
         parameter = inspect.signature(layer.call).parameters.get("training")
@@ -49,7 +52,7 @@ def _augments_by_default(layer: Any) -> bool:
     return parameter is not None and parameter.default is True
 
 
-def inference_model(model: Any) -> Any:
+def inference_model(model: keras.Model) -> keras.Model:
     """`model` as the exporters should trace it: with augmentation switched off.
 
     SavedModel and ONNX (under TensorFlow) trace `model.__call__` without `training`, and Keras' random
@@ -75,7 +78,7 @@ def _as_list(value: Any) -> list[np.ndarray]:
     return [np.asarray(value)]
 
 
-def _keras(model: Any, target: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
+def _keras(model: keras.Model, target: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
     import keras
 
     model.save(str(target))
@@ -83,7 +86,7 @@ def _keras(model: Any, target: Path, inputs: list[np.ndarray]) -> list[np.ndarra
     return _as_list(loaded.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0))
 
 
-def _savedmodel(model: Any, target: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
+def _savedmodel(model: keras.Model, target: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
     import tensorflow as tf
 
     model.export(str(target), format="tf_saved_model", verbose=False)
@@ -92,7 +95,7 @@ def _savedmodel(model: Any, target: Path, inputs: list[np.ndarray]) -> list[np.n
     return _as_list(result)
 
 
-def _tflite_bytes(model: Any) -> bytes:
+def _tflite_bytes(model: keras.Model) -> bytes:
     """The converted flatbuffer; a recurrent loop TFLite cannot hold is refused with what to change."""
     import tensorflow as tf
 
@@ -111,7 +114,7 @@ def _tflite_bytes(model: Any) -> bytes:
     )
 
 
-def _tflite(model: Any, target: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
+def _tflite(model: keras.Model, target: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
     import tensorflow as tf
 
     target.write_bytes(_tflite_bytes(model))
@@ -128,7 +131,7 @@ def _tflite(model: Any, target: Path, inputs: list[np.ndarray]) -> list[np.ndarr
 
 
 @contextlib.contextmanager
-def _captured_tensors_as_variables(model: Any) -> Iterator[None]:
+def _captured_tensors_as_variables(model: keras.Model) -> Iterator[None]:
     """Under TensorFlow, hold layer constants (an adapted Normalization's mean and variance) in variables
     while tf2onnx converts the model.
 
@@ -156,7 +159,7 @@ def _captured_tensors_as_variables(model: Any) -> Iterator[None]:
             object.__setattr__(layer, name, value)
 
 
-def _onnx(model: Any, target: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
+def _onnx(model: keras.Model, target: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
     try:
         import onnxruntime
     except ImportError:
@@ -172,8 +175,10 @@ def _onnx(model: Any, target: Path, inputs: list[np.ndarray]) -> list[np.ndarray
     return [np.asarray(v) for v in session.run(None, feeds)]
 
 
-_EXPORTERS = {"keras": (_keras, ".keras"), "savedmodel": (_savedmodel, ""), "tflite": (_tflite, ".tflite"),
-              "onnx": (_onnx, ".onnx")}  # fmt: skip
+# An exporter writes the model to a path, loads it back with its own runtime and predicts the sample inputs.
+Exporter = Callable[["keras.Model", Path, list[np.ndarray]], list[np.ndarray]]
+_EXPORTERS: dict[str, tuple[Exporter, str]] = {"keras": (_keras, ".keras"), "savedmodel": (_savedmodel, ""),
+              "tflite": (_tflite, ".tflite"), "onnx": (_onnx, ".onnx")}  # fmt: skip
 
 
 def _refuse_unsupported_backend(fmt: str) -> None:
@@ -213,7 +218,7 @@ def _converter_output() -> Iterator[None]:
         yield
 
 
-def _export_and_compare(model: Any, fmt: str, exporter: Any, target: Path) -> float:
+def _export_and_compare(model: keras.Model, fmt: str, exporter: Exporter, target: Path) -> float:
     """Write `model` to `target` with `exporter`; the largest difference between its outputs and Keras'."""
     import keras
 
@@ -247,7 +252,7 @@ def _export_and_compare(model: Any, fmt: str, exporter: Any, target: Path) -> fl
     return worst
 
 
-def export_model(model: Any, fmt: str, target: Path, *, overwrite: bool = False) -> dict[str, Any]:
+def export_model(model: keras.Model, fmt: str, target: Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Export `model` to `target` in `fmt`, verify by loading it back; returns the comparison."""
     if fmt not in FORMATS:
         raise RecipeError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dlrun.errors import RecipeError
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from matplotlib.figure import Figure
 
 History = dict[str, list[float]]
 NOT_CURVES = ("epoch", "seconds", "learning_rate")
@@ -22,7 +27,7 @@ FORMATS = (".png", ".svg")
 INSTALL = "pip install 'dlrun[plots]' (matplotlib)"
 
 
-def _pyplot() -> Any | None:
+def _pyplot() -> ModuleType | None:
     """matplotlib's pyplot on the file-only Agg backend, or None when matplotlib is not installed."""
     try:
         import matplotlib
@@ -161,7 +166,7 @@ def plot_runs(runs: list[Path], out: Path, metric: str | None = None) -> dict[st
     return {"output": str(out), "runs": [str(r) for r in runs], "metrics": drawn}
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     from dlrun.engine.rundir import atomic_target
 
     suffix = path.suffix.lower()

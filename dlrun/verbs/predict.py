@@ -19,7 +19,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,13 @@ from dlrun.engine.rundir import RunDir
 from dlrun.errors import RecipeError
 from dlrun.files import require_regular
 from dlrun.verbs.predict_input import Fitted, check_images, input_kind, input_stem, load_fitted, read_input
+
+if TYPE_CHECKING:
+    import keras
+
+    from dlrun.engine.outputs import OutputInfo
+    from dlrun.recipe.compose import LoadedRecipe
+    from dlrun.recipe.schema import DataSpec
 
 OUTPUT_SUFFIXES = (".csv", ".json")
 
@@ -46,11 +53,13 @@ def _open(run_path: Path, input_path: Path) -> RunDir:
     return run
 
 
-def _fit_to_model(chunk: dict[str, np.ndarray], model: Any, names: list[str], origin: str) -> dict[str, Any]:
+def _fit_to_model(
+    chunk: dict[str, np.ndarray], model: keras.Model, names: list[str], origin: str
+) -> dict[str, np.ndarray]:
     """Per-sample shapes against the model's inputs (one error line), dtypes cast to the model's."""
     from dlrun.data.preprocess import _compatible
 
-    out: dict[str, Any] = {}
+    out: dict[str, np.ndarray] = {}
     for name, tensor in zip(names, model.inputs, strict=True):
         x = chunk[name]
         want = tuple(tensor.shape[1:])
@@ -73,9 +82,9 @@ def _fit_to_model(chunk: dict[str, np.ndarray], model: Any, names: list[str], or
     return out
 
 
-def _run_model(model: Any, chunk: dict[str, np.ndarray], names: list[str], batch: int) -> list[np.ndarray]:
+def _run_model(model: keras.Model, chunk: dict[str, np.ndarray], names: list[str], batch: int) -> list[np.ndarray]:
     text = any(a.dtype.kind in "US" for a in chunk.values())
-    x: Any = chunk[names[0]] if len(names) == 1 else {n: chunk[n] for n in names}
+    x: np.ndarray | dict[str, np.ndarray] = chunk[names[0]] if len(names) == 1 else {n: chunk[n] for n in names}
     if text:
         import tensorflow as tf
 
@@ -107,13 +116,19 @@ class Predictor:
     """A run loaded for prediction, once: its recipe, fitted state, model, and what each output is. `predict`
     and `serve` both feed it model-ready chunks (the recipe's steps applied by `predict_input`)."""
 
-    loaded: Any
+    loaded: LoadedRecipe
     fitted: Fitted
-    model: Any
+    model: keras.Model
     names: list[str]
     outputs: list[str]
-    infos: dict[str, Any]
+    infos: dict[str, OutputInfo]
     batch: int
+
+    @property
+    def data(self) -> DataSpec:
+        """The recipe's data section (`load_predictor` refuses a run without one)."""
+        assert self.loaded.recipe.data is not None
+        return self.loaded.recipe.data
 
     @property
     def kinds(self) -> dict[str, str]:
@@ -129,7 +144,7 @@ class Predictor:
         less overhead for a few rows); text inputs always go through `predict`'s tf.data path."""
         fitted = _fit_to_model(chunk, self.model, self.names, origin)
         if one_call and not any(a.dtype.kind in "US" for a in fitted.values()):
-            x: Any = fitted[self.names[0]] if len(self.names) == 1 else fitted
+            x: np.ndarray | dict[str, np.ndarray] = fitted[self.names[0]] if len(self.names) == 1 else fitted
             return _as_list(self.model.predict_on_batch(x))
         return _run_model(self.model, fitted, self.names, self.batch)
 

@@ -30,14 +30,19 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.errors import RecipeError
 from dlrun.verbs.predict import Predictor, load_predictor, to_flat_records
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from pydantic import BaseModel
+    from starlette.types import ASGIApp
 
 MAX_BODY_BYTES = 8 << 20  # 8 MiB: a few thousand table rows; a larger body is refused (413) before it is read
 MAX_ROWS = 1024  # rows in one request
@@ -73,7 +78,7 @@ def request_fields(predictor: Predictor) -> list[Field]:
     """A field per raw column the model's inputs read, typed by what the input takes after the recipe's steps:
     text for string inputs, a number for one value per sample (several columns stacked: one number each), an
     array of numbers otherwise. `fill` inputs accept null (a missing value the model fills)."""
-    spec = predictor.loaded.recipe.data
+    spec = predictor.data
     if spec.source == "images":
         raise RecipeError(
             "this run reads an image folder; dlrun serve takes table and array inputs as JSON (use dlrun predict "
@@ -99,7 +104,7 @@ def request_fields(predictor: Predictor) -> list[Field]:
 Numbers = list[float] | list[list[float]] | list[list[list[float]]] | list[list[list[list[float]]]]
 
 
-def request_model(fields: list[Field], max_rows: int = MAX_ROWS) -> Any:
+def request_model(fields: list[Field], max_rows: int = MAX_ROWS) -> type[BaseModel]:
     """The pydantic model of a request body: `{"rows": [Row, ...]}` with 1..max_rows rows; `Row` has one
     required field per raw column (by its column name, as an alias: any name is allowed) and no others."""
     from pydantic import ConfigDict, create_model
@@ -122,7 +127,7 @@ def predict_rows(predictor: Predictor, fields: list[Field], rows: Rows) -> Rows:
 
     columns = {f.name: _json_array(f.name, [r[f.name] for r in rows], "the request") for f in fields}
     table = ArrayTable(columns, "the request")
-    arrays = prepare_table(table, predictor.loaded.recipe.data, predictor.names, predictor.fitted, "the request")
+    arrays = prepare_table(table, predictor.data, predictor.names, predictor.fitted, "the request")
     parts = [predictor.run(arrays, "the request", one_call=True)]
     return to_flat_records(predictor.finish(parts, "row", list(range(len(rows)))))
 
@@ -241,7 +246,7 @@ class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes gets 413, by its Content-Length before anything is
     read, or (chunked) as soon as the bytes received pass the limit."""
 
-    def __init__(self, app: Any, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
 
@@ -290,7 +295,7 @@ def make_app(
     max_wait_ms: float = MAX_WAIT_MS,
     max_rows: int = MAX_ROWS,
     max_body: int = MAX_BODY_BYTES,
-) -> Any:
+) -> FastAPI | BodyLimit:
     """The FastAPI app serving `predictor` (see the module docstring); `app.state.batcher` is its `Batcher`."""
     from contextlib import asynccontextmanager
 
@@ -302,7 +307,7 @@ def make_app(
     batcher = Batcher(lambda rows: predict_rows(predictor, fields, rows), max_batch, max_wait_ms / 1000)
 
     @asynccontextmanager
-    async def lifespan(app: Any) -> Any:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await batcher.start()
         yield
         await batcher.stop()
@@ -346,7 +351,7 @@ def app_for_run(
     unsafe: bool = False,
     max_batch: int = MAX_BATCH,
     max_wait_ms: float = MAX_WAIT_MS,
-) -> Any:
+) -> FastAPI | BodyLimit:
     """Load the run as `predict` does (integrity checked; custom code only with `trust`) and build its app."""
     _requires_server()
     if max_batch < 1:
@@ -357,7 +362,7 @@ def app_for_run(
     return make_app(predictor, run_name=str(run_path), max_batch=max_batch, max_wait_ms=max_wait_ms)
 
 
-def serve_run(app: Any, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+def serve_run(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
     """Run `app` with uvicorn until interrupted (Ctrl-C)."""
     import uvicorn
 
@@ -370,7 +375,7 @@ class ServerThread:
     """`with ServerThread(app) as url:` uvicorn in a background thread on a free 127.0.0.1 port (tests, the
     load benchmark); stopped on leaving the block."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1") -> None:
+    def __init__(self, app: ASGIApp, host: str = "127.0.0.1") -> None:
         import uvicorn
 
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

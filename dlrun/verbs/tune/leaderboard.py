@@ -9,11 +9,15 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.engine.rundir import atomic_write_text
 from dlrun.recipe.search import _label
 from dlrun.verbs.tune.space import Space
+
+if TYPE_CHECKING:
+    import optuna
+    from rich.table import Table
 
 
 @dataclass
@@ -33,7 +37,7 @@ class TuneResult:
     pareto: list[int] = field(default_factory=list)
 
 
-def _state_name(trial: Any) -> str:
+def _state_name(trial: optuna.trial.FrozenTrial) -> str:
     import optuna
 
     state = optuna.trial.TrialState
@@ -42,7 +46,7 @@ def _state_name(trial: Any) -> str:
     return {state.COMPLETE: "complete", state.PRUNED: "pruned", state.RUNNING: "running"}.get(trial.state, "waiting")
 
 
-def _value(trial: Any, index: int = 0) -> float | None:
+def _value(trial: optuna.trial.FrozenTrial, index: int = 0) -> float | None:
     """The trial's value of objective `index` (a pruned trial: its last reported value)."""
     if trial.values is not None:
         return float(trial.values[index])
@@ -61,7 +65,7 @@ def _fmt(value: Any) -> str:
     return _label(value)
 
 
-def leaderboard(study: Any, space: Space) -> tuple[list[dict[str, Any]], list[int]]:
+def leaderboard(study: optuna.Study, space: Space) -> tuple[list[dict[str, Any]], list[int]]:
     """Every trial as a row, best first, and the Pareto front's trial numbers (multi-objective; else []).
     One objective: complete (by objective), pruned (by last value), then the rest. Several: the complete
     trials on the Pareto front (by the first objective), the other complete ones, then the rest."""
@@ -98,13 +102,13 @@ def leaderboard(study: Any, space: Space) -> tuple[list[dict[str, Any]], list[in
     return rows, front
 
 
-def _any_complete(study: Any) -> bool:
+def _any_complete(study: optuna.Study) -> bool:
     import optuna
 
     return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
 
-def write_results(study: Any, space: Space, folder: Path) -> TuneResult:
+def write_results(study: optuna.Study, space: Space, folder: Path) -> TuneResult:
     """Write leaderboard.csv/.json and (one objective) best.yaml; return them as a `TuneResult`."""
     objectives = space.spec.objectives
     metric = objectives[0].metric
@@ -153,7 +157,7 @@ def _csv_cell(value: Any) -> Any:
     return value
 
 
-def render_leaderboard(result: TuneResult, *, limit: int | None = None) -> Any:
+def render_leaderboard(result: TuneResult, *, limit: int | None = None) -> Table:
     """A rich table of the leaderboard (best first)."""
     from rich.table import Table
 

@@ -1,6 +1,6 @@
 """The per-epoch link between a training run and its Optuna trial (reporting and pruning).
 
-`dlrun.verbs.tune.study` passes a `TrialReporter` to the trial's session as an extra callback: the recipe
+`dlrun.verbs.tune.trial` passes a `TrialReporter` to the trial's session as an extra callback: the recipe
 is not changed (its recipe.yaml replays as a plain `dlrun train`) and nothing is global.
 """
 
@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
+
+if TYPE_CHECKING:
+    import optuna
 
 
 @dataclass
 class TrialLink:
     """The trial being trained, and what its epochs reported."""
 
-    trial: Any  # optuna.Trial
+    trial: optuna.Trial
     metric: str
     maximize: bool
     at: str  # "best" or "last"

@@ -24,7 +24,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -32,6 +32,12 @@ from dlrun.errors import RecipeError, format_path
 from dlrun.recipe.load import Document, KeyPath
 from dlrun.recipe.search import SearchParam, SearchSpec, _label
 from dlrun.util import did_you_mean
+
+if TYPE_CHECKING:
+    import optuna
+
+    from dlrun.recipe.compose import LoadedRecipe
+    from dlrun.recipe.schema import Recipe
 
 MAX_PROBES = 200
 
@@ -59,7 +65,7 @@ class Param:
         choices = self.spec.choice or []
         return choices if all(_scalar(c) for c in choices) else [_label(c) for c in choices]
 
-    def suggest(self, trial: Any) -> Any:
+    def suggest(self, trial: optuna.Trial) -> Any:
         """This parameter's value for an Optuna trial."""
         s = self.spec
         if s.choice is not None:
@@ -93,7 +99,7 @@ class Space:
         """Whether `param` is searched given the values chosen so far (its `when` holds)."""
         return all(ref in values and _matches(values[ref], want) for ref, want in param.when.items())
 
-    def suggest(self, trial: Any) -> dict[str, Any]:
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Values for one trial: every active parameter, in order."""
         values: dict[str, Any] = {}
         for p in self.params:
@@ -120,7 +126,7 @@ class Space:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def check_space(doc: Document, recipe: Any, spec: SearchSpec, reload: Callable[[list[str]], Any]) -> Space:
+def check_space(doc: Document, recipe: Recipe, spec: SearchSpec, reload: Callable[[list[str]], LoadedRecipe]) -> Space:
     """Check every search key against the recipe, `when` references, and probe values through validation.
 
     `recipe` is the validated `Recipe`; `reload(overrides)` loads the recipe with extra overrides (raising
@@ -173,7 +179,7 @@ def _parse_key(doc: Document, key: str, where: KeyPath) -> KeyPath:
     return path
 
 
-def _walk(doc: Document, recipe: Any, path: KeyPath, key: str, where: KeyPath) -> list[str]:
+def _walk(doc: Document, recipe: Recipe, path: KeyPath, key: str, where: KeyPath) -> list[str]:
     """Follow `path` through the validated recipe; returns shorthand expansions the overrides need.
 
     A path exists when the recipe has it (written or defaulted); its last key may also be a new Keras

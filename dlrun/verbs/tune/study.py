@@ -17,27 +17,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.console import say
 from dlrun.engine.rundir import atomic_write_text
-from dlrun.errors import RecipeError, RunInterrupted
+from dlrun.errors import RecipeError
 from dlrun.loading import load_recipe
 from dlrun.recipe.compose import LoadedRecipe
-from dlrun.recipe.search import PARAMS_METRIC
-from dlrun.util import did_you_mean
-from dlrun.verbs.tune.leaderboard import TuneResult, _fmt, _short, _state_name, _value, write_results
+from dlrun.recipe.search import PARAMS_METRIC, SearchSpec
+from dlrun.verbs.tune.leaderboard import TuneResult, write_results
 from dlrun.verbs.tune.space import Space, check_space
-from dlrun.verbs.tune.workers import STUDY_NAME, StudyLock, fail_stale, open_storage, run_workers, worker_name
+from dlrun.verbs.tune.trial import TrialFailed, TrialObjective, counts, finished_trials
+from dlrun.verbs.tune.workers import STUDY_NAME, StudyLock, fail_stale, open_storage, run_workers
 
+if TYPE_CHECKING:
+    from types import ModuleType
 
-class TrialFailed(Exception):
-    """A trial's training failed (recorded as an Optuna FAIL trial; the study goes on)."""
+    import optuna
 
 
 def load_space(recipe: Path, overrides: tuple[str, ...] | list[str] = ()) -> tuple[LoadedRecipe, Space]:
@@ -87,16 +87,15 @@ def run_study(
     _check_same_question(folder, base, space, study, recipe, overrides)
     with StudyLock(folder):
         fail_stale(study, store)
-    done = _finished(study)
+    done = finished_trials(study)
     if done:
         say(f"study {folder}: {done} trial(s) done, {max(0, target - done)} to go", quiet=quiet)
     if workers > 1:
         run_workers(recipe, overrides, target, folder, timeout, trust, storage, workers)
         result = write_results(study, space, folder)
-        result.ran = _finished(study) - done
+        result.ran = finished_trials(study) - done
     else:
-        objective = _Objective(recipe, overrides, space, folder, trust=trust, quiet=quiet, target=target)
-        objective.doc = base.doc
+        objective = TrialObjective(recipe, overrides, space, folder, base.doc, trust=trust, quiet=quiet, target=target)
         try:
             _optimize(study, objective, spec, base, folder, target, timeout)
         finally:
@@ -109,7 +108,7 @@ def run_study(
     return result
 
 
-def _optuna() -> Any:
+def _optuna() -> ModuleType:
     try:
         import optuna
     except ImportError:
@@ -119,7 +118,7 @@ def _optuna() -> Any:
     return optuna
 
 
-def _create_study(storage: Any, spec: Any, base: LoadedRecipe) -> Any:
+def _create_study(storage: optuna.storages.BaseStorage, spec: SearchSpec, base: LoadedRecipe) -> optuna.Study:
     import optuna
 
     goals = [o.goal for o in spec.objectives]
@@ -134,7 +133,13 @@ def _create_study(storage: Any, spec: Any, base: LoadedRecipe) -> Any:
 
 
 def _optimize(
-    study: Any, objective: _Objective, spec: Any, base: LoadedRecipe, folder: Path, target: int, timeout: float | None
+    study: optuna.Study,
+    objective: TrialObjective,
+    spec: SearchSpec,
+    base: LoadedRecipe,
+    folder: Path,
+    target: int,
+    timeout: float | None,
 ) -> None:
     """One trial at a time until the study holds `target` finished-or-running trials (all workers together).
 
@@ -152,7 +157,7 @@ def _optimize(
         with lock:
             fail_stale(study, study._storage)
             held = study.get_trials(deepcopy=False)
-            if sum(1 for t in held if _counts(t) or t.state == optuna.trial.TrialState.RUNNING) >= target:
+            if sum(1 for t in held if counts(t) or t.state == optuna.trial.TrialState.RUNNING) >= target:
                 return
             if not seeded:
                 study.sampler = _sampler(spec, base, offset=len(held))
@@ -163,15 +168,11 @@ def _optimize(
             )
 
 
-def _finished(study: Any) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False) if _counts(t))
-
-
 # ----------------------------------------------------------------------------------------------------
-# samplers, pruners, resume checks
+# samplers, pruners, the study's question
 
 
-def _sampler(spec: Any, base: LoadedRecipe, *, offset: int) -> Any:
+def _sampler(spec: SearchSpec, base: LoadedRecipe, *, offset: int) -> optuna.samplers.BaseSampler:
     import optuna
 
     # A resumed study must not replay the first session's random draws: offset the seed by the trials held.
@@ -191,7 +192,7 @@ def _sampler(spec: Any, base: LoadedRecipe, *, offset: int) -> Any:
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def _pruner(spec: Any, base: LoadedRecipe) -> Any:
+def _pruner(spec: SearchSpec, base: LoadedRecipe) -> optuna.pruners.BasePruner:
     import optuna
 
     if spec.pruner == "none":
@@ -202,16 +203,6 @@ def _pruner(spec: Any, base: LoadedRecipe) -> Any:
     return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
 
 
-def _counts(trial: Any) -> bool:
-    """Whether a stored trial counts towards --trials (interrupted or aborted ones are redone)."""
-    import optuna
-
-    state = optuna.trial.TrialState
-    if trial.state in (state.COMPLETE, state.PRUNED):
-        return True
-    return trial.state == state.FAIL and not trial.user_attrs.get("interrupted")
-
-
 def _recipe_digest(base: LoadedRecipe) -> str:
     doc = base.resolved()
     doc.pop("search", None)
@@ -219,13 +210,13 @@ def _recipe_digest(base: LoadedRecipe) -> str:
 
 
 def _check_same_question(
-    folder: Path, base: LoadedRecipe, space: Space, study: Any, recipe: Path, overrides: tuple[str, ...]
+    folder: Path, base: LoadedRecipe, space: Space, study: optuna.Study, recipe: Path, overrides: tuple[str, ...]
 ) -> None:
     """A study answers one question: refuse a changed space/objective once it holds results."""
     import optuna
 
     file = folder / "study.json"
-    info = {
+    info: dict[str, Any] = {
         "recipe": str(recipe),
         "overrides": list(overrides),
         "fingerprint": space.fingerprint(),
@@ -266,169 +257,3 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
     if old.get("objective") != new.get("objective"):
         notes.append("objective changed")
     return ", ".join(notes) or "changed"
-
-
-# ----------------------------------------------------------------------------------------------------
-# one trial
-
-
-class _Objective:
-    """Trains one trial: the recipe plus this trial's values as `--set` overrides, as an ordinary run."""
-
-    def __init__(
-        self,
-        recipe: Path,
-        overrides: tuple[str, ...],
-        space: Space,
-        folder: Path,
-        *,
-        trust: bool,
-        quiet: bool,
-        target: int,
-    ) -> None:
-        self.recipe, self.overrides, self.space, self.folder = recipe, overrides, space, folder
-        self.trust, self.quiet, self.target = trust, quiet, target
-        self.ran = 0
-        self.doc: Any = None  # the recipe document, to locate errors in `search:`
-        self.claimed: Any = lambda: None  # releases the study lock once this trial is recorded as ours
-
-    def __call__(self, trial: Any) -> float | tuple[float, ...]:
-        import optuna
-
-        from dlrun.engine.session import train
-        from dlrun.verbs.tune import pruning
-
-        trial.set_user_attr("worker", worker_name())
-        self.claimed()
-        objectives = self.space.spec.objectives
-        objective = objectives[0]
-        reporting = len(objectives) == 1 and objective.metric != PARAMS_METRIC  # per-epoch values, pruning
-        values = self.space.suggest(trial)
-        extra = self.space.overrides(values)
-        trial.set_user_attr("values", values)
-        trial.set_user_attr("overrides", extra)
-        try:
-            loaded = load_recipe(self.recipe, [*self.overrides, *extra])
-        except RecipeError as exc:
-            trial.set_user_attr("error", str(exc))
-            raise TrialFailed(str(exc)) from None
-        _detach_search(loaded)
-        link = pruning.TrialLink(trial, objective.metric, objective.goal == "maximize", objective.at)
-        try:
-            result = train(
-                loaded,
-                extra_callbacks=[pruning.TrialReporter(link)] if reporting else [],
-                runs_root=self.folder / "trials" / f"{trial.number:04d}",
-                trust=self.trust,
-                quiet=True,
-                overrides=(*self.overrides, *extra),
-            )
-        except (RunInterrupted, KeyboardInterrupt):
-            trial.set_user_attr("interrupted", True)
-            self._record_run(trial)
-            raise
-        except RecipeError as exc:
-            trial.set_user_attr("error", str(exc))
-            self._record_run(trial)
-            raise TrialFailed(str(exc)) from None
-        except Exception as exc:
-            log = getattr(exc, "dlrun_log", None)
-            text = f"{type(exc).__name__}: {exc}".splitlines()[0] + (f" (traceback: {log})" if log else "")
-            trial.set_user_attr("error", text)
-            self._record_run(trial)
-            raise TrialFailed(text) from None
-        finally:
-            _release_models()
-        trial.set_user_attr("run", self._relative(result.run.path))
-        trial.set_user_attr("epochs", len(result.history.get("epoch", [])))
-        trial.set_user_attr("eval", result.metrics)
-        if not reporting:
-            return self._scores(trial, result, loaded)
-        if link.missing is not None:
-            trial.set_user_attr("interrupted", True)  # a configuration error, not this trial's fault
-            raise self._metric_error(link.missing, loaded)
-        if link.pruned_at is not None:
-            trial.set_user_attr("pruned_at", link.pruned_at)
-            raise optuna.TrialPruned(f"pruned after epoch {link.pruned_at}")
-        score = link.score()
-        if score is None:
-            trial.set_user_attr("error", f"{objective.metric} was never finite")
-            raise TrialFailed(f"{objective.metric} was never finite")
-        return score
-
-    def _scores(self, trial: Any, result: Any, loaded: LoadedRecipe) -> float | tuple[float, ...]:
-        """Every objective from the finished run: history metrics (best or last epoch), `params` counted."""
-        scores = []
-        for o in self.space.spec.objectives:
-            if o.metric == PARAMS_METRIC:
-                scores.append(float(result.model.count_params()))
-                continue
-            series = result.history.get(o.metric)
-            if series is None:
-                trial.set_user_attr("interrupted", True)  # a configuration error, not this trial's fault
-                raise self._metric_error([k for k in result.history if k != "epoch"], loaded, o.metric)
-            finite = [float(v) for v in series if math.isfinite(float(v))]
-            if not finite:
-                trial.set_user_attr("error", f"{o.metric} was never finite")
-                raise TrialFailed(f"{o.metric} was never finite")
-            best = max(finite) if o.goal == "maximize" else min(finite)
-            scores.append(finite[-1] if o.at == "last" else best)
-        return scores[0] if len(scores) == 1 else tuple(scores)
-
-    def _record_run(self, trial: Any) -> None:
-        runs = sorted((self.folder / "trials" / f"{trial.number:04d}").glob("*/*"))
-        if runs:
-            trial.set_user_attr("run", self._relative(runs[-1]))
-
-    def _relative(self, path: Path) -> str:
-        """Run folders are recorded relative to the study folder (a moved study still finds them)."""
-        try:
-            return str(Path(path).resolve().relative_to(self.folder.resolve()))
-        except ValueError:
-            return str(path)
-
-    def _metric_error(self, logged: list[str], loaded: LoadedRecipe, metric: str | None = None) -> RecipeError:
-        metric = metric or self.space.spec.primary.metric
-        hint = did_you_mean(metric, logged)
-        note = ""
-        if metric.startswith("val_") and not any(k.startswith("val_") for k in logged):
-            note = "; the data has no validation split: set data.validation_split (e.g. 0.2) or data.splits"
-        return RecipeError(
-            f"objective metric {metric!r} is not logged by training{hint}; logged: {', '.join(logged)}{note}",
-            location=self.doc.locate(("search", "objective", "metric")),
-            path=("search", "objective", "metric"),
-        )
-
-    def after(self, study: Any, trial: Any) -> None:
-        """After each trial: one status line, and the leaderboard files rewritten."""
-        self.ran += 1
-        state = _state_name(trial)
-        shown = " · ".join(
-            f"{o.metric} {value:.4g}"
-            for i, o in enumerate(self.space.spec.objectives)
-            if (value := _value(trial, i)) is not None
-        )
-        values = " · ".join(f"{_short(k)} {_fmt(v)}" for k, v in (trial.user_attrs.get("values") or {}).items())
-        epochs = trial.user_attrs.get("epochs")
-        extra = f" · {epochs} epochs" if epochs else ""
-        seconds = trial.duration.total_seconds() if trial.duration else 0.0
-        error = f" · {trial.user_attrs['error']}" if state == "failed" and trial.user_attrs.get("error") else ""
-        say(
-            f"trial {trial.number} ({_finished(study)}/{self.target}): {state} {shown} · {values}{extra}"
-            f" · {seconds:.1f} s{error}",
-            quiet=self.quiet,
-        )
-        write_results(study, self.space, self.folder)
-
-
-def _release_models() -> None:
-    """Free the finished trial's graph state so a long study does not grow (or retrace) trial after trial."""
-    import keras
-
-    keras.backend.clear_session()
-
-
-def _detach_search(loaded: LoadedRecipe) -> None:
-    """Make a loaded trial recipe an ordinary one (no `search:`); its run's recipe.yaml replays as `dlrun train`."""
-    loaded.doc.data.pop("search", None)
-    loaded.recipe.search = None

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 from dlrun.console import say
 from dlrun.engine.liveness import process_alive, process_name
 from dlrun.errors import RecipeError
 
+if TYPE_CHECKING:
+    import optuna
+
 STUDY_NAME = "dlrun"
 HEARTBEAT_S = 30  # RDB storage: a worker's running trial is failed after 3 missed heartbeats
 
 
-def open_storage(folder: Path, storage: str | None) -> Any:
+def open_storage(folder: Path, storage: str | None) -> optuna.storages.BaseStorage:
     """Optuna storage: the study folder's journal file (default), another journal file (a path; safe for
     processes on one machine, and on a shared file system with working locks), or an RDB URL
     (`sqlite:///study.db` on one machine, `postgresql://user@host/db` for a cluster; stale trials of a
@@ -59,7 +62,7 @@ class StudyLock:
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / "study.lock"
-        self.fh: Any = None
+        self.fh: IO[str] | None = None
 
     def __enter__(self) -> StudyLock:
         import fcntl
@@ -127,7 +130,7 @@ def run_workers(
         say(f"warning: tune worker(s) {', '.join(map(str, failed))} exited with {[codes[i] for i in failed]}")
 
 
-def fail_stale(study: Any, storage: Any) -> None:
+def fail_stale(study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
     """Trials left RUNNING by a killed worker on this host become FAIL (interrupted); they do not count.
     A running trial of a live worker, or of one on another host (an RDB's heartbeat handles those), stays.
     Called under the study lock: a trial not yet marked with its worker's name is a leftover."""
