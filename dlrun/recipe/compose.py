@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from dlrun.errors import Location, RecipeError, format_path
 from dlrun.recipe.expr import PATTERN, ExprError, evaluate
-from dlrun.recipe.load import Document, KeyPath, load_file, load_text
+from dlrun.recipe.load import Document, KeyPath, Yaml, load_file, load_text
 from dlrun.recipe.locate import to_recipe_error
 from dlrun.recipe.schema import Recipe
 
@@ -32,7 +32,7 @@ class LoadedRecipe:
 
     recipe: Recipe
     doc: Document
-    graph: Any  # dlrun.graph.check.Graph (imported lazily to keep this module light)
+    graph: Any  # dlrun.graph.check.Graph: the graph layer sits above this one (import-linter's layers)
     base_dir: Path
     source: str
 
@@ -70,7 +70,7 @@ def _merge(base: Document, top: Document, path: KeyPath = ()) -> None:
         marks_b.update({p: loc for p, loc in marks_t.items() if len(p) == len(path) + 1 and p[: len(path)] == path})
 
 
-def _get(data: Any, path: KeyPath) -> Any:
+def _get(data: Yaml, path: KeyPath) -> Yaml:
     for part in path:
         data = data[part]
     return data
@@ -181,8 +181,8 @@ def _show(value: Any) -> str:
 def interpolate(doc: Document) -> None:
     """Replace `${dotted.path}` references to other recipe values (outside `blocks`, whose `${}` are params)."""
 
-    def lookup(expr: str, at: KeyPath) -> Any:
-        node: Any = doc.data
+    def lookup(expr: str, at: KeyPath) -> Yaml:
+        node: Yaml = doc.data
         for part in expr.strip().split("."):
             if isinstance(node, dict) and part in node:
                 node = node[part]
@@ -206,7 +206,7 @@ def interpolate(doc: Document) -> None:
                 ) from None
             raise doc.error(str(exc), at) from None
 
-    def walk(value: Any, at: KeyPath) -> Any:
+    def walk(value: Yaml, at: KeyPath) -> Yaml:
         if isinstance(value, dict):
             for k in list(value):
                 if at == () and k == "blocks":
@@ -267,6 +267,6 @@ def validate_document(doc: Document) -> Recipe:
         raise to_recipe_error(exc, doc) from None
 
 
-def dump_yaml(data: Any) -> str:
+def dump_yaml(data: Yaml) -> str:
     """YAML text for a resolved document (stable key order as written)."""
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110, allow_unicode=True)

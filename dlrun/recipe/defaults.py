@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from dlrun.recipe.compose import LoadedRecipe
+from dlrun.recipe.load import Yaml
 
 
 def with_defaults(loaded: LoadedRecipe) -> dict[str, Any]:
@@ -19,7 +20,7 @@ def with_defaults(loaded: LoadedRecipe) -> dict[str, Any]:
     return merged
 
 
-def _merge(written: Any, full: Any) -> Any:
+def _merge(written: Yaml, full: Yaml) -> Yaml:
     if not (isinstance(written, dict) and isinstance(full, dict)):
         return written
     out = {key: _merge(value, full.get(key)) for key, value in written.items()}

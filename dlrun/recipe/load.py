@@ -12,7 +12,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import yaml
 
@@ -26,6 +26,8 @@ CORE = "tag:yaml.org,2002:"
 MERGE_TAG = CORE + "merge"
 
 KeyPath = tuple[str | int, ...]
+Scalar = None | bool | int | float | str
+Yaml: TypeAlias = "Scalar | list[Yaml] | dict[str, Yaml]"  # what a recipe holds: plain YAML values only
 _EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
@@ -33,7 +35,7 @@ _EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 class Document:
     """A loaded YAML document: the data plus the position of each key path."""
 
-    data: Any
+    data: Yaml
     file: str
     value_marks: dict[KeyPath, Location] = field(default_factory=dict)
     key_marks: dict[KeyPath, Location] = field(default_factory=dict)
@@ -170,7 +172,7 @@ class _Converter:
     def fail(self, message: str, node: yaml.Node, path: KeyPath) -> RecipeError:
         return RecipeError(message, location=_mark(node, self.file), path=path)
 
-    def convert(self, node: yaml.Node, path: KeyPath, depth: int = 0) -> Any:
+    def convert(self, node: yaml.Node, path: KeyPath, depth: int = 0) -> Yaml:
         self.nodes += 1
         if self.nodes > MAX_NODES:
             raise self.fail(
@@ -192,7 +194,7 @@ class _Converter:
     def _bad_tag(self, node: yaml.Node, path: KeyPath) -> RecipeError:
         return self.fail(f"YAML tag {_show_tag(node.tag)!r} is not allowed in a recipe (plain values only)", node, path)
 
-    def _scalar(self, node: yaml.ScalarNode, path: KeyPath) -> Any:
+    def _scalar(self, node: yaml.ScalarNode, path: KeyPath) -> Scalar:
         if not node.tag.startswith(CORE) or node.tag.startswith(CORE + "python"):
             raise self._bad_tag(node, path)
         if node.tag.endswith(":timestamp"):
