@@ -185,6 +185,7 @@ class StageLoop:
                     optimizer=stage.optimizer,
                     loss_weights=stage.loss_weights,
                     deterministic=recipe.train.deterministic,
+                    batch_size=recipe.train.batch_size,
                 )
                 first = max(epoch, start)
                 if resuming and first == start:
