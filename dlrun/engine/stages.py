@@ -24,6 +24,7 @@ from dlrun.recipe.schema import Component, StageSpec
 from dlrun.trust import record_run
 
 if TYPE_CHECKING:
+    from dlrun.engine.artifacts import Evaluation
     from dlrun.engine.callbacks import ResumeState  # imports Keras
 
 
@@ -36,6 +37,7 @@ class TrainResult:
     metrics: dict[str, float]
     model: Any  # keras.Model
     plots: list[Path] = field(default_factory=list)  # the run folder's pictures (drawn by verbs.train)
+    evaluation: Evaluation | None = None  # the eval split's metrics, predictions and targets (for the pictures)
 
 
 @dataclass(frozen=True)
@@ -268,7 +270,7 @@ class StageLoop:
         self, run: RunDir, data: _FitData, callbacks: list[Any], history: dict[str, list[float]]
     ) -> TrainResult:
         """Restore the best checkpoint (when asked), save model.keras, evaluate on the eval split."""
-        from dlrun.engine.artifacts import evaluate_model
+        from dlrun.engine.artifacts import evaluate_and_predict, evaluate_model
         from dlrun.engine.callbacks import restore_best
         from dlrun.engine.tracking import finish_tracking
 
@@ -282,6 +284,7 @@ class StageLoop:
             model.save(str(tmp))
         record_run(run.path, recipe.imports)  # integrity.json: later verbs refuse a changed model or module
         metrics: dict[str, float] = {}
+        evaluation = None
         eval_split = self.policy.eval_split or recipe.eval.split
         if eval_split in prepared.splits:
             if data.across:  # the saved model, loaded on this process alone: exact, nothing dropped (data_parallel)
@@ -289,10 +292,14 @@ class StageLoop:
 
                 local = local_copy(model, self.importer.custom_objects(), run.model)
                 metrics = evaluate_local(local, prepared, eval_split, outputs, inputs, data.eval_batch)
+            elif self.draw is not None and is_chief():  # the pictures reuse the predictions: one pass, not two
+                custom = self.importer.custom_objects()
+                evaluation = evaluate_and_predict(model, prepared, eval_split, outputs, inputs, data.eval_batch, custom)
+                metrics = evaluation.metrics
             else:
                 metrics = evaluate_model(model, prepared, eval_split, outputs, inputs, data.eval_batch)
             run.write_json("eval.json", {"split": eval_split, "outputs": outputs, "metrics": metrics})
-        result = TrainResult(run=run, history=history, metrics=metrics, model=model)
+        result = TrainResult(run=run, history=history, metrics=metrics, model=model, evaluation=evaluation)
         if self.draw is not None and is_chief():
             result.plots = self.draw(self, result)
         epochs = len(next(iter(history.values()), []))
