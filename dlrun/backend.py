@@ -108,12 +108,12 @@ def _layer_names(value: Any) -> Iterator[str]:
 def quiet_native_startup() -> Iterator[None]:
     """Hide the C++ start-up chatter TensorFlow writes to fd 2 while it loads (absl, cudart); Python
     exceptions still propagate. A no-op once TensorFlow is loaded, and when DLRUN_VERBOSE is set."""
-    from dlrun.quiet_tensorflow import silenced_fd2, verbose
+    from dlrun.quiet_tensorflow import announced_load, silenced_fd2, verbose
 
     if verbose() or "tensorflow" in sys.modules:
         yield
         return
-    with silenced_fd2():
+    with announced_load(), silenced_fd2():  # `loading TensorFlow` on a terminal first, while it still shows
         yield
 
 

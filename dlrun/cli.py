@@ -15,8 +15,9 @@ import typer
 # The CLI uses no pydantic plugins; looking them up scans every installed package's entry points (~0.1 s).
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from dlrun import api
+from dlrun import api, quiet_tensorflow
 from dlrun.console import console, err_console
+from dlrun.engine import display
 from dlrun.errors import (
     EXIT_INTERNAL,
     EXIT_SIGINT,
@@ -724,6 +725,7 @@ def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app, maps errors to one line and an exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    quiet_tensorflow.before_load(display.loading_tensorflow)  # every verb's first status, before TensorFlow
     usage_errors, exits, aborts = _click_exception_types()
     try:
         app(args=argv, standalone_mode=False, prog_name="dlrun")

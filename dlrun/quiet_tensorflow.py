@@ -7,6 +7,9 @@ every site that imports TensorFlow — Keras under the tensorflow backend, tf.da
 `dlrun import`, tflite export, the Python API — loads it with fd 2 silenced and TF_CPP_MIN_LOG_LEVEL
 defaulting to 3. The user's own TF_CPP_MIN_LOG_LEVEL wins; DLRUN_VERBOSE=1 turns all of it off. Only
 stdlib imports here: `import dlrun` stays light.
+
+The same hook is where every verb's first status appears on a terminal (`before_load`: the CLI registers
+"loading TensorFlow"), so that no verb sits silent through TensorFlow's several seconds of import.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import importlib.abc
 import importlib.machinery
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -37,6 +40,37 @@ def silenced_fd2() -> Iterator[None]:
         os.close(saved)
 
 
+# Called just before TensorFlow starts loading; what one returns (when not None) is called once it has loaded.
+_BEFORE_LOAD: list[Callable[[], Callable[[], None] | None]] = []
+
+
+def before_load(hook: Callable[[], Callable[[], None] | None]) -> None:
+    """Run `hook()` just before TensorFlow starts loading, wherever that happens; if it returns a callable,
+    that runs once TensorFlow has loaded (or failed to). Registered once per hook."""
+    if hook not in _BEFORE_LOAD:
+        _BEFORE_LOAD.append(hook)
+
+
+_announced = False
+
+
+@contextlib.contextmanager
+def announced_load() -> Iterator[None]:
+    """Run the `before_load` hooks (once per process), then the body (TensorFlow's load), then what they
+    returned. Sites that silence fd 2 around a load call this first, while the terminal still shows."""
+    global _announced
+    if _announced:
+        yield
+        return
+    _announced = True
+    after = [done for hook in _BEFORE_LOAD if (done := hook()) is not None]
+    try:
+        yield
+    finally:
+        for done in after:
+            done()
+
+
 def verbose() -> bool:
     """DLRUN_VERBOSE set: TensorFlow's own lines are wanted."""
     return bool(os.environ.get("DLRUN_VERBOSE"))
@@ -54,7 +88,7 @@ class _QuietLoader(importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         uninstall()  # TensorFlow loads once per process
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # read at load: hides "failed call to cuInit" too
-        with silenced_fd2():
+        with announced_load(), silenced_fd2():
             self._inner.exec_module(module)
 
     def __getattr__(self, name: str) -> Any:  # get_resource_reader, is_package, ...: the real loader's

@@ -105,3 +105,40 @@ def test_runs_lists_and_compare_shows_differences(cli, trained):
     diff = json.loads(cli("compare", str(first.run.path), str(second.run.path), "--json").stdout)
     assert diff["differences"] == {"train.batch_size": [32, 64]}
     assert set(diff["metrics"]) == {"accuracy", "loss"}
+
+
+def test_one_pass_evaluation_gives_keras_evaluate_numbers():
+    """engine.artifacts.evaluate_and_predict (train and eval predict once and score the predictions) gives
+    `model.evaluate`'s numbers: two outputs with their loss weights; a regularized model is evaluated by Keras."""
+    import keras
+
+    from dlrun.data.prepare import ArraySplit, Prepared
+    from dlrun.engine.artifacts import evaluate_and_predict
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 4)).astype("float32")
+    y = {"kind": rng.integers(0, 3, 50), "size": rng.normal(size=(50, 1)).astype("float32")}
+    prepared = Prepared(splits={"test": ArraySplit({"x": x}, y)})
+    for regularizer in (None, "l2"):
+        inputs = keras.Input((4,), name="x")
+        hidden = keras.layers.Dense(8, activation="relu", kernel_regularizer=regularizer)(inputs)
+        outputs = [
+            keras.layers.Dense(3, activation="softmax", name="kind")(hidden),
+            keras.layers.Dense(1, name="size")(hidden),
+        ]
+        model = keras.Model(inputs, outputs)
+        model.compile(
+            optimizer="adam",
+            loss={"kind": "sparse_categorical_crossentropy", "size": "mse"},
+            loss_weights={"kind": 1.0, "size": 0.3},
+            metrics={"kind": ["accuracy"], "size": ["mae"]},
+            steps_per_execution=4,
+        )
+        model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+        expected = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+        got = evaluate_and_predict(model, prepared, "test", ["kind", "size"], ["x"], 16, {})
+        assert set(got.metrics) == set(expected)
+        for key, value in expected.items():
+            assert got.metrics[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+        np.testing.assert_allclose(got.predicted["kind"], model.predict(x, verbose=0)[0], rtol=1e-5, atol=1e-6)
+        assert np.array_equal(got.targets["kind"], y["kind"])

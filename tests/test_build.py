@@ -255,3 +255,35 @@ def test_learning_rate_schedule_is_built(tmp_path):
     assert isinstance(opt, keras.optimizers.SGD)
     assert isinstance(opt._learning_rate, keras.optimizers.schedules.ExponentialDecay)
     assert float(opt._learning_rate(100)) == pytest.approx(0.05)
+
+
+def test_auto_steps_per_execution_is_32_for_a_small_mlp_and_1_for_a_large_model_on_cpu(tmp_path):
+    """`steps_per_execution: auto` (engine.compile): 32 steps per call while a training batch is cheap (the
+    per-call overhead matters), one when a batch costs ONE_STEP_FROM_MULTIPLY_ADDS or more on a CPU-only host."""
+    from dlrun.components import Importer
+
+    from dlrun.engine.compile import ONE_STEP_FROM_MULTIPLY_ADDS, compile_model, multiply_adds
+    from dlrun.recipe.schema import CompileSpec
+
+    assert all(d.startswith("cpu") for d in keras.distribution.list_devices())  # the rule is for CPU hosts
+    spec = CompileSpec(loss="sparse_categorical_crossentropy")
+    mlp = keras.Sequential([keras.Input((784,)), keras.layers.Dense(512), keras.layers.Dense(10)])
+    assert multiply_adds(mlp) == mlp.count_params() == 784 * 512 + 512 + 512 * 10 + 10
+    compile_model(mlp, spec, ["y"], Importer([], tmp_path), batch_size=128)
+    assert mlp.steps_per_execution == 32
+    # a convolution is applied at every output pixel: 28 x 28 positions of 3 x 3 x 3 x 64 + 64 weights
+    inputs = keras.Input((28, 28, 3))
+    conv = keras.Model(inputs, keras.layers.Conv2D(64, 3, padding="same")(inputs))
+    assert multiply_adds(conv) == 28 * 28 * (3 * 3 * 3 * 64 + 64)
+    # MobileNetV2 on 64x64 images, nested as one layer: ~2.7e7 per image, counted through the nesting
+    inputs = keras.Input((64, 64, 3))
+    backbone = keras.applications.MobileNetV2(weights=None, include_top=False, pooling="avg", input_shape=(64, 64, 3))
+    big = keras.Model(inputs, keras.layers.Dense(10)(backbone(inputs)))
+    assert multiply_adds(big) * 32 >= ONE_STEP_FROM_MULTIPLY_ADDS > multiply_adds(mlp) * 128
+    compile_model(big, spec, ["y"], Importer([], tmp_path), batch_size=32)
+    assert big.steps_per_execution == 1
+    compile_model(big, spec, ["y"], Importer([], tmp_path), batch_size=2)  # a tiny batch: cheap steps again
+    assert big.steps_per_execution == 32
+    pinned = CompileSpec(loss="sparse_categorical_crossentropy", steps_per_execution=8)
+    compile_model(big, pinned, ["y"], Importer([], tmp_path), batch_size=32)
+    assert big.steps_per_execution == 8  # a number in the recipe is kept as it is

@@ -330,3 +330,46 @@ def test_dot_and_mermaid_mark_shared_layers_and_known_shapes(tmp_path, capsys):
     assert main(["summary", str(recipe), "--format", "mermaid"]) == 0
     mermaid = capsys.readouterr().out
     assert 'n_right["right: tower (shares left)"]' in mermaid and 'n_left["left: tower"]' in mermaid
+
+
+def test_verbs_show_loading_tensorflow_on_a_terminal_while_it_loads(monkeypatch):
+    """eval, predict, summary, export... (every verb that loads TensorFlow) show `loading TensorFlow` before the
+    import starts, from the one hook where TensorFlow loads (quiet_tensorflow.before_load, set by the CLI); gone
+    once it has loaded. train's display, already showing its own status, is left alone."""
+    import contextlib
+    import types
+
+    from dlrun import quiet_tensorflow
+    from dlrun.cli import main
+    from dlrun.engine import display
+
+    monkeypatch.setattr(quiet_tensorflow, "_BEFORE_LOAD", [])
+    assert main(["--version"]) == 0
+    assert display.loading_tensorflow in quiet_tensorflow._BEFORE_LOAD
+    order: list[str] = []
+
+    class TensorFlowLoader:
+        def exec_module(self, module):
+            order.append("tensorflow loads")
+
+    monkeypatch.setattr(quiet_tensorflow, "silenced_fd2", contextlib.nullcontext)  # pytest holds fd 2
+    monkeypatch.setattr(display, "live", lambda: True)
+    monkeypatch.setattr(display, "status", lambda message, quiet=False: order.append(message))
+    monkeypatch.setattr(display, "stop", lambda: order.append("status gone"))
+    monkeypatch.setattr(quiet_tensorflow, "_announced", False)
+    quiet_tensorflow._QuietLoader(TensorFlowLoader()).exec_module(types.ModuleType("tensorflow"))
+    assert order == ["loading TensorFlow", "tensorflow loads", "status gone"]
+    # the verbs import Keras with fd 2 silenced (backend.quiet_native_startup): the status comes before that
+    from dlrun.backend import quiet_native_startup
+
+    order.clear()
+    monkeypatch.setattr(quiet_tensorflow, "_announced", False)
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    monkeypatch.setattr(
+        quiet_tensorflow, "silenced_fd2", lambda: contextlib.nullcontext(order.append("stderr silenced"))
+    )
+    with quiet_native_startup():
+        TensorFlowLoader().exec_module(None)
+    assert order == ["loading TensorFlow", "stderr silenced", "tensorflow loads", "status gone"]
+    monkeypatch.setattr(display._screen, "progress", object())  # train's display is up: its status stands
+    assert display.loading_tensorflow() is None

@@ -139,6 +139,90 @@ def evaluate_model(
     return {k: float(v) for k, v in result.items()}
 
 
+@dataclass
+class Evaluation:
+    """A model on one split: Keras' metrics, the predictions and the targets per output, in the split's order."""
+
+    metrics: dict[str, float]
+    predicted: dict[str, np.ndarray]
+    targets: dict[str, np.ndarray]
+
+
+def evaluate_and_predict(
+    model: keras.Model,
+    prepared: Prepared,
+    split: str,
+    outputs: list[str],
+    inputs: list[str],
+    batch_size: int,
+    custom_objects: dict[str, Any],
+) -> Evaluation:
+    """Keras' metrics and the predictions on `split` from one forward pass over it: `predict`, then the
+    model's compiled loss and metrics applied to the predictions batch by batch, the numbers `evaluate` gives.
+    A model that adds losses of its own (regularizers, `add_loss`) or masks its outputs is also evaluated:
+    predictions alone do not carry those. (Both passes cost a trace of the model: ~4 s CPU for MobileNetV2.)"""
+    predicted, targets = predict_split(model, prepared, split, outputs, inputs, batch_size)
+    if _losses_or_masks(model):
+        metrics = evaluate_model(model, prepared, split, outputs, inputs, batch_size)
+    else:
+        metrics = metrics_on_predictions(model, predicted, targets, batch_size, custom_objects)
+    return Evaluation(metrics, predicted, targets)
+
+
+def predict_split(
+    model: keras.Model, prepared: Prepared, split: str, outputs: list[str], inputs: list[str], batch_size: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The model's predictions on `split` and the split's targets, per output, in the split's order."""
+    data = prepared.feed(split, inputs, outputs, batch_size, training=False)
+    if data.streamed:  # predictions and targets come from the same (unshuffled) batches
+        parts = [batch[1] for batch in data.pipeline.as_numpy_iterator()]
+        y = {o: np.concatenate([p[o] if isinstance(p, dict) else p for p in parts]) for o in outputs}
+        predicted = model.predict(data.pipeline.map(lambda *batch: batch[0]), verbose=0)
+    else:
+        predicted = model.predict(data.x, batch_size=batch_size, verbose=0)
+        y = data.y if isinstance(data.y, dict) else {outputs[0]: data.y}
+    if len(outputs) == 1:
+        predicted = {outputs[0]: predicted[outputs[0]] if isinstance(predicted, dict) else predicted}
+    elif isinstance(predicted, list | tuple):
+        predicted = dict(zip(outputs, predicted, strict=True))
+    return predicted, {o: np.asarray(y[o]) for o in outputs}
+
+
+def metrics_on_predictions(
+    model: keras.Model,
+    predicted: dict[str, np.ndarray],
+    targets: dict[str, np.ndarray],
+    batch_size: int,
+    custom_objects: dict[str, Any],
+) -> dict[str, float]:
+    """`model`'s compiled loss and metrics (its compile config, loss weights included) on given predictions:
+    an identity model with the same output names is compiled alike and evaluated on them, batch by batch."""
+    import keras
+
+    outputs = list(predicted)
+    inputs = [keras.Input(shape=predicted[o].shape[1:], name=f"{o}_prediction") for o in outputs]
+    heads = [keras.layers.Identity(name=o)(i) for o, i in zip(outputs, inputs, strict=True)]
+    identity = keras.Model(inputs[0] if len(inputs) == 1 else inputs, heads[0] if len(heads) == 1 else heads)
+    config = dict(model.get_compile_config())
+    config.pop("optimizer", None)  # nothing is trained: the trained optimizer is not copied
+    config["steps_per_execution"] = 1  # a step is a few ops: tracing Keras' multi-step loop would cost more
+    with keras.saving.custom_object_scope(custom_objects):
+        identity.compile_from_config(config)
+    x = predicted[outputs[0]] if len(outputs) == 1 else [predicted[o] for o in outputs]
+    y = targets[outputs[0]] if len(outputs) == 1 else {o: targets[o] for o in outputs}
+    result = identity.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+    return {k: float(v) for k, v in result.items()}
+
+
+def _losses_or_masks(model: keras.Model) -> bool:
+    """Whether the model adds losses of its own or masks an output (then only `evaluate` gives its numbers)."""
+    try:
+        from keras.src.backend import get_keras_mask
+    except ImportError:  # another Keras layout: assume the worst
+        return True
+    return bool(model.losses) or any(get_keras_mask(t) is not None for t in model.outputs)
+
+
 def load_run_model(path: Path, custom_objects: dict[str, Any], *, unsafe: bool = False) -> keras.Model:
     """Load a `.keras` file with Keras' safe mode unless `unsafe` (Lambda layers carry code)."""
     import keras

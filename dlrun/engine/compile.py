@@ -4,7 +4,9 @@ which layers train in a stage."""
 from __future__ import annotations
 
 import fnmatch
-from typing import Any
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from dlrun.errors import RecipeError
 from dlrun.graph.check import Graph, layer_name
@@ -12,9 +14,18 @@ from dlrun.graph.components import make
 from dlrun.importer import Importer
 from dlrun.recipe.schema import CompileSpec, Component
 
+if TYPE_CHECKING:
+    import keras
+
 # Steps per compiled call when the recipe says "auto": the per-call Python overhead dominates small models
 # on CPU (about 2x on the seeds' MLP); results are the same steps in the same order.
 AUTO_STEPS_PER_EXECUTION = 32
+# ... except on a host without an accelerator for a model whose training batch costs at least this many
+# multiply-adds (forward pass): a step then takes tens of milliseconds on CPU, the per-call overhead (a few)
+# no longer matters, and several steps per call cost more than they save: Keras' `predict` unrolls one
+# forward pass per step into its graph (MobileNetV2 on 64x64 images, 8.5e8 per batch of 32: ~5 s CPU more
+# to trace than with one step per call). The seeds' MLP is 5e7 per batch of 128, a small CNN 2.6e8.
+ONE_STEP_FROM_MULTIPLY_ADDS = 4e8
 
 
 def seed_everything(seed: int, *, deterministic: bool) -> None:
@@ -44,10 +55,11 @@ def per_output(value: Any, outputs: list[str], factory: Any) -> dict[str, Any]:
     return {out: factory(value) for out in outputs}
 
 
-def _auto_steps(deterministic: bool = False) -> int:
+def _auto_steps(model: keras.Model, batch_size: int, deterministic: bool = False) -> int:
     """32 steps per call, except under a tf.distribute strategy (Keras' multi-step loop fails there), in
-    deterministic mode, whose per-epoch stream must not be read in chunks that straddle epochs, and under
-    torch, whose Keras trainer runs one step per call only."""
+    deterministic mode, whose per-epoch stream must not be read in chunks that straddle epochs, under torch,
+    whose Keras trainer runs one step per call only, and for a large model on a CPU-only host
+    (`ONE_STEP_FROM_MULTIPLY_ADDS`)."""
     import keras
 
     if deterministic or keras.backend.backend() == "torch":
@@ -58,11 +70,43 @@ def _auto_steps(deterministic: bool = False) -> int:
 
         if tf.distribute.has_strategy():
             return 1
+    cpu_only = all(d.lower().startswith("cpu") for d in keras.distribution.list_devices())
+    if cpu_only and multiply_adds(model) * batch_size >= ONE_STEP_FROM_MULTIPLY_ADDS:
+        return 1
     return AUTO_STEPS_PER_EXECUTION
 
 
+def multiply_adds(model: keras.Model) -> int:
+    """Multiply-adds of one sample's forward pass, estimated: each layer's weights times the positions it
+    is applied at (a Dense layer once, a convolution at each output pixel), nested models counted layer by
+    layer; embedding tables are looked up, not multiplied."""
+    import keras
+
+    total = 0
+    for layer in _leaf_layers(model):
+        weights = layer.count_params() if layer.built else 0
+        if not weights or isinstance(layer, keras.layers.Embedding):
+            continue
+        try:
+            output = layer.output  # a layer called more than once has no single output: counted once
+        except (AttributeError, ValueError):
+            output = None
+        shape = tuple(getattr(output, "shape", None) or ())
+        total += weights * math.prod(d for d in shape[1:-1] if d)
+    return total
+
+
+def _leaf_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
+    inner = getattr(layer, "layers", None)
+    if not inner:
+        yield layer
+        return
+    for sub in inner:
+        yield from _leaf_layers(sub)
+
+
 def compile_model(
-    model: Any,
+    model: keras.Model,
     spec: CompileSpec,
     outputs: list[str],
     importer: Importer,
@@ -70,8 +114,10 @@ def compile_model(
     optimizer: Component | None = None,
     loss_weights: dict[str, float] | None = None,
     deterministic: bool = False,
+    batch_size: int = 32,
 ) -> None:
-    """`model.compile` from the recipe's compile section (optionally a stage's optimizer/weights)."""
+    """`model.compile` from the recipe's compile section (optionally a stage's optimizer/weights); `batch_size`
+    (the training batch) sizes `steps_per_execution: auto`."""
     opt = make("optimizers", optimizer or spec.optimizer, importer, ("compile", "optimizer"))
     if isinstance(spec.loss, dict):
         loss: Any = {o: make("losses", spec.loss[o], importer, ("compile", "loss", o)) for o in outputs}
@@ -93,7 +139,7 @@ def compile_model(
     weights = loss_weights if loss_weights is not None else spec.loss_weights
     if weights is not None:
         weights = {o: float(weights.get(o, 1.0)) for o in outputs}
-    steps_per_execution = _steps_per_execution(spec.steps_per_execution, deterministic)
+    steps_per_execution = _steps_per_execution(spec.steps_per_execution, model, batch_size, deterministic)
     model.compile(
         optimizer=opt,
         loss=loss,
@@ -104,12 +150,12 @@ def compile_model(
     )
 
 
-def _steps_per_execution(value: int | str, deterministic: bool) -> int:
-    """The recipe's steps per call ('auto' resolved per backend); torch refuses more than one."""
+def _steps_per_execution(value: int | str, model: keras.Model, batch_size: int, deterministic: bool) -> int:
+    """The recipe's steps per call ('auto' resolved per backend and model size); torch refuses more than one."""
     import keras
 
     if value == "auto":
-        return _auto_steps(deterministic)
+        return _auto_steps(model, batch_size, deterministic)
     if int(value) > 1 and keras.backend.backend() == "torch":
         raise RecipeError(
             f"steps_per_execution {value} needs the tensorflow or jax backend (Keras' torch trainer runs one "
@@ -119,7 +165,9 @@ def _steps_per_execution(value: int | str, deterministic: bool) -> int:
     return int(value)
 
 
-def apply_trainable(model: Any, graph: Graph, selection: dict[str, list[str] | str] | None, where: tuple) -> None:
+def apply_trainable(
+    model: keras.Model, graph: Graph, selection: dict[str, list[str] | str] | None, where: tuple
+) -> None:
     """Freeze/unfreeze layers by node name, block name, glob pattern or 'all'."""
     if not selection:
         return
@@ -146,7 +194,7 @@ def apply_trainable(model: Any, graph: Graph, selection: dict[str, list[str] | s
                     model.get_layer(layer_name(name)).trainable = action == "unfreeze"
 
 
-def non_trainable(model: Any) -> int:
+def non_trainable(model: keras.Model) -> int:
     import numpy as np
 
     return int(sum(np.prod(w.shape) for w in model.non_trainable_weights))

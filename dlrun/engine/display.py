@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,16 @@ def loading(backend: str, *, quiet: bool = False) -> None:
     """The first status, shown before the backend's import (several seconds) starts."""
     if "keras" not in sys.modules:
         status(f"loading {_BACKENDS.get(backend, backend)}", quiet=quiet)
+
+
+def loading_tensorflow() -> Callable[[], None] | None:
+    """For verbs without a display of their own (eval, predict, summary, export, ...): `loading TensorFlow` on
+    a terminal while TensorFlow loads, gone once it has (`quiet_tensorflow.before_load`, registered by the CLI);
+    returns what ends it, or None when a display (train's) already shows its own status."""
+    if _screen.progress is not None or not live():
+        return None
+    status("loading TensorFlow")
+    return stop
 
 
 def reading(spec: DataSpec, base_dir: Path) -> str:

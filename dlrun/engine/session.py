@@ -34,7 +34,7 @@ from dlrun.recipe.compose import LoadedRecipe
 from dlrun.recipe.schema import Recipe
 
 if TYPE_CHECKING:
-    pass  # imports Keras
+    import keras
 
 
 @dataclass
@@ -43,7 +43,7 @@ class RunSession(StageLoop):
 
     loaded: LoadedRecipe
     policy: RunPolicy = field(default_factory=RunPolicy)
-    extra_callbacks: list[Any] = field(default_factory=list)
+    extra_callbacks: list[keras.callbacks.Callback] = field(default_factory=list)
     # The verb's pictures of the run (verbs.train: learning curves, confusion matrices), drawn once the model is
     # saved and evaluated and before tracking finishes, so MLflow gets them with the rest of the run folder.
     draw: Callable[[RunSession, TrainResult], list[Path]] | None = None
@@ -210,7 +210,9 @@ class RunSession(StageLoop):
             live.close()
 
 
-def train(loaded: LoadedRecipe, *, extra_callbacks: list[Any] | None = None, **policy: Any) -> TrainResult:
+def train(
+    loaded: LoadedRecipe, *, extra_callbacks: list[keras.callbacks.Callback] | None = None, **policy: Any
+) -> TrainResult:
     """Train the recipe once (`RunPolicy` fields as keywords: runs_root, trust, quiet, overrides, resume)."""
     return RunSession(loaded, RunPolicy(**policy), list(extra_callbacks or [])).run()
 

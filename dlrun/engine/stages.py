@@ -24,6 +24,9 @@ from dlrun.recipe.schema import Component, StageSpec
 from dlrun.trust import record_run
 
 if TYPE_CHECKING:
+    import keras
+
+    from dlrun.engine.artifacts import Evaluation
     from dlrun.engine.callbacks import ResumeState  # imports Keras
 
 
@@ -34,8 +37,9 @@ class TrainResult:
     run: RunDir
     history: dict[str, list[float]]
     metrics: dict[str, float]
-    model: Any  # keras.Model
+    model: keras.Model | None  # None: the run had already finished (--run-id), nothing was loaded
     plots: list[Path] = field(default_factory=list)  # the run folder's pictures (drawn by verbs.train)
+    evaluation: Evaluation | None = None  # the eval split's metrics, predictions and targets (for the pictures)
 
 
 @dataclass(frozen=True)
@@ -71,11 +75,11 @@ class StageLoop:
 
     loaded: LoadedRecipe
     policy: RunPolicy
-    extra_callbacks: list[Any]
+    extra_callbacks: list[keras.callbacks.Callback]
     draw: Callable[[Any, TrainResult], list[Path]] | None
     importer: Importer
     prepared: Prepared
-    model: Any  # keras.Model
+    model: keras.Model
 
     def _fit_data(self) -> _FitData:
         """The training and validation data as `fit` takes them, placed and split the way the recipe asks."""
@@ -185,6 +189,7 @@ class StageLoop:
                     optimizer=stage.optimizer,
                     loss_weights=stage.loss_weights,
                     deterministic=recipe.train.deterministic,
+                    batch_size=recipe.train.batch_size,
                 )
                 first = max(epoch, start)
                 if resuming and first == start:
@@ -267,7 +272,7 @@ class StageLoop:
         self, run: RunDir, data: _FitData, callbacks: list[Any], history: dict[str, list[float]]
     ) -> TrainResult:
         """Restore the best checkpoint (when asked), save model.keras, evaluate on the eval split."""
-        from dlrun.engine.artifacts import evaluate_model
+        from dlrun.engine.artifacts import evaluate_and_predict, evaluate_model
         from dlrun.engine.callbacks import restore_best
         from dlrun.engine.tracking import finish_tracking
 
@@ -281,6 +286,7 @@ class StageLoop:
             model.save(str(tmp))
         record_run(run.path, recipe.imports)  # integrity.json: later verbs refuse a changed model or module
         metrics: dict[str, float] = {}
+        evaluation = None
         eval_split = self.policy.eval_split or recipe.eval.split
         if eval_split in prepared.splits:
             if data.across:  # the saved model, loaded on this process alone: exact, nothing dropped (data_parallel)
@@ -288,10 +294,14 @@ class StageLoop:
 
                 local = local_copy(model, self.importer.custom_objects(), run.model)
                 metrics = evaluate_local(local, prepared, eval_split, outputs, inputs, data.eval_batch)
+            elif self.draw is not None and is_chief():  # the pictures reuse the predictions: one pass, not two
+                custom = self.importer.custom_objects()
+                evaluation = evaluate_and_predict(model, prepared, eval_split, outputs, inputs, data.eval_batch, custom)
+                metrics = evaluation.metrics
             else:
                 metrics = evaluate_model(model, prepared, eval_split, outputs, inputs, data.eval_batch)
             run.write_json("eval.json", {"split": eval_split, "outputs": outputs, "metrics": metrics})
-        result = TrainResult(run=run, history=history, metrics=metrics, model=model)
+        result = TrainResult(run=run, history=history, metrics=metrics, model=model, evaluation=evaluation)
         if self.draw is not None and is_chief():
             result.plots = self.draw(self, result)
         epochs = len(next(iter(history.values()), []))

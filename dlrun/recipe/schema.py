@@ -472,7 +472,12 @@ class CompileSpec(Strict):
     )
     steps_per_execution: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         default="auto",
-        description="Training steps per compiled call; 'auto' runs 32 per call (same numbers, less overhead).",
+        description=(
+            "Training steps per compiled call (same numbers, less per-call overhead); 'auto' runs 32 per call, "
+            "or 1 on a host without GPU/TPU when one training batch costs 4e8 multiply-adds or more (a step "
+            "then outlasts the overhead, and predict would trace one forward pass per step), under torch, "
+            "tf.distribute and train.deterministic."
+        ),
     )
 
     @field_validator("loss", mode="before")

@@ -8,7 +8,7 @@ import importlib.util
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.console import err_console
 from dlrun.engine.display import clock
@@ -16,12 +16,17 @@ from dlrun.engine.session import RunPolicy, RunSession, TrainResult
 from dlrun.recipe.compose import LoadedRecipe
 from dlrun.recipe.schema import Recipe
 
+if TYPE_CHECKING:
+    import keras
+
 # Keras' MonitorCallback picks "max" for these in mode `auto` (by the metric's direction); the rest are minimised.
 _HIGHER_IS_BETTER = ("acc", "auc", "precision", "recall", "f1", "fbeta", "iou", "r2", "top_k")
 _MONITORING = ("ModelCheckpoint", "EarlyStopping", "ReduceLROnPlateau")
 
 
-def train_run(loaded: LoadedRecipe, *, extra_callbacks: list[Any] | None = None, **policy: Any) -> TrainResult:
+def train_run(
+    loaded: LoadedRecipe, *, extra_callbacks: list[keras.callbacks.Callback] | None = None, **policy: Any
+) -> TrainResult:
     """Train the recipe once (`RunPolicy` fields as keywords), draw the run's plots, print the summary."""
     started = time.perf_counter()
     session = RunSession(loaded, RunPolicy(**policy), list(extra_callbacks or []), draw=draw_run_plots)
@@ -35,7 +40,8 @@ def train_run(loaded: LoadedRecipe, *, extra_callbacks: list[Any] | None = None,
 
 
 def draw_run_plots(session: RunSession, result: TrainResult) -> list[Path]:
-    """learning_curves.png, and confusion_<output>.png for each classifier output on the eval split."""
+    """learning_curves.png, and confusion_<output>.png for each classifier output on the eval split (from the
+    predictions the session's evaluation made: the model does not run over the split again)."""
     from dlrun.engine.artifacts import CLASSES_FILE, class_names
     from dlrun.engine.data_parallel import splits_batches
     from dlrun.engine.outputs import read_outputs
@@ -54,8 +60,17 @@ def draw_run_plots(session: RunSession, result: TrainResult) -> list[Path]:
         infos = read_outputs(run.path, loaded, result.model, classes, prepared.stats)
         classifiers = {o: info for o, info in infos.items() if info.classifier}
         if classifiers:
-            batch = recipe.eval.batch_size or recipe.train.batch_size
-            reports = prediction_reports(result.model, prepared, split, classifiers, list(loaded.graph.inputs), batch)
+            evaluation = result.evaluation
+            if evaluation is None:
+                from dlrun.engine.artifacts import predict_split
+
+                batch = recipe.eval.batch_size or recipe.train.batch_size
+                predicted, targets = predict_split(
+                    result.model, prepared, split, loaded.graph.outputs, list(loaded.graph.inputs), batch
+                )
+            else:
+                predicted, targets = evaluation.predicted, evaluation.targets
+            reports = prediction_reports(classifiers, predicted, targets)
     return save_plots(run.path, result.history, reports)
 
 
