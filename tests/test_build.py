@@ -260,9 +260,8 @@ def test_learning_rate_schedule_is_built(tmp_path):
 def test_auto_steps_per_execution_is_32_for_a_small_mlp_and_1_for_a_large_model_on_cpu(tmp_path):
     """`steps_per_execution: auto` (engine.compile): 32 steps per call while a training batch is cheap (the
     per-call overhead matters), one when a batch costs ONE_STEP_FROM_MULTIPLY_ADDS or more on a CPU-only host."""
-    from dlrun.importer import Importer
-
     from dlrun.engine.compile import ONE_STEP_FROM_MULTIPLY_ADDS, compile_model, multiply_adds
+    from dlrun.importer import Importer
     from dlrun.recipe.schema import CompileSpec
 
     assert all(d.startswith("cpu") for d in keras.distribution.list_devices())  # the rule is for CPU hosts
