@@ -79,7 +79,13 @@ def draw_curves(histories: dict[str, History], file: Path, metric: str | None = 
         ax.set_title(name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small" if several else "medium")
-    fig.tight_layout()
+    # Fixed margins in inches (room for tick labels of 6-7 characters, the title, the x label) instead of
+    # tight_layout, which draws every text once more to measure it: ~0.15 s of a tiny run's fixed cost (issue 21).
+    width, height = fig.get_size_inches()
+    left, right, gap = 0.7, 0.15, 0.85
+    axis_width = (width - left - right - gap * (len(names) - 1)) / len(names)
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=0.5 / height, top=1 - 0.35 / height,
+                        wspace=gap / axis_width)  # fmt: skip
     try:
         return _save(fig, file)
     finally:
