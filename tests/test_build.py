@@ -259,8 +259,14 @@ def test_learning_rate_schedule_is_built(tmp_path):
 
 def test_auto_steps_per_execution_is_32_for_a_small_mlp_and_1_for_a_large_model_on_cpu(tmp_path):
     """`steps_per_execution: auto` (engine.compile): 32 steps per call while a training batch is cheap (the
-    per-call overhead matters), one when a batch costs ONE_STEP_FROM_MULTIPLY_ADDS or more on a CPU-only host."""
-    from dlrun.engine.compile import ONE_STEP_FROM_MULTIPLY_ADDS, compile_model, multiply_adds
+    per-call overhead matters), one when a batch costs ONE_STEP_FROM_MULTIPLY_ADDS or more on a CPU-only host,
+    or a stage trains fewer than ONE_STEP_BELOW_TRAINING_STEPS steps there."""
+    from dlrun.engine.compile import (
+        ONE_STEP_BELOW_TRAINING_STEPS,
+        ONE_STEP_FROM_MULTIPLY_ADDS,
+        compile_model,
+        multiply_adds,
+    )
     from dlrun.importer import Importer
     from dlrun.recipe.schema import CompileSpec
 
@@ -268,7 +274,12 @@ def test_auto_steps_per_execution_is_32_for_a_small_mlp_and_1_for_a_large_model_
     spec = CompileSpec(loss="sparse_categorical_crossentropy")
     mlp = keras.Sequential([keras.Input((784,)), keras.layers.Dense(512), keras.layers.Dense(10)])
     assert multiply_adds(mlp) == mlp.count_params() == 784 * 512 + 512 + 512 * 10 + 10
-    compile_model(mlp, spec, ["y"], Importer([], tmp_path), batch_size=128)
+    compile_model(mlp, spec, ["y"], Importer([], tmp_path), batch_size=128, training_steps=469 * 5)
+    assert mlp.steps_per_execution == 32
+    # a short run (wine: 20 epochs of 9 steps) does not win back the multi-step loop's trace
+    compile_model(mlp, spec, ["y"], Importer([], tmp_path), batch_size=16, training_steps=9 * 20)
+    assert mlp.steps_per_execution == 1
+    compile_model(mlp, spec, ["y"], Importer([], tmp_path), batch_size=16, training_steps=ONE_STEP_BELOW_TRAINING_STEPS)
     assert mlp.steps_per_execution == 32
     # a convolution is applied at every output pixel: 28 x 28 positions of 3 x 3 x 3 x 64 + 64 weights
     inputs = keras.Input((28, 28, 3))

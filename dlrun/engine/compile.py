@@ -26,6 +26,10 @@ AUTO_STEPS_PER_EXECUTION = 32
 # forward pass per step into its graph (MobileNetV2 on 64x64 images, 8.5e8 per batch of 32: ~5 s CPU more
 # to trace than with one step per call). The seeds' MLP is 5e7 per batch of 128, a small CNN 2.6e8.
 ONE_STEP_FROM_MULTIPLY_ADDS = 4e8
+# ... and, on such a host, for a stage of fewer training steps than this: tracing Keras' multi-step loop costs
+# ~0.5-1 s CPU, which a short run does not win back (wine, 178 rows, 20 epochs of 9 steps: 15.1 s CPU with one
+# step per call against 16.0 s with 32, two runs each, 2026-12-03; the seeds' MLP trains 2,345 steps).
+ONE_STEP_BELOW_TRAINING_STEPS = 1000
 
 
 def seed_everything(seed: int, *, deterministic: bool) -> None:
@@ -55,11 +59,13 @@ def per_output(value: Any, outputs: list[str], factory: Any) -> dict[str, Any]:
     return {out: factory(value) for out in outputs}
 
 
-def _auto_steps(model: keras.Model, batch_size: int, deterministic: bool = False) -> int:
+def _auto_steps(
+    model: keras.Model, batch_size: int, deterministic: bool = False, training_steps: int | None = None
+) -> int:
     """32 steps per call, except under a tf.distribute strategy (Keras' multi-step loop fails there), in
     deterministic mode, whose per-epoch stream must not be read in chunks that straddle epochs, under torch,
-    whose Keras trainer runs one step per call only, and for a large model on a CPU-only host
-    (`ONE_STEP_FROM_MULTIPLY_ADDS`)."""
+    whose Keras trainer runs one step per call only, and on a CPU-only host for a large model
+    (`ONE_STEP_FROM_MULTIPLY_ADDS`) or a short stage (`training_steps` below `ONE_STEP_BELOW_TRAINING_STEPS`)."""
     import keras
 
     if deterministic or keras.backend.backend() == "torch":
@@ -72,6 +78,8 @@ def _auto_steps(model: keras.Model, batch_size: int, deterministic: bool = False
             return 1
     cpu_only = all(d.lower().startswith("cpu") for d in keras.distribution.list_devices())
     if cpu_only and multiply_adds(model) * batch_size >= ONE_STEP_FROM_MULTIPLY_ADDS:
+        return 1
+    if cpu_only and training_steps is not None and training_steps < ONE_STEP_BELOW_TRAINING_STEPS:
         return 1
     return AUTO_STEPS_PER_EXECUTION
 
@@ -115,9 +123,10 @@ def compile_model(
     loss_weights: dict[str, float] | None = None,
     deterministic: bool = False,
     batch_size: int = 32,
+    training_steps: int | None = None,
 ) -> None:
     """`model.compile` from the recipe's compile section (optionally a stage's optimizer/weights); `batch_size`
-    (the training batch) sizes `steps_per_execution: auto`."""
+    (the training batch) and `training_steps` (the stage's, when known) size `steps_per_execution: auto`."""
     opt = make("optimizers", optimizer or spec.optimizer, importer, ("compile", "optimizer"))
     if isinstance(spec.loss, dict):
         loss: Any = {o: make("losses", spec.loss[o], importer, ("compile", "loss", o)) for o in outputs}
@@ -139,7 +148,9 @@ def compile_model(
     weights = loss_weights if loss_weights is not None else spec.loss_weights
     if weights is not None:
         weights = {o: float(weights.get(o, 1.0)) for o in outputs}
-    steps_per_execution = _steps_per_execution(spec.steps_per_execution, model, batch_size, deterministic)
+    steps_per_execution = _steps_per_execution(
+        spec.steps_per_execution, model, batch_size, deterministic, training_steps
+    )
     model.compile(
         optimizer=opt,
         loss=loss,
@@ -150,12 +161,14 @@ def compile_model(
     )
 
 
-def _steps_per_execution(value: int | str, model: keras.Model, batch_size: int, deterministic: bool) -> int:
+def _steps_per_execution(
+    value: int | str, model: keras.Model, batch_size: int, deterministic: bool, training_steps: int | None = None
+) -> int:
     """The recipe's steps per call ('auto' resolved per backend and model size); torch refuses more than one."""
     import keras
 
     if value == "auto":
-        return _auto_steps(model, batch_size, deterministic)
+        return _auto_steps(model, batch_size, deterministic, training_steps)
     if int(value) > 1 and keras.backend.backend() == "torch":
         raise RecipeError(
             f"steps_per_execution {value} needs the tensorflow or jax backend (Keras' torch trainer runs one "

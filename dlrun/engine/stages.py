@@ -190,6 +190,7 @@ class StageLoop:
                     loss_weights=stage.loss_weights,
                     deterministic=recipe.train.deterministic,
                     batch_size=recipe.train.batch_size,
+                    training_steps=-(-self.prepared.count("train") // recipe.train.batch_size) * stage.epochs,
                 )
                 first = max(epoch, start)
                 if resuming and first == start:

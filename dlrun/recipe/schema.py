@@ -475,7 +475,8 @@ class CompileSpec(Strict):
         description=(
             "Training steps per compiled call (same numbers, less per-call overhead); 'auto' runs 32 per call, "
             "or 1 on a host without GPU/TPU when one training batch costs 4e8 multiply-adds or more (a step "
-            "then outlasts the overhead, and predict would trace one forward pass per step), under torch, "
+            "then outlasts the overhead, and predict would trace one forward pass per step) or a stage trains "
+            "fewer than 1,000 steps (too short to win back the multi-step loop's trace), under torch, "
             "tf.distribute and train.deterministic."
         ),
     )
