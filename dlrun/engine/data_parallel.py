@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
     from dlrun.data.prepare import Prepared
+    from dlrun.recipe.schema import Recipe
 
 
 def nested_arrays(value: Any) -> Any:
@@ -64,6 +65,14 @@ def global_devices() -> int:
 def splits_batches() -> bool:
     """Whether a keras.distribution splits batches over several devices (in one process or several)."""
     return global_devices() > 1
+
+
+def predicts_alone(recipe: Recipe) -> bool:
+    """Whether this process can run the model over a split by itself. Not when a keras.distribution splits
+    batches (the model predicts across devices), nor under multi_worker (a predict of the mirrored model is a
+    collective that waits for, or mismatches, the other workers)."""
+    distribute = recipe.train.distribute
+    return not splits_batches() and not (distribute is not None and distribute.strategy == "multi_worker")
 
 
 def check_batch_size(batch_size: int, samples: int | None) -> None:

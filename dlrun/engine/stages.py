@@ -275,6 +275,7 @@ class StageLoop:
         """Restore the best checkpoint (when asked), save model.keras, evaluate on the eval split."""
         from dlrun.engine.artifacts import evaluate_and_predict, evaluate_model
         from dlrun.engine.callbacks import restore_best
+        from dlrun.engine.data_parallel import predicts_alone
         from dlrun.engine.tracking import finish_tracking
 
         recipe, model, prepared = self.loaded.recipe, self.model, self.prepared
@@ -295,7 +296,7 @@ class StageLoop:
 
                 local = local_copy(model, self.importer.custom_objects(), run.model)
                 metrics = evaluate_local(local, prepared, eval_split, outputs, inputs, data.eval_batch)
-            elif self.draw is not None and is_chief():  # the pictures reuse the predictions: one pass, not two
+            elif self.draw is not None and is_chief() and predicts_alone(recipe):  # pictures reuse predictions
                 custom = self.importer.custom_objects()
                 evaluation = evaluate_and_predict(model, prepared, eval_split, outputs, inputs, data.eval_batch, custom)
                 metrics = evaluation.metrics

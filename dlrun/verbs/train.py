@@ -43,7 +43,7 @@ def draw_run_plots(session: RunSession, result: TrainResult) -> list[Path]:
     """learning_curves.png, and confusion_<output>.png for each classifier output on the eval split (from the
     predictions the session's evaluation made: the model does not run over the split again)."""
     from dlrun.engine.artifacts import CLASSES_FILE, class_names
-    from dlrun.engine.data_parallel import splits_batches
+    from dlrun.engine.data_parallel import predicts_alone
     from dlrun.engine.outputs import read_outputs
     from dlrun.verbs.evaluate import prediction_reports
     from dlrun.verbs.plot import save_plots
@@ -52,10 +52,8 @@ def draw_run_plots(session: RunSession, result: TrainResult) -> list[Path]:
     recipe = loaded.recipe
     split = session.policy.eval_split or recipe.eval.split
     reports: dict[str, dict[str, Any]] = {}
-    # Under a batch-splitting distribution the model predicts across devices; eval draws its matrix then. Under
-    # multi_worker only the chief draws, and a predict of the mirrored model waits for workers that never join.
-    several = recipe.train.distribute is not None and recipe.train.distribute.strategy == "multi_worker"
-    if split in prepared.splits and recipe.data is not None and not splits_batches() and not several:
+    # Where the model cannot predict on this process alone, `dlrun eval` draws the confusion matrix.
+    if split in prepared.splits and recipe.data is not None and predicts_alone(recipe):
         classes = run.read_json(CLASSES_FILE) or class_names(recipe.data, loaded.base_dir, prepared)
         infos = read_outputs(run.path, loaded, result.model, classes, prepared.stats)
         classifiers = {o: info for o, info in infos.items() if info.classifier}
