@@ -1,4 +1,7 @@
 PY ?= python3
+# Test files run on JOBS worker processes, each file whole on one worker (its module fixtures built once).
+JOBS ?= 2
+XDIST = -n $(JOBS) --dist loadfile
 
 .PHONY: install lint format test test-all bench catalog docs
 
@@ -15,10 +18,10 @@ format:
 	ruff format dlrun tests benchmarks
 
 test:
-	$(PY) -m pytest -m "not slow" -q --durations=25
+	$(PY) -m pytest -m "not slow" -q $(XDIST) --durations=25
 
 test-all:
-	$(PY) -m pytest -q --durations=40
+	$(PY) -m pytest -q $(XDIST) --durations=40
 
 bench:
 	$(PY) benchmarks/run_all.py
