@@ -114,3 +114,28 @@ def test_api_names_stay_functions_after_the_engine_and_verbs_are_imported():
 
     assert callable(dlrun.train) and dlrun.train.__module__ == "dlrun.api"
     assert callable(dlrun.evaluate) and dlrun.evaluate.__module__ == "dlrun.api"
+
+
+def test_train_takes_paths_written_as_strings(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        """
+name: api_paths
+data:
+  source: sklearn
+  name: wine
+  test_split: 0.2
+  inputs: {x: {from: x, steps: [{standardize: true}]}}
+  targets: {y: {from: y}}
+model:
+  inputs: {x: {shape: [13]}}
+  layers:
+    - {name: y, type: Dense, units: 3, activation: softmax}
+compile: {optimizer: adam, loss: sparse_categorical_crossentropy, metrics: [accuracy]}
+train: {epochs: 1, batch_size: 32}
+""",
+    )
+    runs = tmp_path / "runs"
+    result = dlrun.train(str(recipe), runs_root=str(runs), run_id="first", quiet=True)
+    assert result.run.path == runs.resolve() / "api_paths" / "first"
+    assert (result.run.path / "model.keras").is_file()

@@ -55,6 +55,13 @@ class RunPolicy:
     folder: Path | None = None  # a new run folder at exactly this path (cv folds), not runs_root/<name>/<time>
     eval_split: str | None = None  # default: the recipe's eval.split
 
+    def __post_init__(self) -> None:
+        # The public API passes these through from users, who write paths as strings as often as not.
+        for name in ("runs_root", "resume", "folder"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, Path(value))
+
 
 @dataclass
 class _FitData:
