@@ -121,18 +121,12 @@ def test_train_takes_paths_written_as_strings(tmp_path):
         tmp_path,
         """
 name: api_paths
-data:
-  source: sklearn
-  name: wine
-  test_split: 0.2
-  inputs: {x: {from: x, steps: [{standardize: true}]}}
-  targets: {y: {from: y}}
+data: {source: sklearn, name: wine, inputs: {x: {from: x}}, targets: {y: {from: y}}}
 model:
   inputs: {x: {shape: [13]}}
-  layers:
-    - {name: y, type: Dense, units: 3, activation: softmax}
-compile: {optimizer: adam, loss: sparse_categorical_crossentropy, metrics: [accuracy]}
-train: {epochs: 1, batch_size: 32}
+  layers: [{name: y, type: Dense, units: 3, activation: softmax}]
+compile: {loss: sparse_categorical_crossentropy}
+train: {epochs: 1}
 """,
     )
     runs = tmp_path / "runs"
