@@ -107,17 +107,24 @@ def test_runs_lists_and_compare_shows_differences(cli, trained):
     assert set(diff["metrics"]) == {"accuracy", "loss"}
 
 
-def test_one_pass_evaluation_gives_keras_evaluate_numbers():
+@pytest.mark.parametrize("samples", [48, 50])
+@pytest.mark.parametrize("few_batches", [32, 0], ids=["batch-by-batch", "keras-loops"])
+def test_one_pass_evaluation_gives_keras_evaluate_numbers(monkeypatch, few_batches, samples):
     """engine.artifacts.evaluate_and_predict (train and eval predict once and score the predictions) gives
-    `model.evaluate`'s numbers: two outputs with their loss weights; a regularized model is evaluated by Keras."""
+    `model.evaluate`'s numbers: two outputs with their loss weights; a regularized model is evaluated by Keras.
+    Both ways: a split of a few batches stepped through one by one, a larger one through Keras' loops; 50
+    samples leave a smaller last batch, whose per-output losses Keras' traced loop does not weigh by size."""
     import keras
 
     from dlrun.data.prepare import ArraySplit, Prepared
+    from dlrun.engine import artifacts
     from dlrun.engine.artifacts import evaluate_and_predict
 
+    monkeypatch.setattr(artifacts, "FEW_BATCHES", few_batches)
+
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(50, 4)).astype("float32")
-    y = {"kind": rng.integers(0, 3, 50), "size": rng.normal(size=(50, 1)).astype("float32")}
+    x = rng.normal(size=(samples, 4)).astype("float32")
+    y = {"kind": rng.integers(0, 3, samples), "size": rng.normal(size=(samples, 1)).astype("float32")}
     prepared = Prepared(splits={"test": ArraySplit({"x": x}, y)})
     for regularizer in (None, "l2"):
         inputs = keras.Input((4,), name="x")

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 STATS_FILE = "preprocessing.npz"
 CLASSES_FILE = "classes.json"
+FEW_BATCHES = 32
+"""A split of at most this many batches is predicted with `predict_on_batch` and scored step by step, without
+Keras' predict and evaluate loops: building their datasets and tracing them cost ~0.4 s CPU more than running a
+few batches (issue 21: a tiny run's fixed cost). Beyond ~50 batches the traced loops are cheaper."""
 
 
 def folder_class_names(spec: DataSpec, base_dir: Path) -> list[str] | None:
@@ -179,7 +183,7 @@ def predict_split(
         y = {o: np.concatenate([p[o] if isinstance(p, dict) else p for p in parts]) for o in outputs}
         predicted = model.predict(data.pipeline.map(lambda *batch: batch[0]), verbose=0)
     else:
-        predicted = model.predict(data.x, batch_size=batch_size, verbose=0)
+        predicted = _predict_in_memory(model, data.x, batch_size)
         y = data.y if isinstance(data.y, dict) else {outputs[0]: data.y}
     if len(outputs) == 1:
         predicted = {outputs[0]: predicted[outputs[0]] if isinstance(predicted, dict) else predicted}
@@ -210,8 +214,45 @@ def metrics_on_predictions(
         identity.compile_from_config(config)
     x = predicted[outputs[0]] if len(outputs) == 1 else [predicted[o] for o in outputs]
     y = targets[outputs[0]] if len(outputs) == 1 else {o: targets[o] for o in outputs}
-    result = identity.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+    samples = len(predicted[outputs[0]])
+    if _few_batches(model, samples, batch_size) and (len(outputs) == 1 or samples % batch_size == 0):
+        identity.reset_metrics()
+        for start in range(0, samples, batch_size):
+            batch = keras.tree.map_structure(lambda a, s=start: a[s : s + batch_size], (x, y))
+            identity.test_step(batch)  # the step `evaluate` runs, op by op: the same numbers
+        result = identity.get_metrics_result()
+    else:
+        result = identity.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
     return {k: float(v) for k, v in result.items()}
+
+
+def _few_batches(model: keras.Model, samples: int, batch_size: int) -> bool:
+    """Whether to step through a split batch by batch instead of Keras' loops (see FEW_BATCHES): a few batches,
+    on one device (a tf.distribute strategy splits and pads batches in those loops), not under JAX (whose
+    `test_step` is stateless: it takes the state as an argument).
+
+    Scored so, a model with several outputs gives `evaluate`'s numbers only when every batch is whole: Keras
+    weighs each output's loss by the batch size only where that size is known, so its traced loop averages
+    them over batches and a step run op by op over samples."""
+    import keras
+
+    replicas = getattr(getattr(model, "distribute_strategy", None), "num_replicas_in_sync", 1)
+    few = 0 < samples <= FEW_BATCHES * batch_size
+    return few and replicas == 1 and keras.backend.backend() != "jax"
+
+
+def _predict_in_memory(model: keras.Model, x: Any, batch_size: int) -> Any:
+    """`model.predict(x, batch_size)`; a few batches run through `predict_on_batch` (see FEW_BATCHES)."""
+    import keras
+
+    samples = len(keras.tree.flatten(x)[0])
+    if not _few_batches(model, samples, batch_size):
+        return model.predict(x, batch_size=batch_size, verbose=0)
+    parts = [
+        model.predict_on_batch(keras.tree.map_structure(lambda a, s=start: a[s : s + batch_size], x))
+        for start in range(0, samples, batch_size)
+    ]
+    return keras.tree.map_structure(lambda *batches: np.concatenate(batches), *parts)
 
 
 def _losses_or_masks(model: keras.Model) -> bool:
