@@ -235,3 +235,43 @@ def test_tensorboard_logging_per_epoch_makes_no_summary_call_per_batch(tmp_path,
     callback.on_train_batch_end(0, {"loss": 1.0, "mae": 2.0})
     assert len(written) == calls
     callback.on_train_end()
+
+
+def test_default_tensorboard_log_reads_back_as_keras_writes_it(tmp_path):
+    """The default log (engine.tensorboard_log, issue 21: ~10 ms CPU an epoch less) holds what Keras'
+    TensorBoard(write_graph=False) writes for the same fit: per folder (train/, validation/) the same tags,
+    steps and values, as TensorBoard reads them."""
+    pytest.importorskip("tensorboard")
+    import keras
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dlrun.engine.tensorboard_log import TensorBoardScalars
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 4), dtype=np.float32), rng.integers(0, 3, 64)
+
+    def logged(make_callback):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        folder = tmp_path / make_callback.__name__
+        model.fit(x, y, validation_split=0.25, epochs=3, batch_size=16, verbose=0, callbacks=[make_callback(folder)])
+        read = {}
+        for kind in ("train", "validation"):
+            events = EventAccumulator(str(folder / kind), size_guidance={"tensors": 0})
+            events.Reload()
+            read[kind] = {
+                tag: [(e.step, float(tf_value(e))) for e in events.Tensors(tag)] for tag in events.Tags()["tensors"]
+            }
+        return read
+
+    def keras_callback(folder):
+        return keras.callbacks.TensorBoard(str(folder), write_graph=False)
+
+    def dlrun_callback(folder):
+        return TensorBoardScalars(folder)
+
+    ours, theirs = logged(dlrun_callback), logged(keras_callback)
+    assert set(theirs["train"]) == {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"}
+    assert {"epoch_loss", "evaluation_loss_vs_iterations"} <= set(theirs["validation"])
+    assert ours == theirs

@@ -20,7 +20,7 @@ from dlrun.engine.rundir import RunDir, atomic_target
 from dlrun.errors import RecipeError, RunInterrupted
 from dlrun.importer import Importer
 from dlrun.recipe.compose import LoadedRecipe
-from dlrun.recipe.schema import Component, StageSpec
+from dlrun.recipe.schema import StageSpec
 from dlrun.trust import record_run
 
 if TYPE_CHECKING:
@@ -136,13 +136,14 @@ class StageLoop:
         callbacks = make_callbacks(train.callbacks, run, self.importer, ("train", "callbacks"))
         if (
             train.tensorboard
-            and importlib.util.find_spec("tensorboard") is not None
+            and all(importlib.util.find_spec(m) is not None for m in ("tensorboard", "tensorflow"))
             and not any(c.type == "TensorBoard" for c in train.callbacks)
         ):
             # Scalars only: writing the graph and the model's config on every stage's fit cost ~1.3 s CPU of a
             # two-stage MobileNetV2 run (issue 21); a recipe's own TensorBoard callback has Keras' defaults.
-            default = Component(type="TensorBoard", write_graph=False)
-            callbacks += make_callbacks([default], run, self.importer, ("train", "tensorboard"))
+            from dlrun.engine.tensorboard_log import TensorBoardScalars
+
+            callbacks.append(TensorBoardScalars(run.tensorboard))
         return callbacks + tracking_callbacks(self.loaded, run)  # MLflow, when train.mlflow is set
 
     def _fit_stages(self, run: RunDir, state: ResumeState, *, resuming: bool) -> TrainResult:
