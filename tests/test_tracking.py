@@ -275,3 +275,23 @@ def test_default_tensorboard_log_reads_back_as_keras_writes_it(tmp_path):
     assert set(theirs["train"]) == {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"}
     assert {"epoch_loss", "evaluation_loss_vs_iterations"} <= set(theirs["validation"])
     assert ours == theirs
+
+
+def test_hparams_session_is_the_message_tensorboard_makes(tmp_path):
+    """engine.tensorboard_log builds the HParams session from the plugin's protocol buffers (its API costs
+    ~0.15 s CPU to import): byte for byte the summary `hparams_pb` makes for the same values."""
+    pytest.importorskip("tensorboard")
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    from dlrun.engine.tensorboard_log import EventFile
+
+    values = {"train.batch_size": 16, "compile.optimizer": "adam", "train.shuffle": True, "lr": 0.001}
+    file = EventFile(tmp_path)
+    file.hparams(values, "20260101-120000", 1234.5)
+    file.close()
+    events = list(tf.compat.v1.train.summary_iterator(str(file.path)))
+    assert [e.step for e in events if e.summary.value] == [0]
+    written = next(e.summary for e in events if e.summary.value)
+    expected = hp.hparams_pb(values, trial_id="20260101-120000", start_time_secs=1234.5)
+    assert written.SerializeToString() == expected.SerializeToString()

@@ -187,15 +187,10 @@ def _tensorboard_summary(
 ) -> None:
     """The recipe's hyperparameters (one HParams session: this run) and the evaluation metrics as scalars,
     written beside Keras' train/ and validation/ logs so TensorBoard's HParams tab lists them together."""
-    import tensorflow as tf
-    from tensorboard.plugins.hparams import api as hp
+    from dlrun.engine.tensorboard_log import write_run_summary
 
-    writer = tf.summary.create_file_writer(str(run.tensorboard))
-    with writer.as_default():
-        hp.hparams(hyperparameters(loaded.resolved()), trial_id=Path(run.path).name)
-        for name, value in metrics.items():
-            tf.summary.scalar(metric_key(split, name), float(value), step=step)
-    writer.close()
+    scalars = {metric_key(split, name): float(value) for name, value in metrics.items()}
+    write_run_summary(Path(run.tensorboard), hyperparameters(loaded.resolved()), Path(run.path).name, scalars, step)
 
 
 def _mlflow_summary(run: RunDir, model: keras.Model, metrics: dict[str, float], *, split: str, step: int) -> list[str]:
