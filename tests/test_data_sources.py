@@ -425,3 +425,17 @@ def test_streamed_csv_with_quoted_newlines_blank_lines_and_crlf(tmp_path):
         (x, y), *_ = list(prepared.feed("train", ["v", "t"], ["y"], 8, training=False).pipeline.as_numpy_iterator())
         assert x["v"].tolist() == [1.0, 2.0] and y.tolist() == [0, 1]
         assert x["t"][0].decode() == ("x" if name == "crlf.csv" else "multi\nline")
+
+
+def test_relative_paths_are_what_pathlib_gives(tmp_path):
+    """files.relative_paths (string slicing: image folders' labels and data fingerprints, issue 21) names each
+    path as `Path.relative_to(...).as_posix()` does, including paths spelled unnormalized, and refuses one
+    outside the root the same way."""
+    from dlrun.files import relative_paths
+
+    root = tmp_path / "images"
+    paths = [str(root / "cat" / "1.png"), str(root / "dog" / "sub" / "2.png"), f"{root}/./cat//3.png"]
+    assert relative_paths(root, paths) == [Path(p).relative_to(root).as_posix() for p in paths]
+    assert relative_paths(root, paths)[:2] == ["cat/1.png", "dog/sub/2.png"]
+    with pytest.raises(ValueError):
+        relative_paths(root, [str(tmp_path / "imagesX" / "1.png")])

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dlrun.files import relative_paths
+
 if TYPE_CHECKING:
     from dlrun.data.tables import Table
     from dlrun.recipe.schema import DataSpec
@@ -41,10 +43,11 @@ def file_list_fingerprint(root: Path, paths: list[str]) -> dict[str, Any]:
     """sha256 over the sorted `relative path, size` lines of a folder's files (contents are not read)."""
     digest = hashlib.sha256()
     total = 0
-    for p in sorted(paths):
+    ordered = sorted(paths)
+    for p, name in zip(ordered, relative_paths(root, ordered), strict=True):
         size = os.path.getsize(p)
         total += size
-        digest.update(f"{Path(p).relative_to(root).as_posix()}\t{size}\n".encode())
+        digest.update(f"{name}\t{size}\n".encode())
     return {"path": str(root), "sha256": digest.hexdigest(), "files": len(paths), "bytes": total}
 
 

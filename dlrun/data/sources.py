@@ -33,7 +33,7 @@ from dlrun.data.tables import (
     read_parquet,
 )
 from dlrun.errors import RecipeError
-from dlrun.files import check_extracted_size, require_regular
+from dlrun.files import check_extracted_size, relative_paths, require_regular
 from dlrun.recipe.schema import KERAS_DATASETS, DataSpec
 
 Splits = dict[str, dict[str, np.ndarray]]
@@ -316,7 +316,7 @@ def _list_class_folder(kind: str, folder: Path, spec: DataSpec, class_names: lis
     if not paths:
         raise RecipeError(f"{folder} has no {kind} files in its class folders", path=("data", "path"))
     index = {c: i for i, c in enumerate(classes)}
-    labels = np.array([index[Path(p).relative_to(folder).parts[0]] for p in paths], dtype="int64")
+    labels = np.array([index[name.split("/", 1)[0]] for name in relative_paths(folder, paths)], dtype="int64")
     path_array = np.empty(len(paths), dtype=object)
     path_array[:] = paths
     return FileListReader(kind, path_array, labels, classes, folder.name, size, channels, root=folder)
