@@ -289,6 +289,33 @@ def test_image_folder_decodes_every_epoch_unless_cache_is_asked(tmp_path):
             assert sorted(labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
 
 
+def test_a_streamed_splits_targets_are_read_without_decoding_its_images(tmp_path, monkeypatch):
+    """Issue 21: the evaluation read the eval split's pipeline once for its targets and again to predict, decoding
+    every image twice. `Prepared.targets` gives the pipeline's targets, in its order and after the target's steps
+    (one_hot here), from the label column alone: no image is decoded (the reader's `load` is never called)."""
+    from dlrun.data.tables import FileListReader
+
+    image_folder(tmp_path / "shapes", per_class=3, splits=("train", "test"))
+    spec = data_spec(
+        source="images",
+        path="shapes",
+        image_size=[8, 8],
+        inputs={"image": {"from": "image"}},
+        targets={"colour": {"from": "label", "steps": [{"one_hot": 3}]}},
+    )
+    prepared = prepare(spec, tmp_path, seed=0)
+    ds = prepared.feed("test", ["image"], ["colour"], batch_size=4, training=False).pipeline
+    expected = np.concatenate([b[1].numpy() for b in ds])
+
+    def no_decoding(self, path):
+        raise AssertionError("an image was decoded for its label")
+
+    monkeypatch.setattr(FileListReader, "load", no_decoding)
+    got = prepared.targets("test", ["colour"], batch_size=4)["colour"]
+    np.testing.assert_array_equal(got, expected)
+    assert got.shape == (9, 3) and got.argmax(1).tolist() == [0] * 3 + [1] * 3 + [2] * 3
+
+
 def test_text_folder(tmp_path):
     for cls, words in (("neg", "awful bad"), ("pos", "great good")):
         (tmp_path / "reviews" / cls).mkdir(parents=True)

@@ -349,6 +349,19 @@ class StreamSplit:
             w = w * tf.reshape(tf.cast(record[spec.sample_weight], tf.float32), tf.shape(w))
         return (x, y, w if len(outputs) == 1 else dict.fromkeys(outputs, w))
 
+    def target_batches(self, outputs: list[str], batch_size: int) -> tf.data.Dataset:
+        """Batches `{output: targets}` in the split's order, as `example` makes them, reading the target columns
+        alone: an image folder's labels need no image decoded (issue 21: the eval split was decoded twice)."""
+        import tensorflow as tf
+
+        columns = list(dict.fromkeys(c for n in outputs for c in self.spec.targets[n].columns))
+        spec = self.spec.targets
+
+        def targets(record: Record) -> dict[str, tf.Tensor]:
+            return {n: self._feature(record, spec[n], ("data", "targets", n), n, True) for n in outputs}
+
+        return self.table.dataset(columns).batch(batch_size).map(tf.autograph.experimental.do_not_convert(targets))
+
     def cache_fits(self) -> bool:
         if self.spec.cache != "auto":
             return bool(self.spec.cache)
@@ -542,6 +555,14 @@ class Prepared:
         return SplitData(
             pipeline=_array_dataset(x, y, weights, batch, shuffle=training and self.shuffle, seed=self.seed)
         )
+
+    def targets(self, split: str, outputs: list[str], batch_size: int | None = None) -> dict[str, np.ndarray]:
+        """`split`'s targets per output, in its order (the order its unshuffled `feed` has)."""
+        data = self.splits[split]
+        if not isinstance(data, StreamSplit):
+            return {o: np.asarray(data.targets[o]) for o in outputs}
+        parts = list(data.target_batches(outputs, batch_size or self.batch_size).as_numpy_iterator())
+        return {o: np.concatenate([p[o] for p in parts]) for o in outputs}
 
     def adapt_data(self, name: str, batch_size: int = 256) -> np.ndarray | tf.data.Dataset:
         """The training split's raw values of input `name` (never validation/test): an array or a dataset."""

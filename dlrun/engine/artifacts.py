@@ -178,13 +178,11 @@ def predict_split(
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The model's predictions on `split` and the split's targets, per output, in the split's order."""
     data = prepared.feed(split, inputs, outputs, batch_size, training=False)
-    if data.streamed:  # predictions and targets come from the same (unshuffled) batches
-        parts = [batch[1] for batch in data.pipeline.as_numpy_iterator()]
-        y = {o: np.concatenate([p[o] if isinstance(p, dict) else p for p in parts]) for o in outputs}
+    if data.streamed:  # the unshuffled pipeline keeps the split's order, which `targets` reads without inputs
         predicted = model.predict(data.pipeline.map(lambda *batch: batch[0]), verbose=0)
     else:
         predicted = _predict_in_memory(model, data.x, batch_size)
-        y = data.y if isinstance(data.y, dict) else {outputs[0]: data.y}
+    y = prepared.targets(split, outputs, batch_size)
     if len(outputs) == 1:
         predicted = {outputs[0]: predicted[outputs[0]] if isinstance(predicted, dict) else predicted}
     elif isinstance(predicted, list | tuple):
