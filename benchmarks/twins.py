@@ -81,6 +81,47 @@ def compare(name: str, plain: list[str], dlrun: list[str], rounds: int) -> Row:
     return row
 
 
+_BODY = """
+import sys, time
+import tensorflow, keras
+start = time.process_time()
+{work}
+print("BODY", time.process_time() - start)
+"""
+_DLRUN_BODY = "from dlrun.cli import main\nassert main(sys.argv[1:]) == 0"
+
+
+def body_cpu(code: str | None, *args: str) -> float:
+    """CPU seconds a job takes in a process that has already imported TensorFlow and Keras, up to its last line
+    (the interpreter's exit is left out): `code` run with `args` as sys.argv[1:], or (None) `dlrun ARGS` run
+    in-process through its CLI entry point. Import and exit are the same work on both sides and the noisiest
+    part of a whole process on a shared machine (import varies by ±1.5 s CPU there), so the difference of two
+    bodies measures dlrun's fixed cost more closely than whole processes do."""
+    work = _DLRUN_BODY if code is None else f"exec({code!r})"
+    proc = subprocess.run(
+        [sys.executable, "-c", _BODY.format(work=work), *args], cwd=ROOT, env=ENV, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
+        raise SystemExit(f"failed ({proc.returncode}): body of {'dlrun' if code is None else 'the twin'}")
+    return float(proc.stdout.rsplit("BODY", 1)[1])
+
+
+def fixed_cost(twin: str, twin_args: list[str], dlrun_args: list[str], rounds: int) -> float:
+    """dlrun's fixed cost: the median over `rounds` alternating pairs of (dlrun body - twin body), printed."""
+    differences = []
+    for i in range(rounds):
+        if i % 2 == 0:
+            plain, ours = body_cpu(twin, *twin_args), body_cpu(None, *dlrun_args)
+        else:
+            ours, plain = body_cpu(None, *dlrun_args), body_cpu(twin, *twin_args)
+        differences.append(ours - plain)
+    median = statistics.median(differences)
+    spread = ", ".join(f"{d:+.2f}" for d in differences)
+    print(f"fixed cost, in-process (TF import and exit left out): {median:+.2f} s CPU (rounds {spread})", flush=True)
+    return median
+
+
 def python(code: str, *args: str) -> list[str]:
     """A hand-written script as a command line."""
     return [sys.executable, "-c", code, *args]
