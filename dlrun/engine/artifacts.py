@@ -6,6 +6,7 @@ statistics (`preprocessing.npz`); loading the model back; evaluating it on a spl
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -215,8 +216,7 @@ def metrics_on_predictions(
     samples = len(predicted[outputs[0]])
     if _few_batches(model, samples, batch_size) and (len(outputs) == 1 or samples % batch_size == 0):
         identity.reset_metrics()
-        for start in range(0, samples, batch_size):
-            batch = keras.tree.map_structure(lambda a, s=start: a[s : s + batch_size], (x, y))
+        for batch in _batches((x, y), samples, batch_size):
             identity.test_step(batch)  # the step `evaluate` runs, op by op: the same numbers
         result = identity.get_metrics_result()
     else:
@@ -246,11 +246,16 @@ def _predict_in_memory(model: keras.Model, x: Any, batch_size: int) -> Any:
     samples = len(keras.tree.flatten(x)[0])
     if not _few_batches(model, samples, batch_size):
         return model.predict(x, batch_size=batch_size, verbose=0)
-    parts = [
-        model.predict_on_batch(keras.tree.map_structure(lambda a, s=start: a[s : s + batch_size], x))
-        for start in range(0, samples, batch_size)
-    ]
+    parts = [model.predict_on_batch(batch) for batch in _batches(x, samples, batch_size)]
     return keras.tree.map_structure(lambda *batches: np.concatenate(batches), *parts)
+
+
+def _batches(arrays: Any, samples: int, batch_size: int) -> Iterator[Any]:
+    """`arrays` (a structure of arrays with `samples` rows) cut into consecutive batches, as Keras' loops cut it."""
+    import keras
+
+    for start in range(0, samples, batch_size):
+        yield keras.tree.map_structure(lambda a, s=start: a[s : s + batch_size], arrays)
 
 
 def _losses_or_masks(model: keras.Model) -> bool:
