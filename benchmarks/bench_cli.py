@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.twins import compile_dlrun  # noqa: E402
+
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
@@ -55,6 +58,7 @@ m.save(sys.argv[1])
 
 
 def main() -> int:
+    compile_dlrun()
     dlrun = [sys.executable, "-m", "dlrun"]
     recipe = str(ROOT / "recipes" / "mnist.yaml")
     validate = wall([*dlrun, "validate", recipe])
