@@ -237,11 +237,13 @@ class ResumeState:
 
     def save(self, model: keras.Model, epoch: int, history: dict[str, list[float]], step: int = 0) -> None:
         meta = {"epoch": epoch, "step": step, "history": history}
-        arrays = {f"model_{i}": np.asarray(v) for i, v in enumerate(model.variables)}
+        # Variable.numpy() reads a TensorFlow variable in one op; np.asarray takes twice as long through
+        # __array__ (~0.15 ms a variable, every epoch: issue 21).
+        arrays = {f"model_{i}": v.numpy() for i, v in enumerate(model.variables)}
         if model.optimizer is not None and model.optimizer.built:
-            arrays.update({f"optimizer_{i}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)})
+            arrays.update({f"optimizer_{i}": v.numpy() for i, v in enumerate(model.optimizer.variables)})
         if step:  # mid-epoch: the epoch's running loss and metrics, so its logs match an uninterrupted epoch
-            arrays.update({f"metric_{i}": np.asarray(v) for i, v in enumerate(model.metrics_variables)})
+            arrays.update({f"metric_{i}": v.numpy() for i, v in enumerate(model.metrics_variables)})
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
