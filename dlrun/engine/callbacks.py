@@ -238,7 +238,7 @@ class ResumeState:
     def save(self, model: keras.Model, epoch: int, history: dict[str, list[float]], step: int = 0) -> None:
         meta = {"epoch": epoch, "step": step, "history": history}
         # Variable.numpy() reads a TensorFlow variable in one op; np.asarray takes twice as long through
-        # __array__ (~0.15 ms a variable, every epoch: issue 21).
+        # __array__ (20 variables: 3.35 vs 1.77 ms, every epoch: issue 21).
         arrays = {f"model_{i}": v.numpy() for i, v in enumerate(model.variables)}
         if model.optimizer is not None and model.optimizer.built:
             arrays.update({f"optimizer_{i}": v.numpy() for i, v in enumerate(model.optimizer.variables)})
