@@ -239,13 +239,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="dlrun-bench-") as tmp:
         work = Path(tmp)
 
-        def run(label: str, twin: str, recipe: str, folder: Path | None) -> None:
+        def run(label: str, twin: str, recipe: str, folder: Path | None) -> Path:
+            """Compare `twin` with `dlrun train` on `recipe` (written for the row); returns the recipe's path."""
             key = label.split()[0]
             path = work / f"{key}.yaml"
             path.write_text(recipe.format(folder=folder) if folder else recipe, encoding="utf-8")
             plain = python(twin, str(folder or work), str(work / f"{key}.keras"))
             ours = dlrun("train", str(path), "--runs", str(work / "runs"), "--quiet")
             rows.append(compare(label, plain, ours, args.rounds))
+            return path
 
         if "png" in args.rows:
             n, m = count(8000), count(2000)
@@ -267,11 +269,10 @@ def main() -> int:
             folder = image_folder(work / "transfer", images, {"train": y_train[:n], "test": y_test[:m]}, "jpg")
             run(f"transfer ({n} + {m} 64x64 JPEG files, MobileNetV2, 1+1 epochs)", TRANSFER, TRANSFER_RECIPE, folder)
         if "tabular" in args.rows:
-            run("tabular (wine, 178 rows, MLP, 20 epochs)", TABULAR, TABULAR_RECIPE, None)
+            recipe = run("tabular (wine, 178 rows, MLP, 20 epochs)", TABULAR, TABULAR_RECIPE, None)
             row = rows[-1]
             fixed = Row._median(row.dlrun, "cpu") - Row._median(row.plain, "cpu")
             print(f"fixed cost of a tiny run: {fixed:+.2f} s CPU over the plain script (target <= 1 s)")
-            recipe = work / "tabular.yaml"
             fixed_cost(
                 TABULAR,
                 [str(work), str(work / "tabular-body.keras")],

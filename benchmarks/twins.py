@@ -8,6 +8,7 @@ the medians over the rounds. Also the generated data the rows read: folders of P
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import subprocess
@@ -22,12 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
 
 
+@functools.cache
 def compile_dlrun() -> None:
     """Compile this checkout's dlrun to bytecode (dlrun/**/__pycache__, ignored by git), as installing a wheel
     does: pip compiles every module it installs, so the twin's TensorFlow and Keras are read as bytecode. A
     checkout imported with PYTHONDONTWRITEBYTECODE=1 (this project's machines set it) would otherwise compile
     dlrun's ~21k lines from source in every dlrun process, ~0.2 s CPU that no installed dlrun pays. Importing
-    reads existing bytecode whatever that variable says; only writing it is switched off."""
+    reads existing bytecode whatever that variable says; only writing it is switched off. Once a process."""
     import compileall
 
     if not compileall.compile_dir(ROOT / "dlrun", quiet=1):
@@ -76,7 +78,7 @@ class Row:
         rounds = ", ".join(f"{d.cpu / p.cpu:.2f}" for p, d in zip(self.plain, self.dlrun, strict=True))
         return (
             f"{self.name}: CPU hand-written {cpu_p:.1f} s | dlrun {cpu_d:.1f} s | ratio {cpu_d / cpu_p:.2f} "
-            f"(+{cpu_d - cpu_p:.1f} s; rounds {rounds}) || peak memory {mem_p:.0f} MiB | {mem_d:.0f} MiB | "
+            f"({cpu_d - cpu_p:+.1f} s; rounds {rounds}) || peak memory {mem_p:.0f} MiB | {mem_d:.0f} MiB | "
             f"ratio {mem_d / mem_p:.2f}"
         )
 
