@@ -149,3 +149,108 @@ def test_one_pass_evaluation_gives_keras_evaluate_numbers(monkeypatch, few_batch
             assert got.metrics[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
         np.testing.assert_allclose(got.predicted["kind"], model.predict(x, verbose=0)[0], rtol=1e-5, atol=1e-6)
         assert np.array_equal(got.targets["kind"], y["kind"])
+
+
+def _batch_max(y_true, y_pred):
+    """A metric of one value per batch: its mean over batches depends on how the split is cut."""
+    import keras
+
+    return keras.ops.max(y_pred)
+
+
+def _compile_config(loss, metrics, outputs=1):
+    import keras
+
+    inputs = keras.Input((4,), name="x")
+    heads = [keras.layers.Dense(1, activation="sigmoid", name=f"y{i}")(inputs) for i in range(outputs)]
+    model = keras.Model(inputs, heads[0] if outputs == 1 else heads)
+    model.compile(optimizer="adam", loss=loss, metrics=metrics)
+    return model.get_compile_config()
+
+
+def _scoring_cases():
+    import keras
+
+    return {
+        "keras names": ("binary_crossentropy", ["accuracy", "mae"], True),
+        "keras classes": (keras.losses.BinaryCrossentropy(), [keras.metrics.AUC(), keras.metrics.Precision()], True),
+        "keras function by name in a wrapper": ("mse", [keras.metrics.MeanMetricWrapper(fn="mae")], True),
+        "mean reduction": (keras.losses.MeanSquaredError(reduction="mean"), [], True),
+        "sum reduction": (keras.losses.BinaryCrossentropy(reduction="sum"), ["accuracy"], False),
+        "dice by name": ("dice", ["accuracy"], False),
+        "dice class": (keras.losses.Dice(), ["accuracy"], False),
+        "custom loss": (_batch_max, ["accuracy"], False),
+        "custom metric": ("binary_crossentropy", [_batch_max], False),
+        "custom metric in a wrapper": ("binary_crossentropy", [keras.metrics.MeanMetricWrapper(fn=_batch_max)], False),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "keras names",
+        "keras classes",
+        "keras function by name in a wrapper",
+        "mean reduction",
+        "sum reduction",
+        "dice by name",
+        "dice class",
+        "custom loss",
+        "custom metric",
+        "custom metric in a wrapper",
+    ],
+)
+def test_whole_split_is_scored_in_one_step_only_when_batching_cannot_change_the_numbers(case):
+    """engine.scoring_batch: Keras' per-sample losses (mean reductions) and Keras' metrics score a split in one
+    step; Dice, a `sum` reduction or anything custom is scored in evaluation batches, as `evaluate` cuts it."""
+    from dlrun.engine.scoring_batch import scoring_batch_size
+
+    loss, metrics, whole = _scoring_cases()[case]
+    predicted, targets = {"y0": np.zeros((100, 1), "float32")}, {"y0": np.zeros((100, 1), "float32")}
+    size = scoring_batch_size(_compile_config(loss, metrics), {}, predicted, targets, 16)
+    assert size == (100 if whole else 16)
+
+
+def test_scoring_batch_names_a_custom_object_and_caps_the_step(monkeypatch):
+    """A Keras name the recipe's imports shadow is scored in batches; several outputs are scored whole only when
+    every evaluation batch is whole; large predictions are scored in steps of whole batches under the cap."""
+    from dlrun.engine import scoring_batch
+    from dlrun.engine.scoring_batch import scoring_batch_size
+
+    config = _compile_config("binary_crossentropy", ["accuracy"], outputs=2)
+    two = {f"y{i}": np.zeros((96, 1), "float32") for i in range(2)}
+    assert scoring_batch_size(config, {}, two, two, 16) == 96
+    assert scoring_batch_size(config, {"binary_crossentropy": _batch_max}, two, two, 16) == 16
+    uneven = {name: value[:90] for name, value in two.items()}
+    assert scoring_batch_size(config, {}, uneven, uneven, 16) == 16
+    monkeypatch.setattr(scoring_batch, "SCORING_BYTES", 40 * 16)  # a row is 16 bytes: 40 rows fit, 32 whole
+    assert scoring_batch_size(config, {}, two, two, 16) == 32
+    assert scoring_batch_size(config, {}, uneven, uneven, 16) == 16
+
+
+@pytest.mark.parametrize("few_batches", [32, 0], ids=["batch-by-batch", "keras-loops"])
+def test_one_pass_evaluation_keeps_keras_numbers_for_batch_dependent_losses(monkeypatch, few_batches):
+    """Dice and a metric of one value per batch give other numbers on the whole split than `evaluate`'s batches:
+    evaluate_and_predict still gives `evaluate`'s, and one step over the split would not (checked)."""
+    import keras
+
+    from dlrun.data.prepare import ArraySplit, Prepared
+    from dlrun.engine import artifacts
+    from dlrun.engine.artifacts import evaluate_and_predict, metrics_on_predictions
+
+    monkeypatch.setattr(artifacts, "FEW_BATCHES", few_batches)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(80, 4)).astype("float32")
+    y = rng.integers(0, 2, (80, 1)).astype("float32")
+    inputs = keras.Input((4,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="y")(inputs))
+    model.compile(optimizer="adam", loss="dice", metrics=[_batch_max])
+    expected = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    prepared = Prepared(splits={"test": ArraySplit({"x": x}, {"y": y})})
+    custom = {"_batch_max": _batch_max}  # as the recipe's imports provide it
+    got = evaluate_and_predict(model, prepared, "test", ["y"], ["x"], 16, custom)
+    for key, value in expected.items():
+        assert got.metrics[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    whole = metrics_on_predictions(model, got.predicted, got.targets, 80, custom)
+    assert whole["loss"] != pytest.approx(expected["loss"], rel=1e-3)
+    assert whole["_batch_max"] != pytest.approx(expected["_batch_max"], rel=1e-3)

@@ -199,8 +199,11 @@ def metrics_on_predictions(
     custom_objects: dict[str, Any],
 ) -> dict[str, float]:
     """`model`'s compiled loss and metrics (its compile config, loss weights included) on given predictions:
-    an identity model with the same output names is compiled alike and evaluated on them, batch by batch."""
+    an identity model with the same output names is compiled alike and evaluated on them, in steps of the
+    evaluation batch or, where the numbers do not depend on the batching, of the whole split (scoring_batch)."""
     import keras
+
+    from dlrun.engine.scoring_batch import scoring_batch_size
 
     outputs = list(predicted)
     inputs = [keras.Input(shape=predicted[o].shape[1:], name=f"{o}_prediction") for o in outputs]
@@ -214,13 +217,14 @@ def metrics_on_predictions(
     x = predicted[outputs[0]] if len(outputs) == 1 else [predicted[o] for o in outputs]
     y = targets[outputs[0]] if len(outputs) == 1 else {o: targets[o] for o in outputs}
     samples = len(predicted[outputs[0]])
-    if _few_batches(model, samples, batch_size) and (len(outputs) == 1 or samples % batch_size == 0):
+    step = scoring_batch_size(config, custom_objects, predicted, targets, batch_size)
+    if _few_batches(model, samples, step) and (len(outputs) == 1 or samples % step == 0):
         identity.reset_metrics()
-        for batch in _batches((x, y), samples, batch_size):
+        for batch in _batches((x, y), samples, step):
             identity.test_step(batch)  # the step `evaluate` runs, op by op: the same numbers
         result = identity.get_metrics_result()
     else:
-        result = identity.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+        result = identity.evaluate(x, y, batch_size=step, verbose=0, return_dict=True)
     return {k: float(v) for k, v in result.items()}
 
 
