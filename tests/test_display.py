@@ -236,6 +236,28 @@ def test_plot_overlays_runs_as_png_and_svg(tmp_path, capsys):
         assert path.get("d").count("L") == epochs - 1  # a point per epoch
 
 
+def _zlib_level(png: Path) -> int:
+    """The FLEVEL field of a PNG's first IDAT zlib header: 0 fastest, 1 fast, 2 default (6), 3 maximum."""
+    import struct
+
+    data, at = png.read_bytes(), 8
+    while at < len(data):
+        length, kind = struct.unpack(">I4s", data[at : at + 8])
+        if kind == b"IDAT":
+            return data[at + 9] >> 6
+        at += 12 + length
+    raise AssertionError(f"{png}: no IDAT chunk")
+
+
+def test_plot_writes_png_with_fast_compression(tmp_path, capsys):
+    """PNG pictures are compressed at zlib level 3, not PIL's default 6 (~3x the CPU for ~20 % smaller files)."""
+    run = _fake_run(tmp_path / "r", [0.9, 0.5, 0.3])
+    png = tmp_path / "curves.png"
+    assert main(["plot", str(run), "--out", str(png)]) == 0
+    assert _zlib_level(png) == 1  # zlib levels 2-5
+    assert _png(png).shape[1] > 300  # still a picture PIL reads
+
+
 def test_plot_refuses_bad_input_in_one_line(tmp_path, capsys):
     run = _fake_run(tmp_path / "r", [0.5, 0.4])
     assert main(["plot", str(run), "--out", str(tmp_path / "x.jpg")]) == 2

@@ -25,6 +25,9 @@ History = dict[str, list[float]]
 NOT_CURVES = ("epoch", "seconds", "learning_rate")
 FORMATS = (".png", ".svg")
 INSTALL = "pip install 'dlrun[plots]' (matplotlib)"
+PNG_COMPRESSION = 3
+"""zlib level of the PNG pictures. PIL's default (6) spends ~3x the CPU for files ~20 % smaller: a 10-class
+confusion matrix 39 vs 11 ms, 31 vs 39 KB; learning curves 26 vs 10 ms (issue 21: a small run's fixed cost)."""
 
 
 def _pyplot() -> ModuleType | None:
@@ -183,5 +186,6 @@ def _save(fig: Figure, path: Path) -> Path:
 
     suffix = path.suffix.lower()
     with atomic_target(path, suffix) as tmp:
-        fig.savefig(tmp, dpi=110, format=suffix[1:])
+        options = {"pil_kwargs": {"compress_level": PNG_COMPRESSION}} if suffix == ".png" else {}
+        fig.savefig(tmp, dpi=110, format=suffix[1:], **options)
     return path
