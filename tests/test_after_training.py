@@ -254,3 +254,49 @@ def test_one_pass_evaluation_keeps_keras_numbers_for_batch_dependent_losses(monk
     whole = metrics_on_predictions(model, got.predicted, got.targets, 80, custom)
     assert whole["loss"] != pytest.approx(expected["loss"], rel=1e-3)
     assert whole["_batch_max"] != pytest.approx(expected["_batch_max"], rel=1e-3)
+
+
+@pytest.mark.parametrize("way", ["few-batches", "keras-loop", "streamed"])
+def test_split_with_a_smaller_last_batch_is_predicted_with_one_trace(monkeypatch, tmp_path, way):
+    """The last of 4 batches holds 2 rows: predicted padded to a whole batch (its extra rows dropped), the model
+    is traced once, as `evaluate` traces it, not a second time for the smaller shape (issue 21: ~1.5 s CPU for
+    MobileNetV2). The predictions are `model.predict`'s, in the split's order."""
+    import keras
+
+    from dlrun.data.prepare import prepare
+    from dlrun.engine import artifacts
+    from dlrun.engine.artifacts import predict_split
+    from dlrun.recipe.schema import DataSpec
+
+    monkeypatch.setattr(artifacts, "FEW_BATCHES", 0 if way == "keras-loop" else 32)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(50, 4)).astype("float32")
+    labels = rng.integers(0, 3, 50)
+    rows = ["f0,f1,f2,f3,label"] + [
+        ",".join([*(f"{v:.6f}" for v in r), str(c)]) for r, c in zip(x, labels, strict=True)
+    ]
+    (tmp_path / "rows.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    spec = DataSpec.model_validate({
+        "source": "csv", "path": "rows.csv", "stream": way == "streamed",
+        "inputs": {"x": {"from": ["f0", "f1", "f2", "f3"]}}, "targets": {"y": {"from": "label"}},
+    })  # fmt: skip
+    prepared = prepare(spec, tmp_path, seed=0)
+    assert prepared.streamed("train") == (way == "streamed")
+    inputs = keras.Input((4,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="y")(inputs))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", steps_per_execution=1)
+    predicted, targets = predict_split(model, prepared, "train", ["y"], ["x"], 16)
+    traces = model.predict_function.experimental_get_tracing_count()
+    feed = prepared.feed("train", ["x"], ["y"], 16, training=False)
+
+    def named(value, name):  # one input or output comes as itself, several as a dict
+        return np.asarray(value[name] if isinstance(value, dict) else value)
+
+    if feed.streamed:
+        split_x = np.concatenate([named(batch[0], "x") for batch in feed.pipeline])
+        split_y = np.concatenate([named(batch[1], "y") for batch in feed.pipeline])
+    else:
+        split_x, split_y = named(feed.x, "x"), named(feed.y, "y")
+    assert len(split_x) == 50 and np.array_equal(targets["y"], split_y)
+    np.testing.assert_allclose(predicted["y"], model.predict(split_x, batch_size=16, verbose=0), rtol=1e-5, atol=1e-6)
+    assert traces == 1
