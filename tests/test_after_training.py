@@ -151,6 +151,32 @@ def test_one_pass_evaluation_gives_keras_evaluate_numbers(monkeypatch, few_batch
         assert np.array_equal(got.targets["kind"], y["kind"])
 
 
+@pytest.mark.parametrize("few_batches", [32, 0], ids=["one-step", "keras-loops"])
+def test_one_output_scored_in_one_step_gives_keras_evaluate_numbers(monkeypatch, few_batches):
+    """One output, Keras' loss and metrics, 50 samples in batches of 16 (a smaller last one): the split is scored
+    in one step (engine.scoring_batch) and gives `evaluate`'s loss, accuracy and AUC."""
+    import keras
+
+    from dlrun.data.prepare import ArraySplit, Prepared
+    from dlrun.engine import artifacts
+    from dlrun.engine.artifacts import evaluate_and_predict
+
+    monkeypatch.setattr(artifacts, "FEW_BATCHES", few_batches)
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(50, 4)).astype("float32"), rng.integers(0, 2, (50, 1)).astype("float32")
+    inputs = keras.Input((4,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="y")(inputs))
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy", keras.metrics.AUC(name="auc")])
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    expected = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    got = evaluate_and_predict(
+        model, Prepared(splits={"test": ArraySplit({"x": x}, {"y": y})}), "test", ["y"], ["x"], 16, {}
+    )
+    assert set(got.metrics) == set(expected) == {"loss", "accuracy", "auc"}
+    for key, value in expected.items():
+        assert got.metrics[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
 def _batch_max(y_true, y_pred):
     """A metric of one value per batch: its mean over batches depends on how the split is cut."""
     import keras
