@@ -274,7 +274,8 @@ def _predict_stream(model: keras.Model, pipeline: Any, batch_size: int) -> Any:
 
 def _predict_in_memory(model: keras.Model, x: Any, batch_size: int) -> Any:
     """`model.predict(x, batch_size)`; a few batches run through `predict_on_batch` (see FEW_BATCHES). A smaller
-    last batch is predicted padded to a whole one (`_pads_last_batch`), so the model is traced once."""
+    last batch is predicted padded to a whole one (`_pads_last_batch`), so the model is traced once: the caller
+    drops rows past the split's end."""
     import keras
 
     samples = len(keras.tree.flatten(x)[0])
@@ -285,7 +286,7 @@ def _predict_in_memory(model: keras.Model, x: Any, batch_size: int) -> Any:
         return keras.tree.map_structure(lambda a: _repeat_first_row(a, batch_size), batch)
 
     def concatenate(parts: list[Any]) -> Any:
-        return keras.tree.map_structure(lambda *batches: np.concatenate(batches)[:samples], *parts)
+        return keras.tree.map_structure(lambda *batches: np.concatenate(batches), *parts)
 
     if not _few_batches(model, samples, batch_size):
         if not pads:

@@ -23,16 +23,10 @@ PER_SAMPLE_LOSSES = frozenset({
     "kl_divergence", "poisson", "mean_absolute_error", "mean_absolute_percentage_error", "mean_squared_error",
     "mean_squared_logarithmic_error",
 })  # fmt: skip
-"""Keras' loss functions that give one value per sample: averaged by `sum_over_batch_size` and weighed by
-batch size in `evaluate`, they give the split's mean however it is batched. Not Dice, Tversky or Circle: with
-their default arguments they compute one value over a whole batch. A loss not listed is scored batch by batch."""
-
-PER_SAMPLE_LOSS_CLASSES = frozenset({
-    "BinaryCrossentropy", "BinaryFocalCrossentropy", "CategoricalCrossentropy", "CategoricalFocalCrossentropy",
-    "CategoricalGeneralizedCrossEntropy", "SparseCategoricalCrossentropy", "CategoricalHinge", "Hinge",
-    "SquaredHinge", "CosineSimilarity", "CTC", "Huber", "LogCosh", "KLDivergence", "Poisson", "MeanAbsoluteError",
-    "MeanAbsolutePercentageError", "MeanSquaredError", "MeanSquaredLogarithmicError",
-})  # fmt: skip
+"""Keras' loss functions that give one value per sample (a loss class is judged by the function it wraps):
+averaged by `sum_over_batch_size` and weighed by batch size in `evaluate`, they give the split's mean however
+it is batched. Not Dice, Tversky or Circle: with their default arguments they compute one value over a whole
+batch. A loss not listed is scored batch by batch."""
 
 MEAN_REDUCTIONS = frozenset({"sum_over_batch_size", "mean"})
 """Loss reductions that average per-sample values; `sum` grows with the batch."""
@@ -90,24 +84,23 @@ def _from_keras(config: dict[str, Any]) -> bool:
 
 
 def _per_sample_loss(config: Any, custom_objects: dict[str, Any]) -> bool:
-    if isinstance(config, str):
-        if config in custom_objects:
-            return False
-        import keras
+    """Whether a compile config's loss entry (a name, or a serialized Keras loss) is one of PER_SAMPLE_LOSSES,
+    from Keras itself, with a mean reduction."""
+    if isinstance(config, str) and config in custom_objects:
+        return False
+    if not isinstance(config, str | dict) or (isinstance(config, dict) and not _from_keras(config)):
+        return False
+    import keras
 
-        try:
-            function = keras.losses.get(config)
-        except ValueError:
-            return False
-        return getattr(function, "__name__", None) in PER_SAMPLE_LOSSES
-    if not isinstance(config, dict) or not _from_keras(config):
+    try:
+        loss = keras.losses.get(config)
+    except (ValueError, TypeError):  # a name Keras does not know, or a wrapped function of the recipe's own
         return False
-    arguments = config.get("config") or {}
-    if arguments.get("reduction", "sum_over_batch_size") not in MEAN_REDUCTIONS:
+    if getattr(loss, "reduction", "sum_over_batch_size") not in MEAN_REDUCTIONS:
         return False
-    if config.get("class_name") == "LossFunctionWrapper":
-        return isinstance(arguments.get("fn"), str) and _per_sample_loss(arguments["fn"], custom_objects)
-    return config.get("class_name") in PER_SAMPLE_LOSS_CLASSES
+    function = getattr(loss, "fn", loss)  # a loss class wraps its function
+    module = getattr(function, "__module__", None) or ""
+    return module.split(".")[0] == "keras" and getattr(function, "__name__", None) in PER_SAMPLE_LOSSES
 
 
 def _keras_metric(config: Any, custom_objects: dict[str, Any]) -> bool:
